@@ -1,0 +1,639 @@
+// Built from js/src by `npm run build` (esbuild). Do not edit; edit js/src instead.
+
+// src/render.js
+var MAX_ROWS = 200;
+var MAX_PANELS = 100;
+var SETTLED_STATES = /* @__PURE__ */ new Set(["success", "failure", "aborted"]);
+var INTENT_TIMEOUT_MS = 5e3;
+var CLS = "ipybgfetch";
+var DASH = "\u2014";
+var BYTE_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+function isNumber(x) {
+  return typeof x === "number" && Number.isFinite(x);
+}
+function formatBytes(n) {
+  if (!isNumber(n) || n < 0) return DASH;
+  if (n < 1024) return `${Math.round(n)} B`;
+  let unit = 0;
+  let value = n;
+  while (value >= 1024 && unit < BYTE_UNITS.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  let digits = value < 10 ? 2 : value < 100 ? 1 : 0;
+  let text = value.toFixed(digits);
+  if (Number(text) >= 1024 && unit < BYTE_UNITS.length - 1) {
+    unit += 1;
+    text = (value / 1024).toFixed(2);
+  }
+  return `${text} ${BYTE_UNITS[unit]}`;
+}
+function formatSpeed(bps) {
+  if (!isNumber(bps) || bps <= 0) return DASH;
+  return `${formatBytes(bps)}/s`;
+}
+function formatDuration(seconds) {
+  if (!isNumber(seconds) || seconds < 0) return DASH;
+  const s = Math.round(seconds);
+  if (s < 1) return "< 1 s";
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${String(s % 60).padStart(2, "0")} s`;
+  const h2 = Math.floor(m / 60);
+  if (h2 < 24) return `${h2} h ${String(m % 60).padStart(2, "0")} min`;
+  const d = Math.floor(h2 / 24);
+  if (d > 999) return "> 999 d";
+  return `${d} d ${h2 % 24} h`;
+}
+var formatEta = formatDuration;
+function formatPercent(fraction, complete = false) {
+  if (!isNumber(fraction)) return DASH;
+  const clamped = Math.min(Math.max(fraction, 0), 1);
+  let pct = Math.floor(clamped * 100);
+  if (complete) pct = 100;
+  else if (pct >= 100) pct = 99;
+  return `${pct}%`;
+}
+function formatCount(n) {
+  if (!isNumber(n)) return "0";
+  return String(Math.round(n)).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+}
+var FAILURE_REASONS = {
+  "": "failed",
+  aborted: "aborted",
+  "bad-status": "a server answered with an error status",
+  "fetch-error": "a network error stopped a download",
+  "quota-exceeded": "out of disk space or storage quota",
+  "download-total-exceeded": "more data arrived than download_total allows"
+};
+function failureText(reason) {
+  if (Object.prototype.hasOwnProperty.call(FAILURE_REASONS, reason ?? "")) {
+    return FAILURE_REASONS[reason ?? ""];
+  }
+  return String(reason);
+}
+function stateLabel(snap) {
+  const state = snap?.state ?? "";
+  switch (state) {
+    case "active":
+      return { text: "Downloading", tone: "active" };
+    case "paused":
+      return { text: "Paused", tone: "paused" };
+    case "success":
+      return { text: "Complete", tone: "success" };
+    case "aborted":
+      return { text: "Aborted", tone: "aborted" };
+    case "needs-credentials":
+      return { text: "Needs credentials", tone: "warn" };
+    case "failure": {
+      const reason = snap?.failure_reason ?? "";
+      if (reason === "aborted") return { text: "Aborted", tone: "aborted" };
+      return { text: `Failed: ${failureText(reason)}`, tone: "failure" };
+    }
+    default:
+      return { text: state ? String(state) : "Waiting", tone: "paused" };
+  }
+}
+function isSettled(snap) {
+  return SETTLED_STATES.has(snap?.state) || snap?.result === "success" || snap?.result === "failure";
+}
+function progressInfo(snap) {
+  const downloaded = isNumber(snap?.downloaded) ? Math.max(0, snap.downloaded) : 0;
+  let total = null;
+  if (isNumber(snap?.expected_bytes) && snap.expected_bytes > 0) total = snap.expected_bytes;
+  else if (isNumber(snap?.download_total) && snap.download_total > 0) total = snap.download_total;
+  const success = snap?.state === "success" || snap?.result === "success";
+  if (success && (total === null || downloaded > total)) total = Math.max(downloaded, 1);
+  if (total === null) {
+    return { determinate: false, value: downloaded, max: null, fraction: null, percent: "" };
+  }
+  const value = success ? total : Math.min(downloaded, total);
+  const fraction = value / total;
+  return {
+    determinate: true,
+    value,
+    max: total,
+    fraction,
+    percent: formatPercent(fraction, success)
+  };
+}
+function bytesText(snap) {
+  const p = progressInfo(snap);
+  const done = formatBytes(p.value);
+  if (!p.determinate) return `${done} downloaded`;
+  return `${formatBytes(p.value)} of ${formatBytes(p.max)}`;
+}
+function recordsText(snap) {
+  const total = isNumber(snap?.records_total) ? snap.records_total : 0;
+  const done = isNumber(snap?.records_done) ? snap.records_done : 0;
+  const failed = isNumber(snap?.records_failed) ? snap.records_failed : 0;
+  let text = `${formatCount(done)} / ${formatCount(total)} record${total === 1 ? "" : "s"}`;
+  if (failed > 0) text += ` \xB7 ${formatCount(failed)} failed`;
+  return text;
+}
+function safeImageSrc(src) {
+  if (typeof src !== "string") return null;
+  const trimmed = src.trim();
+  if (/^data:image\/[a-z0-9.+-]+[;,]/i.test(trimmed)) return trimmed;
+  let url;
+  try {
+    url = new URL(trimmed);
+  } catch {
+    return null;
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") return null;
+  return url.href;
+}
+function iconArea(sizes) {
+  if (typeof sizes !== "string") return 0;
+  let best = 0;
+  for (const part of sizes.split(/\s+/)) {
+    if (part.toLowerCase() === "any") return 64 * 64;
+    const m = /^(\d+)x(\d+)$/i.exec(part);
+    if (m) best = Math.max(best, Number(m[1]) * Number(m[2]));
+  }
+  return best;
+}
+function pickIcon(icons) {
+  if (!Array.isArray(icons)) return null;
+  const target = 32 * 32;
+  let best = null;
+  let bestScore = Infinity;
+  for (const icon of icons) {
+    const src = safeImageSrc(icon?.src);
+    if (!src) continue;
+    const area = iconArea(icon?.sizes);
+    const score = area === 0 ? 1e9 : area >= target ? area - target : 2e9 - area;
+    if (score < bestScore) {
+      best = src;
+      bestScore = score;
+    }
+  }
+  return best;
+}
+function h(doc, tag, className, text) {
+  const node = doc.createElement(tag);
+  if (className) node.className = className;
+  if (text !== void 0) node.textContent = text;
+  return node;
+}
+function setText(node, text) {
+  const value = String(text);
+  if (node.textContent !== value) node.textContent = value;
+}
+function setAttr(node, name, value) {
+  if (value === null || value === void 0 || value === false) {
+    if (node.hasAttribute(name)) node.removeAttribute(name);
+    return;
+  }
+  const v = value === true ? "" : String(value);
+  if (node.getAttribute(name) !== v) node.setAttribute(name, v);
+}
+function setHidden(node, hidden) {
+  if (node.hidden !== hidden) node.hidden = hidden;
+}
+function setBar(bar, fill, info, label) {
+  setAttr(bar, "aria-valuemin", "0");
+  if (info.determinate) {
+    setAttr(bar, "aria-valuemax", info.max);
+    setAttr(bar, "aria-valuenow", info.value);
+    setAttr(bar, "aria-valuetext", label);
+    setAttr(bar, "data-indeterminate", null);
+    const width = `${Number((Math.min(Math.max(info.fraction, 0), 1) * 100).toFixed(2))}%`;
+    if (fill.style.width !== width) fill.style.width = width;
+  } else {
+    setAttr(bar, "aria-valuemax", null);
+    setAttr(bar, "aria-valuenow", null);
+    setAttr(bar, "aria-valuetext", label);
+    setAttr(bar, "data-indeterminate", true);
+    if (fill.style.width !== "") fill.style.width = "";
+  }
+}
+var RECORD_STATES = {
+  pending: "waiting",
+  active: "downloading",
+  paused: "paused",
+  success: "done",
+  failure: "failed",
+  aborted: "aborted"
+};
+function recordSizeText(rec) {
+  const done = isNumber(rec?.downloaded) ? rec.downloaded : 0;
+  if (isNumber(rec?.total) && rec.total >= 0) {
+    if (rec.state === "success") return formatBytes(Math.max(done, rec.total));
+    return `${formatBytes(done)} / ${formatBytes(rec.total)}`;
+  }
+  return done > 0 || rec?.state === "success" ? formatBytes(done) : DASH;
+}
+function recordProgress(rec) {
+  const done = isNumber(rec?.downloaded) ? Math.max(0, rec.downloaded) : 0;
+  if (rec?.state === "success") {
+    const max = Math.max(done, isNumber(rec?.total) ? rec.total : 0, 1);
+    return { determinate: true, value: max, max, fraction: 1 };
+  }
+  if (isNumber(rec?.total) && rec.total > 0) {
+    const value = Math.min(done, rec.total);
+    return { determinate: true, value, max: rec.total, fraction: value / rec.total };
+  }
+  return { determinate: false, value: done, max: null, fraction: null };
+}
+function createRecordRow(doc) {
+  const tr = h(doc, "tr", `${CLS}-record`);
+  const index = h(doc, "td", `${CLS}-rec-index`);
+  const url = h(doc, "td", `${CLS}-rec-url`);
+  const state = h(doc, "td", `${CLS}-rec-state`);
+  const status = h(doc, "td", `${CLS}-rec-status`);
+  const size = h(doc, "td", `${CLS}-rec-size`);
+  const progressCell = h(doc, "td", `${CLS}-rec-progress`);
+  const bar = h(doc, "div", `${CLS}-bar ${CLS}-bar-small`);
+  bar.setAttribute("role", "progressbar");
+  const fill = h(doc, "div", `${CLS}-bar-fill`);
+  bar.appendChild(fill);
+  progressCell.appendChild(bar);
+  const error = h(doc, "td", `${CLS}-rec-error`);
+  tr.append(index, url, state, status, size, progressCell, error);
+  return { tr, index, url, state, status, size, bar, fill, error, key: null };
+}
+function updateRecordRow(row, rec) {
+  const url = String(rec?.url ?? "");
+  setText(row.index, isNumber(rec?.index) ? rec.index : "");
+  setText(row.url, url);
+  setAttr(row.url, "title", url);
+  setText(row.state, RECORD_STATES[rec?.state] ?? String(rec?.state ?? ""));
+  setAttr(row.tr, "data-state", String(rec?.state ?? ""));
+  const attempts = isNumber(rec?.attempts) && rec.attempts > 1 ? ` (try ${rec.attempts})` : "";
+  setText(row.status, (isNumber(rec?.status) && rec.status > 0 ? String(rec.status) : DASH) + attempts);
+  const size = recordSizeText(rec);
+  setText(row.size, size);
+  const info = recordProgress(rec);
+  setAttr(row.bar, "aria-label", `Record ${isNumber(rec?.index) ? rec.index : ""} progress`);
+  setBar(row.bar, row.fill, info, info.determinate ? `${formatPercent(info.fraction, rec?.state === "success")}, ${size}` : size);
+  const err = String(rec?.error ?? "");
+  setText(row.error, err);
+  setAttr(row.error, "title", err || null);
+}
+function createRecordList(doc) {
+  const details = h(doc, "details", `${CLS}-records`);
+  const summary = h(doc, "summary", `${CLS}-records-summary`, "Records");
+  const note = h(doc, "div", `${CLS}-records-note`);
+  note.hidden = true;
+  const scroll = h(doc, "div", `${CLS}-records-scroll`);
+  scroll.tabIndex = 0;
+  scroll.setAttribute("role", "region");
+  const table = h(doc, "table", `${CLS}-records-table`);
+  const thead = h(doc, "thead");
+  const headRow = h(doc, "tr");
+  for (const [label, cls] of [
+    ["#", "index"],
+    ["URL", "url"],
+    ["State", "state"],
+    ["HTTP", "status"],
+    ["Size", "size"],
+    ["Progress", "progress"],
+    ["Error", "error"]
+  ]) {
+    const th = h(doc, "th", `${CLS}-rec-${cls}`, label);
+    th.scope = "col";
+    headRow.appendChild(th);
+  }
+  thead.appendChild(headRow);
+  const tbody = h(doc, "tbody");
+  table.append(thead, tbody);
+  scroll.appendChild(table);
+  details.append(summary, note, scroll);
+  const rows = /* @__PURE__ */ new Map();
+  let last = null;
+  function renderRows() {
+    const snap = last ?? {};
+    const records = Array.isArray(snap.records) ? snap.records : [];
+    const n = Math.min(records.length, MAX_ROWS);
+    const seen = /* @__PURE__ */ new Set();
+    for (let i = 0; i < n; i++) {
+      const rec = records[i];
+      let key = isNumber(rec?.index) ? rec.index : `p${i}`;
+      if (seen.has(key)) key = `p${i}`;
+      seen.add(key);
+      let row = rows.get(key);
+      if (!row) {
+        row = createRecordRow(doc);
+        rows.set(key, row);
+      }
+      updateRecordRow(row, rec);
+      const at = tbody.children[i];
+      if (at !== row.tr) tbody.insertBefore(row.tr, at ?? null);
+    }
+    for (const [key, row] of rows) {
+      if (!seen.has(key)) {
+        row.tr.remove();
+        rows.delete(key);
+      }
+    }
+  }
+  function clearRows() {
+    for (const row of rows.values()) row.tr.remove();
+    rows.clear();
+  }
+  details.addEventListener("toggle", () => {
+    if (details.open) renderRows();
+    else clearRows();
+  });
+  function update(snap) {
+    last = snap;
+    const total = isNumber(snap?.records_total) ? snap.records_total : 0;
+    const records = Array.isArray(snap?.records) ? snap.records : [];
+    setText(summary, `Records (${formatCount(total)})`);
+    setAttr(scroll, "aria-label", `Records of ${snap?.title || snap?.id || "this fetch"}`);
+    const shown = Math.min(records.length, MAX_ROWS);
+    const truncated = Boolean(snap?.records_truncated) || shown < total || records.length > MAX_ROWS;
+    setHidden(note, !truncated);
+    if (truncated) {
+      setText(
+        note,
+        `Showing ${formatCount(shown)} of ${formatCount(total)} records (active and failed first).`
+      );
+    }
+    if (details.open) renderRows();
+  }
+  return { el: details, update, rows, tbody };
+}
+function createPanel(doc, send, options = {}) {
+  const now = options.now ?? (() => Date.now());
+  const root = h(doc, "section", `${CLS}-panel`);
+  root.setAttribute("aria-label", "Background fetch");
+  const header = h(doc, "div", `${CLS}-header`);
+  const icon = h(doc, "img", `${CLS}-icon`);
+  icon.hidden = true;
+  icon.width = 32;
+  icon.height = 32;
+  icon.decoding = "async";
+  icon.referrerPolicy = "no-referrer";
+  icon.addEventListener("error", () => {
+    icon.hidden = true;
+  });
+  const titleBox = h(doc, "div", `${CLS}-titlebox`);
+  const title = h(doc, "button", `${CLS}-title`);
+  title.type = "button";
+  title.title = "Fire the backgroundfetchclick event";
+  const idLine = h(doc, "span", `${CLS}-id`);
+  titleBox.append(title, idLine);
+  const badge = h(doc, "span", `${CLS}-badge`);
+  badge.setAttribute("role", "status");
+  const actions = h(doc, "div", `${CLS}-actions`);
+  const buttons = {};
+  for (const [type, label] of [
+    ["pause", "Pause"],
+    ["resume", "Resume"],
+    ["abort", "Abort"]
+  ]) {
+    const b = h(doc, "button", `${CLS}-button ${CLS}-${type}`, label);
+    b.type = "button";
+    b.dataset.action = type;
+    buttons[type] = b;
+    actions.appendChild(b);
+  }
+  header.append(icon, titleBox, badge, actions);
+  const bar = h(doc, "div", `${CLS}-bar`);
+  bar.setAttribute("role", "progressbar");
+  const fill = h(doc, "div", `${CLS}-bar-fill`);
+  bar.appendChild(fill);
+  const stats = h(doc, "div", `${CLS}-stats`);
+  const bytes = h(doc, "span", `${CLS}-bytes`);
+  const percent = h(doc, "span", `${CLS}-percent`);
+  const speed = h(doc, "span", `${CLS}-speed`);
+  const eta = h(doc, "span", `${CLS}-eta`);
+  const recs = h(doc, "span", `${CLS}-recs`);
+  const upload = h(doc, "span", `${CLS}-upload`);
+  upload.hidden = true;
+  stats.append(percent, bytes, speed, eta, recs, upload);
+  const records = createRecordList(doc);
+  root.append(header, bar, stats, records.el);
+  let snap = {};
+  let pending = null;
+  let timer = null;
+  function fire(type) {
+    if (!snap || !snap.id) return;
+    const msg = { type, id: String(snap.id) };
+    if (snap.key !== void 0) msg.key = snap.key;
+    send(msg);
+    if (type !== "click") {
+      pending = { type, state: snap.state, at: now() };
+      refreshButtons();
+      if (timer === null && typeof setTimeout === "function") {
+        timer = setTimeout(() => {
+          timer = null;
+          refreshButtons();
+        }, INTENT_TIMEOUT_MS + 50);
+        timer?.unref?.();
+      }
+    }
+  }
+  title.addEventListener("click", () => fire("click"));
+  for (const [type, b] of Object.entries(buttons)) b.addEventListener("click", () => fire(type));
+  function refreshButtons() {
+    const state = snap?.state;
+    const settled = isSettled(snap);
+    if (pending && (pending.state !== state || now() - pending.at > INTENT_TIMEOUT_MS)) pending = null;
+    const show = {
+      pause: !settled && state === "active",
+      resume: !settled && state === "paused",
+      abort: !settled && (state === "active" || state === "paused" || state === "needs-credentials")
+    };
+    for (const [type, b] of Object.entries(buttons)) {
+      setHidden(b, !show[type]);
+      b.disabled = !show[type] || pending !== null;
+    }
+    setHidden(actions, !(show.pause || show.resume || show.abort));
+  }
+  function update(next) {
+    snap = next && typeof next === "object" ? next : {};
+    const name = String(snap.title || snap.id || "");
+    const id = String(snap.id ?? "");
+    const label = stateLabel(snap);
+    setAttr(root, "data-state", String(snap.state ?? ""));
+    setAttr(root, "data-tone", label.tone);
+    setAttr(root, "aria-label", `Background fetch ${name}`);
+    setText(title, name || "(no title)");
+    setText(idLine, snap.title && id && snap.title !== id ? id : "");
+    setHidden(idLine, !(snap.title && id && snap.title !== id));
+    const src = pickIcon(snap.icons);
+    if (src) {
+      if (icon.getAttribute("src") !== src) {
+        icon.hidden = false;
+        icon.setAttribute("src", src);
+      }
+      setAttr(icon, "alt", `Icon of ${name}`);
+    } else {
+      setHidden(icon, true);
+      setAttr(icon, "src", null);
+    }
+    setText(badge, label.text);
+    setAttr(badge, "data-tone", label.tone);
+    for (const type of Object.keys(buttons)) {
+      const word = type[0].toUpperCase() + type.slice(1);
+      setAttr(buttons[type], "aria-label", `${word} ${name}`);
+    }
+    refreshButtons();
+    const info = progressInfo(snap);
+    const btext = bytesText(snap);
+    setAttr(bar, "aria-label", `Download progress of ${name}`);
+    setBar(bar, fill, info, info.determinate ? `${info.percent}, ${btext}` : btext);
+    setAttr(bar, "data-tone", label.tone);
+    setText(percent, info.percent);
+    setHidden(percent, !info.determinate);
+    setText(bytes, btext);
+    const settled = isSettled(snap);
+    const active = snap.state === "active";
+    if (settled) {
+      const elapsed = isNumber(snap.finished) && isNumber(snap.started) ? snap.finished - snap.started : null;
+      setText(speed, elapsed !== null ? `in ${formatDuration(elapsed)}` : "");
+      setHidden(speed, elapsed === null);
+      const avg = elapsed && elapsed > 0 ? snap.downloaded / elapsed : null;
+      setText(eta, avg ? `avg ${formatSpeed(avg)}` : "");
+      setHidden(eta, !avg);
+    } else {
+      setText(speed, active ? formatSpeed(snap.speed) : "paused");
+      setHidden(speed, false);
+      setText(eta, active && isNumber(snap.eta) ? `${formatEta(snap.eta)} left` : "");
+      setHidden(eta, !(active && isNumber(snap.eta)));
+    }
+    setText(recs, recordsText(snap));
+    const hasUpload = isNumber(snap.upload_total) && snap.upload_total > 0;
+    setHidden(upload, !hasUpload);
+    if (hasUpload) setText(upload, `uploaded ${formatBytes(snap.uploaded)} of ${formatBytes(snap.upload_total)}`);
+    records.update(snap);
+  }
+  function destroy() {
+    if (timer !== null) clearTimeout(timer);
+    timer = null;
+    root.remove();
+  }
+  return { el: root, update, destroy, records, buttons, title, bar };
+}
+function registrationKey(snap, position) {
+  if (snap?.key !== void 0 && snap?.key !== null) return `k:${snap.key}`;
+  if (snap?.id !== void 0) return `i:${snap.id}:${snap.started ?? ""}`;
+  return `p:${position}`;
+}
+function createManagerView(doc, send, options = {}) {
+  const root = h(doc, "section", `${CLS}-manager`);
+  root.setAttribute("aria-label", "Background fetches");
+  const heading = h(doc, "div", `${CLS}-manager-heading`, "Background fetches");
+  const empty = h(doc, "div", `${CLS}-empty`, "No background fetches yet.");
+  const list = h(doc, "div", `${CLS}-list`);
+  list.setAttribute("role", "list");
+  const more = h(doc, "div", `${CLS}-more`);
+  more.hidden = true;
+  root.append(heading, empty, list, more);
+  const panels = /* @__PURE__ */ new Map();
+  function update(registrations) {
+    const regs = Array.isArray(registrations) ? registrations : [];
+    const total = regs.length;
+    const shown = Math.min(total, MAX_PANELS);
+    setText(heading, `Background fetches (${formatCount(total)})`);
+    setHidden(empty, total > 0);
+    setHidden(more, total <= shown);
+    if (total > shown) setText(more, `and ${formatCount(total - shown)} older, not shown`);
+    const seen = /* @__PURE__ */ new Set();
+    for (let i = 0; i < shown; i++) {
+      const pos = total - 1 - i;
+      const snap = regs[pos];
+      let key = registrationKey(snap, pos);
+      if (seen.has(key)) key = `p:${pos}`;
+      seen.add(key);
+      let entry = panels.get(key);
+      if (!entry) {
+        const item = h(doc, "div", `${CLS}-item`);
+        item.setAttribute("role", "listitem");
+        const panel = createPanel(doc, send, options);
+        item.appendChild(panel.el);
+        entry = { item, panel };
+        panels.set(key, entry);
+      }
+      entry.panel.update(snap);
+      const at = list.children[i];
+      if (at !== entry.item) list.insertBefore(entry.item, at ?? null);
+    }
+    for (const [key, entry] of panels) {
+      if (!seen.has(key)) {
+        entry.panel.destroy();
+        entry.item.remove();
+        panels.delete(key);
+      }
+    }
+  }
+  function destroy() {
+    for (const entry of panels.values()) entry.panel.destroy();
+    panels.clear();
+    root.remove();
+  }
+  return { el: root, update, destroy, panels };
+}
+function defaultSchedule(fn) {
+  if (typeof requestAnimationFrame === "function") {
+    let done = false;
+    const run = () => {
+      if (!done) {
+        done = true;
+        fn();
+      }
+    };
+    requestAnimationFrame(run);
+    setTimeout(run, 250);
+    return;
+  }
+  setTimeout(fn, 0);
+}
+function mount(model, el, options = {}) {
+  const doc = el.ownerDocument;
+  const schedule = options.schedule ?? defaultSchedule;
+  const root = h(doc, "div", `${CLS}-root`);
+  const banner = h(doc, "div", `${CLS}-error`);
+  banner.setAttribute("role", "alert");
+  banner.hidden = true;
+  root.appendChild(banner);
+  el.appendChild(root);
+  const send = (msg) => model.send(msg);
+  let mode = null;
+  let view = null;
+  let queued = false;
+  let alive = true;
+  function render() {
+    queued = false;
+    if (!alive) return;
+    const nextMode = model.get("mode") === "manager" ? "manager" : "registration";
+    if (nextMode !== mode) {
+      if (view) view.destroy();
+      view = nextMode === "manager" ? createManagerView(doc, send, options) : createPanel(doc, send, options);
+      root.appendChild(view.el);
+      mode = nextMode;
+    }
+    view.update(mode === "manager" ? model.get("registrations") : model.get("state"));
+    const error = model.get("error");
+    setText(banner, error ? String(error) : "");
+    setHidden(banner, !error);
+  }
+  function request() {
+    if (queued || !alive) return;
+    queued = true;
+    schedule(render);
+  }
+  const events = ["change:state", "change:registrations", "change:mode", "change:error"];
+  for (const ev of events) model.on(ev, request);
+  render();
+  return () => {
+    alive = false;
+    for (const ev of events) model.off(ev, request);
+    if (view) view.destroy();
+    root.remove();
+  };
+}
+
+// src/panel.js
+var panel_default = {
+  render({ model, el }) {
+    return mount(model, el);
+  }
+};
+export {
+  panel_default as default
+};

@@ -1,0 +1,13 @@
+// The anywidget front end of ipybgfetch's progress panel.
+//
+// A view only: it renders the `state` (one registration) or `registrations` (the manager)
+// traits pushed by the kernel and sends intents back with model.send():
+// {type: "abort" | "pause" | "resume" | "click", id, key}. All render logic lives in
+// render.js (unit-tested with jsdom under js/test/).
+import { mount } from "./render.js";
+
+export default {
+  render({ model, el }) {
+    return mount(model, el);
+  },
+};
