@@ -1,0 +1,50 @@
+"""ipybgfetch: the web's Background Fetch API for Jupyter kernels.
+
+Start downloads that keep running in the background of your kernel while you work::
+
+    import ipybgfetch
+    reg = ipybgfetch.manager().fetch("my-data", ["https://example.org/a.csv"])
+    reg.wait()
+    df = reg.match("https://example.org/a.csv").to_pandas()
+
+In a notebook: ``%load_ext ipybgfetch`` then ``%bgfetch my-data URL...``.
+"""
+
+from __future__ import annotations
+
+from ._events import BackgroundFetchEvent, BackgroundFetchUpdateUIEvent
+from ._exceptions import (
+    AbortError,
+    BackgroundFetchError,
+    FetchError,
+    InvalidStateError,
+    NeedsCredentialsError,
+    QuotaExceededError,
+)
+from ._manager import BackgroundFetchManager, manager
+from ._models import Request, Response
+from ._records import BackgroundFetchRecord, RecordList
+from ._registration import BackgroundFetchRegistration
+from ._retry import RetryPolicy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbortError",
+    "BackgroundFetchError",
+    "BackgroundFetchEvent",
+    "BackgroundFetchManager",
+    "BackgroundFetchRecord",
+    "BackgroundFetchRegistration",
+    "BackgroundFetchUpdateUIEvent",
+    "FetchError",
+    "InvalidStateError",
+    "NeedsCredentialsError",
+    "QuotaExceededError",
+    "RecordList",
+    "Request",
+    "Response",
+    "RetryPolicy",
+    "__version__",
+    "manager",
+]

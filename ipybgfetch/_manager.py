@@ -1,0 +1,550 @@
+"""``BackgroundFetchManager``: validates fetch() calls, owns the engine, the HTTP client,
+the database and the registrations; and ``manager()``, the process-wide default one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ._engine import Engine
+from ._events import (
+    MANAGER_EVENTS,
+    BackgroundFetchEvent,
+    BackgroundFetchUpdateUIEvent,
+    CallbackThread,
+    ListenerSet,
+)
+from ._exceptions import FetchError, InvalidStateError, QuotaExceededError
+from ._models import Request
+from ._names import NameReservations, safe_filename
+from ._records import RecordData
+from ._registration import BackgroundFetchRegistration, _check_icons, free_space
+from ._retry import RetryPolicy
+from ._sizes import format_size, parse_size
+from ._store import CREDENTIAL_HEADERS, LEASE_TIMEOUT, Store, dumps, public_headers
+
+__all__ = ["BackgroundFetchManager", "default_home", "manager"]
+
+DEFAULT_CONNECTIONS_PER_HOST = 6  # what browsers use
+HEARTBEAT_INTERVAL = 2.0
+
+
+def default_home() -> Path:
+    """``$IPYBGFETCH_HOME``, else the per-user data folder (e.g. ~/.local/share/ipybgfetch)."""
+    env = os.environ.get("IPYBGFETCH_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("ipybgfetch", appauthor=False))
+
+
+class BackgroundFetchManager:
+    """Starts and tracks background fetches. Most code uses :func:`ipybgfetch.manager`.
+
+    >>> mgr = BackgroundFetchManager(home="/tmp/bgf")                     # doctest: +SKIP
+    >>> reg = mgr.fetch("data", ["https://example.org/a.csv"])             # doctest: +SKIP
+
+    ``home`` holds the database and, by default, the downloaded files
+    (``home/files/<id>/``). The keyword options set defaults for every fetch:
+    ``max_connections_per_host`` (6), ``retries`` (an int or a :class:`RetryPolicy`),
+    ``auto_resume`` (resume unfinished registrations of earlier kernels, default True),
+    and ``client_options`` passed to :class:`httpx.AsyncClient` (``verify``, ``proxy``,
+    ``http2``, ``cert``, ``trust_env``...).
+    """
+
+    def __init__(
+        self,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        max_connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST,
+        retries: RetryPolicy | int | None = None,
+        auto_resume: bool = True,
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(max_connections_per_host, int) or max_connections_per_host < 1:
+            raise ValueError(
+                f"max_connections_per_host must be an int >= 1, got {max_connections_per_host!r}"
+            )
+        self.home = Path(home).expanduser() if home is not None else default_home()
+        self._per_host = max_connections_per_host
+        self._policy = RetryPolicy.coerce(retries, RetryPolicy())
+        self._auto_resume = auto_resume
+        self._client_options = dict(client_options or {})
+        self._engine = Engine()
+        self._callbacks = CallbackThread()
+        self._listeners = ListenerSet(MANAGER_EVENTS)
+        self._change_listeners: list[Callable[[BackgroundFetchRegistration], Any]] = []
+        self._names = NameReservations()
+        self._lock = threading.RLock()
+        self._registrations: dict[str, BackgroundFetchRegistration] = {}  # by key, in order
+        self._store: Store | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._semaphores: dict[tuple[str, str, int | None], asyncio.Semaphore] = {}
+        self._started = False
+        self._closed = False
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._last_scan = 0.0
+
+    # -- life cycle ------------------------------------------------------------------------
+    def _ensure_started(self) -> None:
+        if self._started:
+            return
+        with self._lock:
+            if self._started:
+                return
+            if self._closed:
+                raise InvalidStateError("this manager was closed; create a new one")
+            self._engine.run(self._startup())
+            self._started = True
+
+    async def _startup(self) -> None:
+        self._store = Store(self.home / "state.sqlite3")
+        self._restore()
+        self._heartbeat_task = self._engine.spawn(self._heartbeat(), name="bgfetch:heartbeat")
+
+    def close(self) -> None:
+        """Stop every transfer (unfinished ones stay resumable) and release resources."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            with contextlib.suppress(Exception):
+                self._engine.run(self._shutdown(), timeout=10)
+        self._engine.close()
+        self._callbacks.stop()
+
+    async def _shutdown(self) -> None:
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+        for reg in list(self._registrations.values()):
+            tasks = list(reg._tasks.values())
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if not reg._read_only:
+                reg._checkpoint(force=True)
+                self._store_release(reg._key)
+        if self._http is not None:
+            await self._http.aclose()
+        if self._store is not None:
+            self._store.close()
+
+    def __enter__(self) -> BackgroundFetchManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the API ---------------------------------------------------------------------------
+    def fetch(
+        self,
+        id: str,
+        requests: str | Request | Sequence[str | Request] | Iterable[Any],
+        *,
+        title: str = "",
+        icons: Sequence[dict[str, str] | str] = (),
+        download_total: int | str = 0,
+        dest: str | os.PathLike[str] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: Any = None,
+        retries: RetryPolicy | int | None = None,
+    ) -> BackgroundFetchRegistration:
+        """Start a background fetch and return its registration at once.
+
+        ``requests`` is one URL or :class:`Request`, or a list of them (or a
+        :class:`Registry`). ``download_total`` (bytes, or a size such as ``"2GB"``) caps
+        the total download; 0 means no cap. ``headers`` and ``auth`` (any httpx auth)
+        apply to every request; credentials are kept in memory only.
+        """
+        if not isinstance(id, str):
+            raise FetchError(f"id must be a str, got {type(id).__name__}: {id!r}")
+        if not id.strip():
+            raise FetchError("id must be a non-empty string, e.g. fetch('my-data', urls)")
+        items = _request_list(requests)
+        reqs = [Request.coerce(item) for item in items]
+        if not isinstance(title, str):
+            raise FetchError(f"title must be a str, got {type(title).__name__}")
+        icon_list = _check_icons(list(icons))
+        total = _download_total(download_total)
+        merged_headers = _headers(headers)
+        policy = RetryPolicy.coerce(retries, self._policy)
+        self._ensure_started()
+        folder = self._destination(id, dest)
+        with self._lock:
+            if id in self.get_ids():
+                raise FetchError(
+                    f"a registration with id {id!r} is already active; wait for it, "
+                    f"abort it (mgr.get({id!r}).abort()) or pick another id"
+                )
+            free = free_space(folder)
+            if total and free is not None and total > free:
+                raise QuotaExceededError(
+                    f"download_total is {format_size(total)} but only {format_size(free)} "
+                    f"is free at {folder}; free some space or pick another dest"
+                )
+            reg = BackgroundFetchRegistration(
+                self,
+                key=uuid.uuid4().hex,
+                id=id,
+                requests=reqs,
+                title=title,
+                icons=icon_list,
+                download_total=total,
+                dest=folder,
+                headers=merged_headers,
+                auth=auth,
+                policy=policy,
+                created=time.time(),
+            )
+            self._engine.run(self._register(reg))
+        return reg
+
+    async def _register(self, reg: BackgroundFetchRegistration) -> None:
+        assert self._store is not None
+        self._store.add_registration(
+            self._registration_row(reg), [self._record_row(d, full=True) for d in reg._records]
+        )
+        self._registrations[reg._key] = reg
+        self._callbacks.post(self._notify_change, reg)
+        reg._start()
+
+    def get(self, id: str) -> BackgroundFetchRegistration | None:
+        """The active registration with this id (the same object each time), else None."""
+        self._ensure_started()
+        for reg in reversed(list(self._registrations.values())):
+            if reg._id == id and not reg.settled:
+                return reg
+        return None
+
+    def get_ids(self) -> list[str]:
+        """Ids of the active registrations (settled ones are not listed, per the spec)."""
+        self._ensure_started()
+        return [r._id for r in list(self._registrations.values()) if not r.settled]
+
+    def registrations(self) -> list[BackgroundFetchRegistration]:
+        """Every known registration, oldest first: active, settled, and earlier kernels'."""
+        self._ensure_started()
+        return list(self._registrations.values())
+
+    def delete(self, id: str | BackgroundFetchRegistration) -> int:
+        """Forget settled registrations with this id: their records, files and rows.
+
+        Returns how many were deleted. An active one must be aborted first.
+        """
+        self._ensure_started()
+        if isinstance(id, BackgroundFetchRegistration):
+            targets = [id]
+        else:
+            targets = [r for r in self._registrations.values() if r._id == id]
+            if not targets:
+                raise KeyError(f"no registration with id {id!r}; see mgr.registrations()")
+        for reg in targets:
+            if not reg.settled:
+                raise InvalidStateError(
+                    f"registration {reg._id!r} is still {reg.state}; abort() it before deleting"
+                )
+        for reg in targets:
+            self._engine.run(self._delete(reg))
+        return len(targets)
+
+    async def _delete(self, reg: BackgroundFetchRegistration) -> None:
+        assert self._store is not None
+        for d in reg._records:
+            for path in (d.final_path, d.part_path):
+                if path is not None:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                    self._names.release(path)
+        with contextlib.suppress(OSError):
+            reg._dest.rmdir()  # only if empty
+        self._store.delete_registration(reg._key)
+        reg._records_available = False
+        self._registrations.pop(reg._key, None)
+        self._callbacks.post(self._notify_change, reg)
+
+    def add_event_listener(self, type: str, handler: Callable[[BackgroundFetchEvent], Any]) -> None:
+        """``backgroundfetchsuccess``, ``...fail``, ``...abort`` or ``...click``.
+
+        Handlers run on ipybgfetch's callback thread, one at a time, in order.
+        """
+        self._listeners.add(type, handler)
+
+    def remove_event_listener(
+        self, type: str, handler: Callable[[BackgroundFetchEvent], Any]
+    ) -> None:
+        self._listeners.remove(type, handler)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from ._widget import manager_mimebundle
+
+        return manager_mimebundle(self, include=include, exclude=exclude)
+
+    def __repr__(self) -> str:
+        if not self._started:
+            return f"<BackgroundFetchManager home={str(self.home)!r}>"
+        regs = self.registrations()
+        active = sum(1 for r in regs if not r.settled)
+        lines = [
+            f"<BackgroundFetchManager home={str(self.home)!r}: {len(regs)} registrations, "
+            f"{active} active>"
+        ]
+        lines += [f"  {r!r}" for r in reversed(regs[-20:])]
+        return "\n".join(lines)
+
+    # -- events ----------------------------------------------------------------------------
+    def _dispatch_settled(self, reg: BackgroundFetchRegistration, type: str) -> None:
+        if type in ("backgroundfetchsuccess", "backgroundfetchfail"):
+            event: BackgroundFetchEvent = BackgroundFetchUpdateUIEvent(type, reg)
+        else:
+            event = BackgroundFetchEvent(type, reg)
+        self._run_handlers(event)
+
+    def _dispatch_click(self, reg: BackgroundFetchRegistration) -> None:
+        self._callbacks.post(self._run_handlers, BackgroundFetchEvent("backgroundfetchclick", reg))
+
+    def _run_handlers(self, event: BackgroundFetchEvent) -> None:
+        if isinstance(event, BackgroundFetchUpdateUIEvent):
+            event._dispatching = True
+        try:
+            for handler in self._listeners.get(event.type):
+                try:
+                    handler(event)
+                except Exception as exc:
+                    self._callbacks.report(exc, handler)
+        finally:
+            if isinstance(event, BackgroundFetchUpdateUIEvent):
+                event._dispatching = False
+
+    def _add_change_listener(self, cb: Callable[[BackgroundFetchRegistration], Any]) -> None:
+        with self._lock:
+            if cb not in self._change_listeners:
+                self._change_listeners.append(cb)
+
+    def _remove_change_listener(self, cb: Callable[[BackgroundFetchRegistration], Any]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._change_listeners.remove(cb)
+
+    def _has_change_listeners(self) -> bool:
+        return bool(self._change_listeners)
+
+    def _notify_change(self, reg: BackgroundFetchRegistration) -> None:
+        for cb in list(self._change_listeners):
+            try:
+                cb(reg)
+            except Exception as exc:
+                self._callbacks.report(exc, cb)
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            options: dict[str, Any] = {
+                "follow_redirects": True,
+                "limits": httpx.Limits(max_connections=None, max_keepalive_connections=256),
+                "timeout": httpx.Timeout(
+                    self._policy.read_timeout, connect=self._policy.connect_timeout, pool=None
+                ),
+            }
+            options.update(self._client_options)
+            self._http = httpx.AsyncClient(**options)
+        return self._http
+
+    def _host_semaphore(self, url: str) -> asyncio.Semaphore:
+        u = httpx.URL(url)
+        key = (u.scheme, u.host, u.port)
+        sem = self._semaphores.get(key)
+        if sem is None:
+            sem = self._semaphores[key] = asyncio.Semaphore(self._per_host)
+        return sem
+
+    def _destination(self, id: str, dest: str | os.PathLike[str] | None) -> Path:
+        if dest is None:
+            folder = self.home / "files" / safe_filename(id, default="fetch")
+        else:
+            if not isinstance(dest, (str, os.PathLike)):
+                raise FetchError(f"dest must be a folder path, got {type(dest).__name__}")
+            folder = Path(dest).expanduser().absolute()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FetchError(
+                f"cannot create the destination folder {folder}: {exc.strerror or exc}; "
+                "pass dest= a folder you can write to"
+            ) from None
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise FetchError(
+                f"the destination {folder} is not a writable folder; pass dest= a folder "
+                "you can write to"
+            )
+        return folder
+
+    # -- the database (engine thread) ------------------------------------------------------
+    def _registration_row(self, reg: BackgroundFetchRegistration) -> dict[str, Any]:
+        needs_credentials = (
+            reg._auth is not None
+            or any(k.lower() in CREDENTIAL_HEADERS for k in reg._headers)
+            or any(k.lower() in CREDENTIAL_HEADERS for d in reg._records for k in d.request.headers)
+        )
+        return {
+            "key": reg._key,
+            "id": reg._id,
+            "title": reg._title,
+            "icons": dumps(reg._icons),
+            "dest": str(reg._dest),
+            "download_total": reg._download_total,
+            "upload_total": reg._upload_total,
+            "state": reg._state,
+            "result": reg._result,
+            "failure_reason": reg._failure_reason,
+            "needs_credentials": int(needs_credentials),
+            "created": reg._created,
+            "finished": reg._finished,
+        }
+
+    @staticmethod
+    def _record_row(d: RecordData, full: bool = False) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        if full:
+            row.update(
+                idx=d.index,
+                url=d.request.url,
+                method=d.request.method,
+                headers=dumps(public_headers(d.request.headers.items())),
+                integrity=d.request.integrity,
+                has_body=int(d.request.body is not None),
+            )
+        row.update(
+            idx=d.index,
+            state=d.state,
+            failure=d.failure,
+            status=d.status,
+            response_headers=dumps(
+                [(k, v) for k, v in d.response_headers.items() if k.lower() != "set-cookie"]
+            ),
+            response_url=d.response_url,
+            downloaded=d.downloaded,
+            total=d.total,
+            uploaded=d.uploaded,
+            attempts=d.attempts,
+            error=d.error,
+            sha256=d.sha256,
+            started=d.started,
+            finished=d.finished,
+            final_path=str(d.final_path) if d.final_path else None,
+            part_path=str(d.part_path) if d.part_path else None,
+            etag=d.etag,
+            last_modified=d.last_modified,
+        )
+        return row
+
+    def _store_records(self, reg: BackgroundFetchRegistration, records: list[RecordData]) -> None:
+        if self._store is None or reg._read_only:
+            return
+        self._store.update_records(reg._key, [self._record_row(d) for d in records])
+
+    def _store_registration(self, reg: BackgroundFetchRegistration) -> None:
+        if self._store is None or reg._read_only:
+            return
+        row = self._registration_row(reg)
+        row.pop("key")
+        self._store.update_registration(reg._key, **row)
+
+    def _store_release(self, key: str) -> None:
+        if self._store is not None:
+            self._store.release(key)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            try:
+                self._beat()
+            except Exception as exc:  # the database may be locked briefly; say so, go on
+                self._callbacks.report(exc, self._heartbeat)
+
+    def _beat(self) -> None:
+        assert self._store is not None
+        mine = [r._key for r in self._registrations.values() if not r.settled and not r._read_only]
+        if mine:
+            self._store.heartbeat(mine)
+        mirrors = any(r._read_only for r in self._registrations.values())
+        if mirrors or time.time() - self._last_scan > LEASE_TIMEOUT:
+            self._restore()
+
+    def _restore(self) -> None:
+        """Load registrations from the database: earlier kernels' and other processes'."""
+        from ._restore import restore_into
+
+        self._last_scan = time.time()
+        restore_into(self)
+
+
+def _request_list(requests: Any) -> list[Any]:
+    if isinstance(requests, (str, Request, httpx.URL)):
+        return [requests]
+    if requests is None:
+        raise FetchError("requests is None; pass a URL or a list of URLs/Requests")
+    try:
+        items = [r if not isinstance(r, tuple) else _from_pair(r) for r in requests]
+    except TypeError:
+        raise FetchError(
+            "requests must be a URL, an ipybgfetch.Request, or a list of them; "
+            f"got {type(requests).__name__}"
+        ) from None
+    if not items:
+        raise FetchError("the list of requests is empty; pass at least one URL")
+    return items
+
+
+def _from_pair(pair: tuple[Any, ...]) -> Request:
+    """A (url, integrity) pair, as a Registry yields."""
+    if len(pair) == 2 and isinstance(pair[0], str):
+        return Request(pair[0], integrity=pair[1] or None)
+    raise FetchError(f"a request tuple must be (url, integrity), got {pair!r}")
+
+
+def _download_total(value: Any) -> int:
+    if isinstance(value, bool):
+        raise FetchError("download_total must be a number of bytes or a size like '2GB'")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int):
+        if value < 0:
+            raise FetchError(f"download_total must be >= 0 bytes (0 = no limit), got {value}")
+        return value
+    if isinstance(value, str):
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            raise FetchError(f"download_total: {exc}") from None
+    raise FetchError(f"download_total must be an int (bytes) or a size like '2GB', got {value!r}")
+
+
+def _headers(headers: Any) -> httpx.Headers:
+    if headers is None:
+        return httpx.Headers()
+    try:
+        return httpx.Headers(headers)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise FetchError(f"headers must be a mapping of str to str: {exc}") from None
+
+
+_default: BackgroundFetchManager | None = None
+_default_lock = threading.Lock()
+
+
+def manager() -> BackgroundFetchManager:
+    """The process-wide default manager (home: ``$IPYBGFETCH_HOME`` or the user data dir)."""
+    global _default
+    with _default_lock:
+        if _default is None or _default._closed:
+            _default = BackgroundFetchManager()
+        return _default

@@ -1,0 +1,354 @@
+"""Records: one request and its response, and the list-like :class:`RecordList`.
+
+The engine owns a :class:`RecordData` per request and is the only writer of it; the
+user-facing :class:`BackgroundFetchRecord` objects are fresh, read-only views over that
+data (``match_all()`` returns new views each call, as the spec says).
+
+A record is also a read-only mapping of its table row, so ``pandas.DataFrame(records)``
+gives one row per record, the same as ``records.to_pandas()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
+
+import httpx
+
+from ._exceptions import InvalidStateError
+from ._models import Request, Response
+
+if TYPE_CHECKING:
+    import pandas
+    import polars
+
+__all__ = ["ROW_COLUMNS", "BackgroundFetchRecord", "RecordData", "RecordList", "ResponseReady"]
+
+ROW_COLUMNS = (
+    "id",
+    "index",
+    "url",
+    "method",
+    "state",
+    "status",
+    "ok",
+    "bytes",
+    "content_type",
+    "path",
+    "sha256",
+    "started",
+    "finished",
+    "elapsed_s",
+    "attempts",
+    "error",
+)
+SETTLED_STATES = frozenset({"success", "failure", "aborted"})
+
+
+class RecordData:
+    """Engine-owned state of one record. Only the engine thread writes it."""
+
+    def __init__(self, registration_id: str, index: int, request: Request) -> None:
+        self.registration_id = registration_id
+        self.index = index
+        self.request = request
+        self.state = "pending"  # pending | active | paused | success | failure | aborted
+        self.failure = ""  # a failure reason of the spec, or ""
+        self.status = 0
+        self.response_headers = httpx.Headers()
+        self.response_url = ""
+        self.response: Response | None = None
+        self.ready: concurrent.futures.Future[Response] = concurrent.futures.Future()
+        self.downloaded = 0
+        self.total: int | None = None
+        self.uploaded = 0
+        self.attempts = 0
+        self.error = ""
+        self.sha256 = ""
+        self.started: float | None = None
+        self.finished: float | None = None
+        self.final_path: Path | None = None
+        self.part_path: Path | None = None
+        self.etag = ""
+        self.last_modified = ""
+        self.row_id: int | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.state in SETTLED_STATES
+
+    def row(self) -> dict[str, Any]:
+        started, finished = self.started, self.finished
+        if started is not None:
+            elapsed: float | None = (finished or time.time()) - started
+        else:
+            elapsed = None
+        return {
+            "id": self.registration_id,
+            "index": self.index,
+            "url": self.request.url,
+            "method": self.request.method,
+            "state": self.state,
+            "status": self.status or None,
+            "ok": 200 <= self.status <= 299,
+            "bytes": self.downloaded,
+            "content_type": self.response_headers.get("content-type"),
+            "path": str(self.final_path)
+            if self.final_path and self.state == "success"
+            else (str(self.final_path) if self.final_path and self.final_path.exists() else None),
+            "sha256": self.sha256 or None,
+            "started": _timestamp(started),
+            "finished": _timestamp(finished),
+            "elapsed_s": None if elapsed is None else round(elapsed, 6),
+            "attempts": self.attempts,
+            "error": self.error or None,
+        }
+
+
+def _timestamp(t: float | None) -> Any:
+    if t is None:
+        return None
+    import datetime
+
+    return datetime.datetime.fromtimestamp(t, tz=datetime.timezone.utc)
+
+
+class ResponseReady:
+    """``record.response_ready``: await it in async code, or call ``.result(timeout)``."""
+
+    def __init__(self, future: concurrent.futures.Future[Response]) -> None:
+        self._future = future
+
+    def __await__(self) -> Generator[Any, None, Response]:
+        return asyncio.wrap_future(self._future).__await__()
+
+    def result(self, timeout: float | None = None) -> Response:
+        """Block until the response headers arrived; raises AbortError/FetchError."""
+        return self._future.result(timeout)
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def __repr__(self) -> str:
+        return f"<ResponseReady {'done' if self.done() else 'pending'}>"
+
+
+class BackgroundFetchRecord(Mapping[str, Any]):
+    """One request of a registration and (once headers arrived) its response."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: RecordData) -> None:
+        self._data = data
+
+    @property
+    def request(self) -> Request:
+        return self._data.request
+
+    @property
+    def response(self) -> Response | None:
+        return self._data.response
+
+    @property
+    def response_ready(self) -> ResponseReady:
+        return ResponseReady(self._data.ready)
+
+    @property
+    def state(self) -> str:
+        return self._data.state
+
+    @property
+    def error(self) -> str:
+        return self._data.error
+
+    @property
+    def attempts(self) -> int:
+        return self._data.attempts
+
+    @property
+    def path(self) -> Path | None:
+        """The body's final path once the record succeeded or failed with a body."""
+        return self._data.final_path if self._data.settled else None
+
+    # -- the mapping view: the record's table row ------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        return self._data.row()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(ROW_COLUMNS)
+
+    def __len__(self) -> int:
+        return len(ROW_COLUMNS)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, BackgroundFetchRecord):
+            return self._data is other._data
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return id(self._data)
+
+    # -- data workflows -------------------------------------------------------------------
+    def _body_path(self) -> Path:
+        response = self.response
+        if response is None:
+            raise InvalidStateError(
+                f"{self.request.url} has no response yet; wait for the registration first"
+            )
+        return response._complete_path()
+
+    def to_pandas(self, **kwargs: Any) -> pandas.DataFrame:
+        """Read the body as a DataFrame (by Content-Type, then extension; compressed too)."""
+        from ._frames import read_pandas
+
+        response = self.response
+        return read_pandas(self._body_path(), response.content_type if response else None, **kwargs)
+
+    def to_polars(self, **kwargs: Any) -> polars.DataFrame:
+        from ._frames import read_polars
+
+        response = self.response
+        return read_polars(self._body_path(), response.content_type if response else None, **kwargs)
+
+    def extract(self, to: str | Path | None = None) -> list[Path]:
+        """Safely extract a zip/tar body into ``to`` (default: a folder next to the file)."""
+        from ._archive import extract
+
+        path = self._body_path()
+        target = Path(to) if to is not None else path.with_name(path.name + ".d")
+        return extract(path, target)
+
+    def __repr__(self) -> str:
+        d = self._data
+        status = f" [{d.status}]" if d.status else ""
+        return f"<BackgroundFetchRecord {d.request.method} {d.request.url}{status} {d.state}>"
+
+
+class RecordList(list[BackgroundFetchRecord]):
+    """The records of a registration: a list, plus DataFrame conversion and rich display."""
+
+    @overload
+    def __getitem__(self, i: int) -> BackgroundFetchRecord: ...
+    @overload
+    def __getitem__(self, i: slice) -> RecordList: ...
+    def __getitem__(self, i: Any) -> Any:
+        result = super().__getitem__(i)
+        return RecordList(result) if isinstance(i, slice) else result
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [r._data.row() for r in self]
+
+    def to_pandas(self, concat: bool = False, **kwargs: Any) -> pandas.DataFrame:
+        """One row per record; with ``concat=True``, the bodies read and concatenated."""
+        if concat:
+            return self.read_pandas(**kwargs)
+        from ._frames import require_pandas
+
+        pd = require_pandas()
+        return pd.DataFrame(self.rows(), columns=list(ROW_COLUMNS))
+
+    def to_polars(self, concat: bool = False, **kwargs: Any) -> polars.DataFrame:
+        if concat:
+            return self.read_polars(**kwargs)
+        from ._frames import require_polars
+
+        pl = require_polars()
+        return pl.DataFrame(self.rows(), infer_schema_length=None)
+
+    def _bodies(self) -> Iterable[tuple[str, Path, str | None]]:
+        for r in self:
+            path = r._body_path()
+            yield r.request.url, path, r.response.content_type if r.response else None
+
+    def read_pandas(self, source_column: str = "source_url", **kwargs: Any) -> pandas.DataFrame:
+        """Read every body and concatenate them, adding the source URL as a column."""
+        from ._frames import concat_pandas
+
+        return concat_pandas(list(self._bodies()), source_column=source_column, **kwargs)
+
+    def read_polars(self, source_column: str = "source_url", **kwargs: Any) -> polars.DataFrame:
+        from ._frames import concat_polars
+
+        return concat_polars(list(self._bodies()), source_column=source_column, **kwargs)
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        head = "".join(f"<th>{escape(c)}</th>" for c in ROW_COLUMNS)
+        body = []
+        for row in self.rows()[:1000]:
+            cells = "".join(f"<td>{escape('' if v is None else str(v))}</td>" for v in row.values())
+            body.append(f"<tr>{cells}</tr>")
+        more = (
+            f"<p>… {len(self) - 1000} more records; use .to_pandas()</p>"
+            if len(self) > 1000
+            else ""
+        )
+        return (
+            f"<table class='ipybgfetch-records'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>{more}"
+        )
+
+    def __repr__(self) -> str:
+        if not self:
+            return "RecordList([])"
+        lines = [f"RecordList of {len(self)} records:"]
+        for r in list(self)[:20]:
+            d = r._data
+            lines.append(
+                f"  {d.index:>4} {d.state:<8} {d.status or '-':>3} {d.downloaded:>12} B  "
+                f"{d.request.url}"
+            )
+        if len(self) > 20:
+            lines.append(f"  … {len(self) - 20} more")
+        return "\n".join(lines)
+
+
+def _strip(url: str, ignore_search: bool) -> str:
+    u = httpx.URL(url).copy_with(fragment=None)
+    if ignore_search:
+        u = u.copy_with(query=None)
+    return str(u)
+
+
+def query_request(query: Request | str) -> Request:
+    if isinstance(query, Request):
+        return query
+    if isinstance(query, (str, httpx.URL)):
+        return Request(str(query))
+    raise TypeError(
+        f"match() takes a URL string or an ipybgfetch.Request, got {type(query).__name__}"
+    )
+
+
+def request_matches(
+    query: Request,
+    data: RecordData,
+    *,
+    ignore_search: bool = False,
+    ignore_method: bool = False,
+    ignore_vary: bool = False,
+) -> bool:
+    """The service-worker "request matches cached item" rule."""
+    stored = data.request
+    if not ignore_method and (stored.method != "GET" or query.method != "GET"):
+        return False
+    if _strip(query.url, ignore_search) != _strip(stored.url, ignore_search):
+        return False
+    if data.response is None or ignore_vary:
+        return True
+    vary = data.response_headers.get("vary")
+    if not vary:
+        return True
+    for name in (v.strip() for v in vary.split(",")):
+        if not name:
+            continue
+        if name == "*":
+            return False
+        if query.headers.get(name) != stored.headers.get(name):
+            return False
+    return True

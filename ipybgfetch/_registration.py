@@ -1,0 +1,657 @@
+"""``BackgroundFetchRegistration``: one fetch() call, its records and its life cycle.
+
+Public attributes are read from any thread; every change happens on the engine thread.
+Methods that change state (abort, pause, resume) hop to the engine and wait there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import shutil
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ._events import BackgroundFetchEvent, ListenerSet
+from ._exceptions import AbortError, FetchError, InvalidStateError, NeedsCredentialsError
+from ._models import Request
+from ._records import (
+    BackgroundFetchRecord,
+    RecordData,
+    RecordList,
+    query_request,
+    request_matches,
+)
+from ._retry import RetryPolicy
+from ._transfer import RegistrationStopped, run_record
+
+if TYPE_CHECKING:
+    from ._manager import BackgroundFetchManager
+
+__all__ = ["BackgroundFetchRegistration", "free_space"]
+
+PROGRESS_INTERVAL = 0.1  # seconds: at most 10 progress events per second
+CHECKPOINT_INTERVAL = 1.0  # seconds between resume checkpoints in the database
+SNAPSHOT_RECORDS = 200  # records included in a panel snapshot
+SETTLED = ("success", "failure", "aborted")
+
+
+class BackgroundFetchRegistration:
+    """A set of requests downloading in the background. Created by ``manager.fetch()``."""
+
+    def __init__(
+        self,
+        manager: BackgroundFetchManager,
+        *,
+        key: str,
+        id: str,
+        requests: Sequence[Request],
+        title: str,
+        icons: Sequence[dict[str, str]],
+        download_total: int,
+        dest: Path,
+        headers: httpx.Headers,
+        auth: Any,
+        policy: RetryPolicy,
+        created: float,
+    ) -> None:
+        self._manager = manager
+        self._key = key
+        self._id = id
+        self._title = title
+        self._icons = [dict(i) for i in icons]
+        self._download_total = download_total
+        self._dest = dest
+        self._headers = headers
+        self._auth = auth
+        self._policy = policy
+        self._timeout = httpx.Timeout(
+            policy.read_timeout, connect=policy.connect_timeout, pool=None
+        )
+        self._created = created
+        self._finished: float | None = None
+        self._records = [RecordData(id, i, r) for i, r in enumerate(requests)]
+        self._upload_total = sum(r.body_size for r in requests)
+        self._downloaded = 0
+        self._uploaded = 0
+        self._result = ""
+        self._failure_reason = ""
+        self._state = "active"
+        self._stopping = False
+        self._read_only = False
+        self._records_available = True
+        self._done_count = 0
+        self._failed_count = 0
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._listeners = ListenerSet(("progress",))
+        self._settled_state = threading.Event()  # result/failure_reason are final
+        self._done = threading.Event()  # ...and the success/fail/abort handlers have run
+        self._done_future: concurrent.futures.Future[BackgroundFetchRegistration] = (
+            concurrent.futures.Future()
+        )
+        self._progress_handle: asyncio.TimerHandle | None = None
+        self._last_progress = 0.0
+        self._last_checkpoint = 0.0
+        self._dirty: set[int] = set()
+        self._samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=50)
+
+    # -- the spec's attributes -----------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def upload_total(self) -> int:
+        return self._upload_total
+
+    @property
+    def uploaded(self) -> int:
+        return self._uploaded
+
+    @property
+    def download_total(self) -> int:
+        return self._download_total
+
+    @property
+    def downloaded(self) -> int:
+        return self._downloaded
+
+    @property
+    def result(self) -> str:
+        """``""`` while active, then ``"success"`` or ``"failure"``."""
+        return self._result
+
+    @property
+    def failure_reason(self) -> str:
+        return self._failure_reason
+
+    @property
+    def records_available(self) -> bool:
+        return self._records_available
+
+    # -- beyond the spec ------------------------------------------------------------------
+    @property
+    def title(self) -> str:
+        return self._title
+
+    @property
+    def icons(self) -> list[dict[str, str]]:
+        return [dict(i) for i in self._icons]
+
+    @property
+    def state(self) -> str:
+        """active | paused | needs-credentials | success | failure | aborted"""
+        return self._state
+
+    @property
+    def dest(self) -> Path:
+        return self._dest
+
+    @property
+    def settled(self) -> bool:
+        return self._settled_state.is_set()
+
+    @property
+    def read_only(self) -> bool:
+        """True when another process owns this registration (its state is mirrored)."""
+        return self._read_only
+
+    # -- control --------------------------------------------------------------------------
+    def abort(self) -> bool:
+        """Abort the unfinished records. True if this call aborted an active registration."""
+        if self._settled_state.is_set():
+            return False
+        self._check_writable("abort")
+        return self._manager._engine.run(self._abort())
+
+    def pause(self) -> bool:
+        """Stop transfers, keeping the bytes on disk. True if this call paused it."""
+        if self._settled_state.is_set():
+            return False
+        self._check_writable("pause")
+        return self._manager._engine.run(self._pause())
+
+    def resume(self, *, headers: dict[str, str] | None = None, auth: Any = None) -> bool:
+        """Continue a paused (or needs-credentials) registration from the bytes on disk.
+
+        ``headers``/``auth`` supply credentials again for a registration restored from an
+        earlier kernel: they are never written to disk, so a new kernel must be told.
+        """
+        if self._settled_state.is_set():
+            return False
+        self._check_writable("resume")
+        return self._manager._engine.run(self._resume(headers, auth))
+
+    def _check_writable(self, what: str) -> None:
+        if self._read_only:
+            raise InvalidStateError(
+                f"registration {self._id!r} is being downloaded by another process "
+                f"(sharing this home); {what}() it from there, or stop that process "
+                "and this one takes over"
+            )
+
+    def wait(self, timeout: float | None = None) -> BackgroundFetchRegistration:
+        """Block the calling thread until settled (and its event handlers ran)."""
+        from ._events import CallbackThread
+
+        event = self._done
+        dispatcher: CallbackThread = self._manager._callbacks
+        if dispatcher.is_current():
+            event = self._settled_state  # a handler waiting for its own event's end
+        if not event.wait(timeout):
+            raise TimeoutError(
+                f"registration {self._id!r} is still {self._state} after {timeout} s "
+                f"({self._downloaded} bytes downloaded); wait longer or abort() it"
+            )
+        return self
+
+    def __await__(self) -> Generator[Any, None, BackgroundFetchRegistration]:
+        return asyncio.wrap_future(self._done_future).__await__()
+
+    def add_event_listener(
+        self, type: str, callback: Callable[[BackgroundFetchEvent], Any]
+    ) -> None:
+        """``reg.add_event_listener("progress", cb)``: cb(event) at most ~10 times a second."""
+        self._listeners.add(type, callback)
+
+    def remove_event_listener(
+        self, type: str, callback: Callable[[BackgroundFetchEvent], Any]
+    ) -> None:
+        self._listeners.remove(type, callback)
+
+    # -- records ----------------------------------------------------------------------------
+    def match(
+        self,
+        request: Request | str,
+        *,
+        ignore_search: bool = False,
+        ignore_method: bool = False,
+        ignore_vary: bool = False,
+    ) -> BackgroundFetchRecord | None:
+        """The first record matching ``request`` (see the spec's matching rule), or None."""
+        found = self.match_all(
+            request,
+            ignore_search=ignore_search,
+            ignore_method=ignore_method,
+            ignore_vary=ignore_vary,
+        )
+        return found[0] if found else None
+
+    def match_all(
+        self,
+        request: Request | str | None = None,
+        *,
+        ignore_search: bool = False,
+        ignore_method: bool = False,
+        ignore_vary: bool = False,
+    ) -> RecordList:
+        """Every record (no argument) or the records matching ``request``."""
+        if not self._records_available:
+            raise InvalidStateError(
+                f"the records of {self._id!r} are no longer available (it was deleted)"
+            )
+        if request is None:
+            return RecordList(BackgroundFetchRecord(d) for d in self._records)
+        query = query_request(request)
+        return RecordList(
+            BackgroundFetchRecord(d)
+            for d in self._records
+            if request_matches(
+                query,
+                d,
+                ignore_search=ignore_search,
+                ignore_method=ignore_method,
+                ignore_vary=ignore_vary,
+            )
+        )
+
+    # -- display ----------------------------------------------------------------------------
+    def _snapshot(self) -> dict[str, Any]:
+        records = self._records
+        expected: int | None = 0
+        for d in records:
+            if d.total is None:
+                expected = None
+                break
+            expected += d.total  # type: ignore[operator]
+        if expected == 0 and records and not self.settled:
+            expected = None
+        speed = self._speed()
+        remaining_total = self._download_total or expected
+        eta = None
+        if speed > 0 and remaining_total and not self.settled:
+            eta = max(0.0, (remaining_total - self._downloaded) / speed)
+        order = sorted(
+            records[: SNAPSHOT_RECORDS * 5] if len(records) > SNAPSHOT_RECORDS * 5 else records,
+            key=lambda d: (d.state not in ("active", "failure"), d.index),
+        )
+        if len(records) > SNAPSHOT_RECORDS * 5:
+            interesting = [d for d in records if d.state in ("active", "failure")]
+            order = interesting + [d for d in records if d.state not in ("active", "failure")]
+        shown = order[:SNAPSHOT_RECORDS]
+        return {
+            "id": self._id,
+            "title": self._title,
+            "icons": self.icons,
+            "state": self._state,
+            "result": self._result,
+            "failure_reason": self._failure_reason,
+            "downloaded": self._downloaded,
+            "download_total": self._download_total,
+            "expected_bytes": expected,
+            "uploaded": self._uploaded,
+            "upload_total": self._upload_total,
+            "speed": speed,
+            "eta": eta,
+            "records_total": len(records),
+            "records_done": self._done_count,
+            "records_failed": self._failed_count,
+            "records_active": sum(1 for d in records if d.state == "active"),
+            "records": [
+                {
+                    "index": d.index,
+                    "url": d.request.url,
+                    "status": d.status,
+                    "state": d.state,
+                    "downloaded": d.downloaded,
+                    "total": d.total,
+                    "error": d.error,
+                    "attempts": d.attempts,
+                }
+                for d in shown
+            ],
+            "records_truncated": len(records) > len(shown),
+            "started": self._created,
+            "finished": self._finished,
+            "dest": str(self._dest),
+        }
+
+    def _speed(self) -> float:
+        samples = list(self._samples)
+        if self.settled or len(samples) < 2:
+            return 0.0
+        now = time.monotonic()
+        recent = [s for s in samples if now - s[0] <= 3.0] or samples[-2:]
+        if len(recent) < 2:
+            recent = samples[-2:]
+        (t0, b0), (t1, b1) = recent[0], recent[-1]
+        return max(0.0, (b1 - b0) / (t1 - t0)) if t1 > t0 else 0.0
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from ._widget import registration_mimebundle
+
+        return registration_mimebundle(self, include=include, exclude=exclude)
+
+    def __repr__(self) -> str:
+        from ._sizes import format_size
+
+        total = self._download_total or self._snapshot()["expected_bytes"]
+        done = format_size(self._downloaded)
+        if total:
+            pct = f" ({100 * self._downloaded / total:.0f}%)"
+            done = f"{done} / {format_size(total)}{pct}"
+        reason = f": {self._failure_reason}" if self._failure_reason else ""
+        n_done = self._done_count
+        return (
+            f"<BackgroundFetchRegistration {self._id!r} {self._state}{reason}, {done}, "
+            f"{n_done}/{len(self._records)} records>"
+        )
+
+    # ======================================================================================
+    # Engine side: everything below runs on the engine thread only.
+    # ======================================================================================
+    def _start(self) -> None:
+        if self._state in ("paused", "needs-credentials") or self.settled:
+            return
+        self._state = "active"
+        engine = self._manager._engine
+        for d in self._records:
+            if not d.settled and d.index not in self._tasks:
+                self._tasks[d.index] = engine.spawn(
+                    self._run(d), name=f"bgfetch:{self._id}:{d.index}"
+                )
+        self._touch()
+        self._maybe_settle()
+
+    async def _run(self, data: RecordData) -> None:
+        try:
+            await run_record(self, data)
+        except asyncio.CancelledError:
+            if not data.settled and data.state == "active":
+                data.state = "paused"
+                self._mark_dirty(data)
+            raise
+        except RegistrationStopped as stop:
+            data.error = str(stop)
+            self._fail_now(data, stop.reason, str(stop))
+        except Exception as exc:  # never silent: the record fails and says why
+            import traceback
+
+            data.error = f"internal error: {exc!r}"
+            self._manager._callbacks.report(exc, self._run)
+            traceback.print_exc()
+            self._settle_record(data, "failure", "fetch-error")
+            if not data.ready.done():
+                data.ready.set_exception(FetchError(f"{data.request.url}: {data.error}"))
+        finally:
+            self._tasks.pop(data.index, None)
+
+    def _settle_record(self, data: RecordData, state: str, failure: str) -> None:
+        if data.settled:
+            return
+        data.state = state
+        data.failure = failure
+        data.finished = time.time()
+        self._done_count += 1
+        if state != "success":
+            self._failed_count += 1
+        self._mark_dirty(data)
+        self._touch()
+        self._maybe_settle()
+
+    def _maybe_settle(self) -> None:
+        if self.settled or self._stopping:
+            return
+        if any(not d.settled for d in self._records):
+            return
+        failed = next((d for d in self._records if d.state != "success"), None)
+        if failed is None:
+            self._settle("success", "")
+        else:
+            self._settle("failure", failed.failure or "fetch-error")
+
+    def _fail_now(self, culprit: RecordData, reason: str, message: str) -> None:
+        """download_total exceeded or disk full: stop every record, fail the registration."""
+        if self.settled or self._stopping:
+            return
+        self._stopping = True
+        self._manager._engine.spawn(self._stop_all(culprit, reason, message))
+
+    async def _stop_all(self, culprit: RecordData | None, reason: str, message: str) -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks.values() if t is not current]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for d in self._records:
+            if d.settled:
+                continue
+            d.state = "aborted" if reason == "aborted" else "failure"
+            d.failure = reason
+            d.finished = time.time()
+            if d is culprit or reason == "aborted" or not d.error:
+                d.error = (
+                    message
+                    if d is culprit
+                    else ("aborted" if reason == "aborted" else f"stopped: {message}")
+                )
+            self._done_count += 1
+            self._failed_count += 1
+            self._remove_part(d)
+            if not d.ready.done():
+                exc: Exception = (
+                    AbortError(f"{d.request.url} was aborted before its response arrived")
+                    if reason == "aborted"
+                    else FetchError(f"{d.request.url}: {message}")
+                )
+                d.ready.set_exception(exc)
+            self._mark_dirty(d)
+        self._stopping = False
+        self._settle("failure", reason)
+
+    def _remove_part(self, d: RecordData) -> None:
+        if d.part_path is not None:
+            with contextlib.suppress(OSError):
+                d.part_path.unlink()
+
+    async def _abort(self) -> bool:
+        if self.settled or self._stopping:
+            return False
+        self._stopping = True
+        await self._stop_all(None, "aborted", "aborted")
+        return True
+
+    async def _pause(self) -> bool:
+        if self.settled or self._stopping or self._state != "active":
+            return False
+        self._state = "paused"
+        tasks = list(self._tasks.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for d in self._records:
+            if not d.settled:
+                d.state = "paused"
+                self._mark_dirty(d)
+        self._persist_registration()
+        self._touch()
+        return True
+
+    async def _resume(self, headers: dict[str, str] | None, auth: Any) -> bool:
+        if self.settled or self._stopping:
+            return False
+        if headers:
+            self._headers.update(headers)
+        if auth is not None:
+            self._auth = auth
+        if self._state == "needs-credentials" and not (headers or auth is not None):
+            raise NeedsCredentialsError(
+                f"registration {self._id!r} was restored from an earlier kernel and its "
+                "requests carried credentials, which are never stored; call "
+                "reg.resume(headers={'Authorization': ...}) or reg.resume(auth=...)"
+            )
+        if self._state not in ("paused", "needs-credentials"):
+            return False
+        self._state = "active"
+        self._persist_registration()
+        self._start()
+        return True
+
+    def _settle(self, result: str, reason: str) -> None:
+        self._result = result
+        self._failure_reason = reason
+        self._state = (
+            "success" if result == "success" else ("aborted" if reason == "aborted" else "failure")
+        )
+        self._finished = time.time()
+        if self._progress_handle is not None:
+            self._progress_handle.cancel()
+            self._progress_handle = None
+        self._checkpoint(force=True)
+        self._persist_registration()
+        self._manager._store_release(self._key)
+        self._settled_state.set()
+        event_type = {
+            "success": "backgroundfetchsuccess",
+            "aborted": "backgroundfetchabort",
+        }.get(self._state, "backgroundfetchfail")
+        # The final progress event (for the result change), then the manager's event,
+        # then wake the waiters: all in order on the callback thread.
+        callbacks = self._manager._callbacks
+        callbacks.post(self._dispatch_progress, self._snapshot())
+        callbacks.post(self._manager._dispatch_settled, self, event_type)
+        callbacks.post(self._mark_done)
+
+    def _mark_done(self) -> None:
+        self._done.set()
+        if not self._done_future.done():
+            self._done_future.set_result(self)
+
+    # -- progress --------------------------------------------------------------------------
+    def _add_downloaded(self, data: RecordData, n: int) -> None:
+        data.downloaded += n
+        self._downloaded += n
+        if self._progress_handle is None:
+            self._touch()
+
+    def _add_uploaded(self, data: RecordData, n: int) -> None:
+        data.uploaded += n
+        self._uploaded += n
+        if self._progress_handle is None:
+            self._touch()
+
+    def _record_changed(self, data: RecordData, checkpoint: bool = False) -> None:
+        self._mark_dirty(data)
+        if checkpoint:
+            self._checkpoint(force=True)
+        self._touch()
+
+    def _mark_dirty(self, data: RecordData) -> None:
+        self._dirty.add(data.index)
+
+    def _touch(self) -> None:
+        """Something changed: emit a progress event now or within PROGRESS_INTERVAL."""
+        if self._progress_handle is not None or self.settled:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._last_progress + PROGRESS_INTERVAL - loop.time()
+        if wait <= 0:
+            self._emit_progress()
+        else:
+            self._progress_handle = loop.call_later(wait, self._emit_progress)
+
+    def _emit_progress(self) -> None:
+        self._progress_handle = None
+        if self.settled:
+            return
+        self._last_progress = asyncio.get_running_loop().time()
+        self._samples.append((time.monotonic(), self._downloaded))
+        self._checkpoint()
+        if self._listeners.get("progress") or self._manager._has_change_listeners():
+            self._manager._callbacks.post(self._dispatch_progress, None)
+
+    def _dispatch_progress(self, snapshot: dict[str, Any] | None) -> None:
+        """On the callback thread: run progress listeners, then the manager's."""
+        event = BackgroundFetchEvent("progress", self)
+        for cb in self._listeners.get("progress"):
+            try:
+                cb(event)
+            except Exception as exc:
+                self._manager._callbacks.report(exc, cb)
+        self._manager._notify_change(self)
+
+    # -- persistence -----------------------------------------------------------------------
+    def _checkpoint(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self._dirty or (not force and now - self._last_checkpoint < CHECKPOINT_INTERVAL):
+            return
+        self._last_checkpoint = now
+        dirty = [self._records[i] for i in sorted(self._dirty)]
+        self._dirty.clear()
+        self._manager._store_records(self, dirty)
+
+    def _persist_registration(self) -> None:
+        self._manager._store_registration(self)
+
+    # -- used by transfers -----------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _host_slot(self, url: str) -> AsyncIterator[None]:
+        async with self._manager._host_semaphore(url):
+            yield
+
+    def _reserve_name(self, name: str) -> Path:
+        self._dest.mkdir(parents=True, exist_ok=True)
+        return self._manager._names.reserve(self._dest, name)
+
+    def _update_ui(self, title: str | None, icons: Sequence[dict[str, str]] | None) -> None:
+        if title is not None:
+            if not isinstance(title, str):
+                raise TypeError(f"title must be a str, got {type(title).__name__}")
+            self._title = title
+        if icons is not None:
+            self._icons = _check_icons(icons)
+        self._manager._engine.call_soon(self._persist_registration)
+        self._manager._notify_change(self)
+
+
+def _check_icons(icons: Any) -> list[dict[str, str]]:
+    if isinstance(icons, (str, bytes)) or not isinstance(icons, (list, tuple)):
+        raise FetchError(
+            "icons must be a list of dicts like [{'src': 'https://…/i.png', "
+            "'sizes': '64x64', 'type': 'image/png'}]"
+        )
+    out = []
+    for icon in icons:
+        if isinstance(icon, str):
+            icon = {"src": icon}
+        if not isinstance(icon, dict) or not isinstance(icon.get("src"), str):
+            raise FetchError(f"each icon needs a 'src' string, got {icon!r}")
+        out.append({k: str(v) for k, v in icon.items() if k in ("src", "sizes", "type", "label")})
+    return out
+
+
+def free_space(path: Path) -> int | None:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free
+    except OSError:
+        return None

@@ -1,0 +1,192 @@
+"""Bringing registrations back from the database: after a kernel restart, or to mirror
+one that another process (sharing the home) is downloading.
+
+Runs on the engine thread. A registration whose owner stopped beating is taken over:
+GET records continue from their ``.part`` files; uploads cannot (their bodies are not
+stored) and fail with a clear error; registrations whose requests carried credentials
+wait in the ``needs-credentials`` state for ``reg.resume(headers=..., auth=...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+from ._exceptions import AbortError, FetchError
+from ._models import Request, Response
+from ._records import RecordData
+from ._registration import BackgroundFetchRegistration
+
+if TYPE_CHECKING:
+    from ._manager import BackgroundFetchManager
+
+__all__ = ["restore_into"]
+
+
+def restore_into(mgr: BackgroundFetchManager) -> None:
+    store = mgr._store
+    assert store is not None
+    for row in store.registrations():
+        key = row["key"]
+        reg = mgr._registrations.get(key)
+        if reg is not None and not reg._read_only:
+            continue
+        records = store.records(key)
+        if reg is None:
+            reg = _build(mgr, row, records)
+            mgr._registrations[key] = reg
+            mgr._callbacks.post(mgr._notify_change, reg)
+        else:
+            _refresh(reg, row, records)
+        if row["result"]:
+            _mark_settled(reg, row)
+            reg._read_only = False
+            continue
+        if store.try_take(key):
+            reg._read_only = False
+            _adopt(mgr, reg, row)
+        else:
+            reg._read_only = True
+    mgr._callbacks.post(lambda: None)
+
+
+def _build(
+    mgr: BackgroundFetchManager, row: sqlite3.Row, records: list[sqlite3.Row]
+) -> BackgroundFetchRegistration:
+    requests = [
+        Request(
+            r["url"], method=r["method"], headers=json.loads(r["headers"]), integrity=r["integrity"]
+        )
+        for r in records
+    ]
+    reg = BackgroundFetchRegistration(
+        mgr,
+        key=row["key"],
+        id=row["id"],
+        requests=requests,
+        title=row["title"],
+        icons=json.loads(row["icons"]),
+        download_total=row["download_total"],
+        dest=Path(row["dest"]),
+        headers=httpx.Headers(),
+        auth=None,
+        policy=mgr._policy,
+        created=row["created"],
+    )
+    reg._upload_total = row["upload_total"]
+    _refresh(reg, row, records)
+    for d in reg._records:
+        for path in (d.final_path, d.part_path):
+            if path is not None:
+                mgr._names.claim(path)
+    return reg
+
+
+def _refresh(
+    reg: BackgroundFetchRegistration, row: sqlite3.Row, records: list[sqlite3.Row]
+) -> None:
+    reg._title = row["title"]
+    reg._icons = json.loads(row["icons"])
+    reg._state = row["state"]
+    reg._finished = row["finished"]
+    done = failed = 0
+    for d, r in zip(reg._records, records, strict=True):
+        _load_record(d, r)
+        if d.settled:
+            done += 1
+            failed += d.state != "success"
+    reg._done_count, reg._failed_count = done, failed
+    reg._downloaded = sum(d.downloaded for d in reg._records)
+    reg._uploaded = sum(d.uploaded for d in reg._records)
+
+
+def _load_record(d: RecordData, r: sqlite3.Row) -> None:
+    d.state = r["state"]
+    d.failure = r["failure"]
+    d.status = r["status"]
+    d.response_headers = httpx.Headers(json.loads(r["response_headers"]))
+    d.response_url = r["response_url"]
+    d.downloaded = r["downloaded"]
+    d.total = r["total"]
+    d.uploaded = r["uploaded"]
+    d.attempts = r["attempts"]
+    d.error = r["error"]
+    d.sha256 = r["sha256"]
+    d.started = r["started"]
+    d.finished = r["finished"]
+    d.final_path = Path(r["final_path"]) if r["final_path"] else None
+    d.part_path = Path(r["part_path"]) if r["part_path"] else None
+    d.etag = r["etag"]
+    d.last_modified = r["last_modified"]
+    if d.status and d.response is None:
+        d.response = Response(d)
+    if d.settled and not d.ready.done():
+        if d.response is not None:
+            d.ready.set_result(d.response)
+        elif d.state == "aborted":
+            d.ready.set_exception(AbortError(f"{d.request.url} was aborted"))
+        else:
+            d.ready.set_exception(FetchError(f"{d.request.url}: {d.error or d.failure}"))
+
+
+def _mark_settled(reg: BackgroundFetchRegistration, row: sqlite3.Row) -> None:
+    reg._result = row["result"]
+    reg._failure_reason = row["failure_reason"]
+    reg._settled_state.set()
+    reg._done.set()
+    if not reg._done_future.done():
+        reg._done_future.set_result(reg)
+
+
+def _adopt(mgr: BackgroundFetchManager, reg: BackgroundFetchRegistration, row: sqlite3.Row) -> None:
+    """This process now owns an unfinished registration: continue it."""
+    for d in reg._records:
+        if d.settled:
+            continue
+        if d.request.method != "GET":
+            d.error = (
+                "interrupted: the process sending this request stopped, and request "
+                "bodies are not stored, so it cannot be resumed; fetch it again"
+            )
+            reg._settle_record(d, "failure", "fetch-error")
+            if not d.ready.done():
+                d.ready.set_exception(FetchError(f"{d.request.url}: {d.error}"))
+            continue
+        size = _part_size(d.part_path)
+        if size is None or not (d.etag or d.last_modified):
+            reg._downloaded -= d.downloaded
+            d.downloaded = 0
+        else:
+            reg._downloaded += size - d.downloaded
+            d.downloaded = size
+        d.state = "pending"
+        reg._mark_dirty(d)
+    if reg.settled:
+        return
+    if row["needs_credentials"]:
+        reg._state = "needs-credentials"
+        for d in reg._records:
+            if not d.settled:
+                d.state = "paused"
+    elif row["state"] == "paused" or not mgr._auto_resume:
+        reg._state = "paused"
+        for d in reg._records:
+            if not d.settled:
+                d.state = "paused"
+    else:
+        reg._state = "active"
+    reg._persist_registration()
+    reg._start()
+
+
+def _part_size(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None

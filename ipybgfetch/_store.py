@@ -1,0 +1,194 @@
+"""Durable state: registrations, records and resume checkpoints in SQLite (WAL).
+
+Only the engine thread uses a :class:`Store`. Credentials never reach it: request headers
+pass through :func:`public_headers` first, and ``auth=`` objects are never stored.
+Several processes may share one home; a registration is owned by one of them at a time
+through a lease (``owner`` + ``heartbeat``), taken over when the holder stops beating.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CREDENTIAL_HEADERS", "LEASE_TIMEOUT", "Store", "public_headers"]
+
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+LEASE_TIMEOUT = 10.0  # seconds without a heartbeat before another process may take over
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS registrations (
+    key TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
+    icons TEXT NOT NULL DEFAULT '[]',
+    dest TEXT NOT NULL,
+    download_total INTEGER NOT NULL DEFAULT 0,
+    upload_total INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    result TEXT NOT NULL DEFAULT '',
+    failure_reason TEXT NOT NULL DEFAULT '',
+    needs_credentials INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    finished REAL,
+    owner TEXT,
+    heartbeat REAL
+);
+CREATE TABLE IF NOT EXISTS records (
+    key TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    method TEXT NOT NULL,
+    headers TEXT NOT NULL DEFAULT '{}',
+    integrity TEXT,
+    has_body INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    failure TEXT NOT NULL DEFAULT '',
+    status INTEGER NOT NULL DEFAULT 0,
+    response_headers TEXT NOT NULL DEFAULT '[]',
+    response_url TEXT NOT NULL DEFAULT '',
+    downloaded INTEGER NOT NULL DEFAULT 0,
+    total INTEGER,
+    uploaded INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT '',
+    sha256 TEXT NOT NULL DEFAULT '',
+    started REAL,
+    finished REAL,
+    final_path TEXT,
+    part_path TEXT,
+    etag TEXT NOT NULL DEFAULT '',
+    last_modified TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (key, idx)
+);
+CREATE INDEX IF NOT EXISTS registrations_id ON registrations (id);
+"""
+RECORD_FIELDS = (
+    "state failure status response_headers response_url downloaded total uploaded attempts "
+    "error sha256 started finished final_path part_path etag last_modified"
+).split()
+
+
+def public_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Headers safe to write to disk: every credential header removed."""
+    return {k: v for k, v in headers if k.lower() not in CREDENTIAL_HEADERS}
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.owner = new_owner()
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        try:
+            os.chmod(path, 0o600)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- writes ------------------------------------------------------------------------
+    def add_registration(
+        self, row: Mapping[str, Any], records: Iterable[Mapping[str, Any]]
+    ) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cols = ", ".join(row)
+            db.execute(
+                f"INSERT INTO registrations ({cols}, owner, heartbeat) "
+                f"VALUES ({', '.join('?' * len(row))}, ?, ?)",
+                (*row.values(), self.owner, time.time()),
+            )
+            rows = list(records)
+            if rows:
+                rcols = list(rows[0])
+                db.executemany(
+                    f"INSERT INTO records (key, {', '.join(rcols)}) "
+                    f"VALUES (?, {', '.join('?' * len(rcols))})",
+                    [(row["key"], *r.values()) for r in rows],
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def update_registration(self, key: str, **fields: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._db.execute(f"UPDATE registrations SET {sets} WHERE key = ?", (*fields.values(), key))
+
+    def update_records(self, key: str, records: Iterable[Mapping[str, Any]]) -> None:
+        rows = [(*(r[f] for f in RECORD_FIELDS), key, r["idx"]) for r in records]
+        if not rows:
+            return
+        sets = ", ".join(f"{f} = ?" for f in RECORD_FIELDS)
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.executemany(f"UPDATE records SET {sets} WHERE key = ? AND idx = ?", rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def delete_registration(self, key: str) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("DELETE FROM records WHERE key = ?", (key,))
+        db.execute("DELETE FROM registrations WHERE key = ?", (key,))
+        db.execute("COMMIT")
+
+    # -- leases ------------------------------------------------------------------------
+    def heartbeat(self, keys: Iterable[str]) -> None:
+        now = time.time()
+        self._db.executemany(
+            "UPDATE registrations SET heartbeat = ? WHERE key = ? AND owner = ?",
+            [(now, k, self.owner) for k in keys],
+        )
+
+    def try_take(self, key: str) -> bool:
+        """Take the lease of ``key`` if nobody live holds it. Atomic across processes."""
+        now = time.time()
+        cur = self._db.execute(
+            "UPDATE registrations SET owner = ?, heartbeat = ? WHERE key = ? AND "
+            "(owner IS NULL OR owner = ? OR heartbeat IS NULL OR heartbeat < ?)",
+            (self.owner, now, key, self.owner, now - LEASE_TIMEOUT),
+        )
+        return cur.rowcount == 1
+
+    def release(self, key: str) -> None:
+        self._db.execute(
+            "UPDATE registrations SET owner = NULL, heartbeat = NULL WHERE key = ? AND owner = ?",
+            (key, self.owner),
+        )
+
+    # -- reads -------------------------------------------------------------------------
+    def registrations(self) -> list[sqlite3.Row]:
+        return self._db.execute("SELECT * FROM registrations ORDER BY created").fetchall()
+
+    def registration(self, key: str) -> sqlite3.Row | None:
+        return self._db.execute("SELECT * FROM registrations WHERE key = ?", (key,)).fetchone()
+
+    def records(self, key: str) -> list[sqlite3.Row]:
+        return self._db.execute(
+            "SELECT * FROM records WHERE key = ? ORDER BY idx", (key,)
+        ).fetchall()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

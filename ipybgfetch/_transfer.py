@@ -1,0 +1,402 @@
+"""Moving one record's bytes: request, stream to a ``.part`` file, verify, rename.
+
+Runs on the engine loop only. One call of :func:`run_record` takes a record from pending
+(or paused, or restored from disk) to a settled state, retrying and resuming as the
+registration's :class:`~ipybgfetch.RetryPolicy` allows. The body streams to
+``<final>.part``; only after the length and integrity checks pass is it fsync'd and
+renamed to the final path, so a final path never holds a partial file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import hmac
+import os
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import httpx
+
+from ._exceptions import FetchError
+from ._integrity import sri_to_hashes, strongest_hashes
+from ._models import Response
+from ._names import filename_from_disposition, filename_from_url
+from ._retry import parse_retry_after
+
+if TYPE_CHECKING:
+    from ._records import RecordData
+    from ._registration import BackgroundFetchRegistration
+
+__all__ = ["RegistrationStopped", "run_record"]
+
+UPLOAD_CHUNK = 256 * 1024
+HASH_CHUNK = 1024 * 1024
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+_QUOTA_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+
+
+class RegistrationStopped(Exception):
+    """The whole registration ends now (download_total exceeded, disk full)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class _Retry(Exception):
+    """This attempt failed in a way worth another attempt."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _IntegrityMismatch(Exception):
+    pass
+
+
+class _Hashes:
+    """sha256 of the body (for the record's ``sha256`` column) and the integrity hash."""
+
+    def __init__(self, integrity: str | None) -> None:
+        self.expected = strongest_hashes(sri_to_hashes(integrity)) if integrity else []
+        self.algorithm = self.expected[0][0] if self.expected else "sha256"
+        self.reset()
+
+    def reset(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.other = hashlib.new(self.algorithm) if self.algorithm != "sha256" else None
+
+    def update(self, chunk: bytes) -> None:
+        self.sha256.update(chunk)
+        if self.other is not None:
+            self.other.update(chunk)
+
+    def matches(self) -> bool:
+        if not self.expected:
+            return True
+        digest = (self.other or self.sha256).digest()
+        return any(hmac.compare_digest(digest, d) for _, d in self.expected)
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """``bytes a-b/total`` -> (a, b, total or None); None if absent or malformed."""
+    if not value:
+        return None
+    m = _CONTENT_RANGE.match(value)
+    if not m:
+        return None
+    start, end = int(m.group(1)), int(m.group(2))
+    total = None if m.group(3) == "*" else int(m.group(3))
+    if end < start or (total is not None and end >= total):
+        return None
+    return start, end, total
+
+
+def _content_length(resp: httpx.Response) -> int | None:
+    value = resp.headers.get("content-length")
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
+
+
+def _encoded(resp: httpx.Response) -> bool:
+    enc = resp.headers.get("content-encoding", "").strip().lower()
+    return enc not in ("", "identity")
+
+
+async def _upload_stream(
+    reg: BackgroundFetchRegistration, data: RecordData
+) -> AsyncIterator[bytes]:
+    body = data.request.body
+    reg._add_uploaded(data, -data.uploaded)  # a retry sends the body again
+    if isinstance(body, (bytes, str)):
+        raw = body.encode("utf-8") if isinstance(body, str) else body
+        view = memoryview(raw)
+        for i in range(0, len(view), UPLOAD_CHUNK):
+            chunk = bytes(view[i : i + UPLOAD_CHUNK])
+            reg._add_uploaded(data, len(chunk))
+            yield chunk
+        return
+    assert body is not None
+    with open(os.fspath(body), "rb") as f:
+        while chunk := f.read(UPLOAD_CHUNK):
+            reg._add_uploaded(data, len(chunk))
+            yield chunk
+
+
+async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None:
+    """Take ``data`` to a settled state (success or failure), or raise CancelledError."""
+    policy = reg._policy
+    hashes = _Hashes(data.request.integrity)
+    integrity_failures = 0
+    failures_without_progress = 0
+    if data.started is None:
+        data.started = time.time()
+    data.state = "active"
+    reg._record_changed(data)
+    if data.downloaded and data.part_path is not None:
+        await _rehash_part(data, hashes)
+    retryable = data.request.idempotent or policy.retry_non_idempotent
+    while True:
+        data.attempts += 1
+        before = data.downloaded
+        try:
+            await _attempt(
+                reg, data, hashes, retryable and failures_without_progress < policy.retries
+            )
+            return
+        except _IntegrityMismatch:
+            integrity_failures += 1
+            if integrity_failures >= 2:
+                _settle_failure(
+                    reg,
+                    data,
+                    "fetch-error",
+                    f"integrity check failed twice: expected {data.request.integrity}",
+                )
+                return
+            _restart_from_zero(reg, data, hashes)
+            continue
+        except (_Retry, httpx.TransportError, OSError) as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, httpx.TransportError):
+                if exc.errno in _QUOTA_ERRNOS:
+                    raise RegistrationStopped(
+                        "quota-exceeded", f"the disk is full while writing {data.part_path}"
+                    ) from exc
+                _settle_failure(reg, data, "fetch-error", f"cannot write the file: {exc}")
+                return
+            message = _describe(exc)
+            data.error = message
+            if data.downloaded > before:
+                failures_without_progress = 0
+            failures_without_progress += 1
+            if not retryable or failures_without_progress > policy.retries:
+                why = (
+                    ""
+                    if retryable
+                    else " (not retried: the request has a body; "
+                    "pass retries=RetryPolicy(retry_non_idempotent=True) to allow it)"
+                )
+                _settle_failure(reg, data, "fetch-error", message + why)
+                return
+            retry_after = exc.retry_after if isinstance(exc, _Retry) else None
+            delay = policy.delay(failures_without_progress, retry_after)
+            reg._record_changed(data)
+            await asyncio.sleep(delay)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__}): {exc}" if str(exc) else type(exc).__name__
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if isinstance(exc, httpx.TransportError) else text
+
+
+async def _rehash_part(data: RecordData, hashes: _Hashes) -> None:
+    """After a restart of the process the hash state is gone: rebuild it from the file."""
+    assert data.part_path is not None
+    try:
+        size = data.part_path.stat().st_size
+    except FileNotFoundError:
+        data.downloaded = 0
+        return
+    keep = min(size, data.downloaded)
+    loop = asyncio.get_running_loop()
+
+    def work() -> None:
+        with open(data.part_path, "rb") as f:  # type: ignore[arg-type]
+            remaining = keep
+            while remaining > 0:
+                chunk = f.read(min(HASH_CHUNK, remaining))
+                if not chunk:
+                    break
+                hashes.update(chunk)
+                remaining -= len(chunk)
+
+    await loop.run_in_executor(None, work)
+    data.downloaded = keep
+
+
+def _restart_from_zero(reg: BackgroundFetchRegistration, data: RecordData, hashes: _Hashes) -> None:
+    reg._add_downloaded(data, -data.downloaded)
+    hashes.reset()
+    if data.part_path is not None:
+        try:
+            data.part_path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _settle_failure(
+    reg: BackgroundFetchRegistration, data: RecordData, reason: str, message: str
+) -> None:
+    data.error = message
+    reg._settle_record(data, "failure", reason)
+    if not data.ready.done():
+        data.ready.set_exception(FetchError(f"{data.request.url}: {message}"))
+
+
+async def _attempt(
+    reg: BackgroundFetchRegistration, data: RecordData, hashes: _Hashes, retry_status: bool
+) -> None:
+    request = data.request
+    headers = httpx.Headers(reg._headers)
+    headers.update(request.headers)
+    offset = data.downloaded
+    validator = data.etag or data.last_modified
+    if offset and (not validator or request.method != "GET"):
+        _restart_from_zero(reg, data, hashes)
+        offset = 0
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+        headers["If-Range"] = validator
+    content = None
+    if request.body is not None:
+        headers["Content-Length"] = str(request.body_size)
+        content = _upload_stream(reg, data)
+
+    async with reg._host_slot(request.url):
+        client = reg._manager._client()
+        http_request = client.build_request(
+            request.method,
+            request.url,
+            headers=headers,
+            content=content,
+            timeout=reg._timeout,
+        )
+        resp = await client.send(
+            http_request, stream=True, auth=reg._auth or httpx.USE_CLIENT_DEFAULT
+        )
+        try:
+            await _receive(reg, data, hashes, resp, offset, retry_status)
+        finally:
+            await resp.aclose()
+    await _finish(reg, data, hashes)
+
+
+async def _receive(
+    reg: BackgroundFetchRegistration,
+    data: RecordData,
+    hashes: _Hashes,
+    resp: httpx.Response,
+    offset: int,
+    retry_status: bool,
+) -> None:
+    policy = reg._policy
+    status = resp.status_code
+    if status in policy.statuses and retry_status:
+        retry_after = parse_retry_after(resp.headers.get("retry-after"))
+        raise _Retry(f"the server answered {status} {resp.reason_phrase}", retry_after)
+
+    etag = resp.headers.get("etag", "")
+    last_modified = resp.headers.get("last-modified", "")
+    length = None if _encoded(resp) else _content_length(resp)
+    if offset:
+        content_range = parse_content_range(resp.headers.get("content-range"))
+        same_validator = (data.etag and etag == data.etag) or (
+            not data.etag and last_modified and last_modified == data.last_modified
+        )
+        if (
+            status == 206
+            and content_range is not None
+            and content_range[0] == offset
+            and same_validator
+            and (data.total is None or content_range[2] in (None, data.total))
+        ):
+            total = content_range[2]
+            if total is None and length is not None:
+                total = offset + length
+        else:
+            # A 200 (Range ignored or the file changed) or a 206 that doesn't fit:
+            # this record starts again from byte 0.
+            _restart_from_zero(reg, data, hashes)
+            if status != 200:
+                raise _Retry(f"the server's range answer did not match ({status}); restarting")
+            offset = 0
+            total = length
+    else:
+        total = length
+        if status == 206:
+            content_range = parse_content_range(resp.headers.get("content-range"))
+            total = content_range[2] if content_range and content_range[0] == 0 else None
+
+    data.status = status
+    data.response_headers = resp.headers
+    data.response_url = str(resp.url)
+    data.etag, data.last_modified = etag, last_modified
+    data.total = total
+    if data.final_path is None:
+        name = filename_from_disposition(resp.headers.get("content-disposition"))
+        name = name or filename_from_url(str(resp.url))
+        data.final_path = reg._reserve_name(name)
+        data.part_path = data.final_path.with_name(data.final_path.name + ".part")
+    if data.response is None:
+        data.response = Response(data)
+    if not data.ready.done():
+        data.ready.set_result(data.response)
+    reg._record_changed(data, checkpoint=True)
+
+    assert data.part_path is not None
+    mode = "r+b" if offset else "wb"
+    if offset and not data.part_path.exists():
+        raise _Retry("the partial file disappeared; restarting")
+    f: IO[bytes] = open(data.part_path, mode)  # noqa: SIM115
+    try:
+        if offset:
+            f.seek(offset)
+            f.truncate()
+        chunks = resp.aiter_bytes() if _encoded(resp) else resp.aiter_raw()
+        limit = reg.download_total
+        async for chunk in chunks:
+            n = len(chunk)
+            if limit and reg._downloaded + n > limit:
+                raise RegistrationStopped(
+                    "download-total-exceeded",
+                    f"download_total of {limit} bytes exceeded by {data.request.url}",
+                )
+            f.write(chunk)
+            hashes.update(chunk)
+            reg._add_downloaded(data, n)
+        f.flush()
+        await asyncio.get_running_loop().run_in_executor(None, os.fsync, f.fileno())
+    finally:
+        f.close()
+    if total is not None and data.downloaded != total:
+        raise _Retry(f"the body was truncated: got {data.downloaded} of {total} bytes")
+
+
+async def _finish(reg: BackgroundFetchRegistration, data: RecordData, hashes: _Hashes) -> None:
+    assert data.part_path is not None and data.final_path is not None
+    ok = 200 <= data.status <= 299
+    if ok and not hashes.matches():
+        raise _IntegrityMismatch()
+    data.sha256 = hashes.sha256.hexdigest()
+    if not data.part_path.exists():  # a 0-byte body with no write still gets a file
+        data.part_path.touch()
+    os.replace(data.part_path, data.final_path)
+    _fsync_dir(data.final_path.parent)
+    if ok:
+        data.error = ""
+        reg._settle_record(data, "success", "")
+    else:
+        data.error = f"the server answered {data.status}"
+        reg._settle_record(data, "failure", "bad-status")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
