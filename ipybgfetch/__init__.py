@@ -10,8 +10,6 @@ Start downloads that keep running in the background of your kernel while you wor
 In a notebook: ``%load_ext ipybgfetch`` then ``%bgfetch my-data URL...``.
 """
 
-from __future__ import annotations
-
 from ._events import BackgroundFetchEvent, BackgroundFetchUpdateUIEvent
 from ._exceptions import (
     AbortError,

@@ -1,0 +1,331 @@
+"""Registration semantics from design.md §3: settling, abort, events, download_total,
+matching, progress. All over real loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from ipybgfetch import AbortError, InvalidStateError, Request
+
+
+def test_success_result_and_records(mgr, server):
+    urls = [server.url(f"f{i}.bin", 1000 * (i + 1)) for i in range(3)]
+    reg = mgr.fetch("ok", urls).wait(20)
+    assert (reg.result, reg.failure_reason) == ("success", "")
+    assert reg.downloaded == 1000 + 2000 + 3000
+    assert reg.records_available
+    for i, rec in enumerate(reg.match_all()):
+        assert rec.response.status == 200 and rec.response.ok
+        assert rec.response.read() == server.content(f"f{i}.bin", 1000 * (i + 1))
+    assert mgr.get_ids() == []  # settled registrations are not listed by get_ids
+    assert reg in mgr.registrations()  # but are kept (beyond spec)
+
+
+def test_404_fails_with_bad_status_but_body_is_readable(mgr, server):
+    reg = mgr.fetch("nf", [server.url("a.txt", 10, status=404)]).wait(10)
+    assert (reg.result, reg.failure_reason) == ("failure", "bad-status")
+    rec = reg.match_all()[0]
+    assert rec.response.status == 404 and not rec.response.ok
+    assert rec.response.read()  # the error body is still there
+    assert rec["state"] == "failure"
+
+
+def test_first_failed_record_in_request_order_gives_the_reason(mgr, server):
+    reqs = [
+        server.url("ok.bin", 10),
+        # slow to fail with a network error (dead port) ...
+        "http://127.0.0.1:9/never",
+        # ... while this 404 settles first in time
+        server.url("b.bin", 10, status=404),
+    ]
+    reg = mgr.fetch("order", reqs, retries=0).wait(20)
+    assert reg.result == "failure"
+    assert reg.failure_reason == "fetch-error"
+    states = [r["state"] for r in reg.match_all()]
+    assert states == ["success", "failure", "failure"]
+
+
+def test_one_failed_record_does_not_stop_the_others(mgr, server):
+    reqs = [server.url("bad.bin", 10, status=500), server.url("good.bin", 50_000)]
+    reg = mgr.fetch("mixed", reqs, retries=0).wait(10)
+    good = reg.match(server.url("good.bin", 50_000))
+    assert good.response.read() == server.content("good.bin", 50_000)
+    assert reg.failure_reason == "bad-status"
+
+
+def test_download_total_exceeded_stops_the_other_records(mgr, server):
+    reqs = [server.url("big.bin", 300_000), server.url("slow.bin", 1_000_000, throttle=100_000)]
+    reg = mgr.fetch("cap", reqs, download_total=200_000)
+    reg.wait(20)
+    assert (reg.result, reg.failure_reason) == ("failure", "download-total-exceeded")
+    assert reg.downloaded <= 200_000
+    slow = reg.match_all()[1]
+    assert slow.state == "failure"
+    for rec in reg.match_all():
+        assert rec.response is None or not rec.response.path.exists()
+    assert not list(reg.dest.glob("*.part"))
+
+
+def test_download_total_exactly_enough_succeeds(mgr, server):
+    reg = mgr.fetch("exact", [server.url("a.bin", 5000)], download_total=5000).wait(10)
+    assert reg.result == "success"
+
+
+def test_abort_keeps_finished_records_and_rejects_unfinished(mgr, server):
+    fast = server.url("fast.bin", 1000)
+    slow = server.url("slow.bin", 5_000_000, throttle=100_000)
+    never = server.url("hdr.bin", 10, delay=30)  # no headers before the abort
+    reg = mgr.fetch("ab", [fast, slow, never])
+    fast_rec = reg.match(fast)
+    fast_rec.response_ready.result(10)
+    deadline = time.time() + 10
+    while reg.match_all()[0].state != "success" and time.time() < deadline:
+        time.sleep(0.01)
+    assert reg.abort() is True
+    assert reg.abort() is False
+    reg.wait(10)
+    assert (reg.result, reg.failure_reason) == ("failure", "aborted")
+    assert reg.match(fast).response.read() == server.content("fast.bin", 1000)
+    with pytest.raises(AbortError):
+        reg.match(never).response_ready.result(5)
+    slow_rec = reg.match(slow)
+    assert slow_rec.state == "aborted"
+    assert not list(reg.dest.glob("*.part"))
+    assert reg.abort() is False  # settled
+
+
+def test_abort_on_settled_returns_false(mgr, server):
+    reg = mgr.fetch("s", [server.url("a", 1)]).wait(10)
+    assert reg.abort() is False
+    assert reg.result == "success"
+
+
+def test_result_is_set_before_event_handlers_run(mgr, server):
+    seen = []
+    done = threading.Event()
+
+    def on_success(event):
+        reg = event.registration
+        seen.append(("success", reg.result, reg.failure_reason))
+        done.set()
+
+    def on_fail(event):
+        reg = event.registration
+        seen.append(("fail", reg.result, reg.failure_reason))
+        done.set()
+
+    mgr.add_event_listener("backgroundfetchsuccess", on_success)
+    mgr.add_event_listener("backgroundfetchfail", on_fail)
+    mgr.fetch("ev1", [server.url("a", 10)]).wait(10)
+    mgr.fetch("ev2", [server.url("a", 10, status=404)]).wait(10)
+    assert seen == [("success", "success", ""), ("fail", "failure", "bad-status")]
+
+
+def test_abort_event_sees_aborted(mgr, server):
+    seen = []
+    mgr.add_event_listener(
+        "backgroundfetchabort", lambda e: seen.append(e.registration.failure_reason)
+    )
+    reg = mgr.fetch("ab2", [server.url("s.bin", 10_000_000, throttle=100_000)])
+    reg.abort()
+    reg.wait(10)
+    assert seen == ["aborted"]
+
+
+def test_update_ui_once_and_only_during_the_handler(mgr, server):
+    outcomes = []
+    kept = []
+
+    def handler(event):
+        event.update_ui(title="Done!", icons=[{"src": "https://example.org/i.png"}])
+        try:
+            event.update_ui(title="again")
+        except InvalidStateError as exc:
+            outcomes.append(str(exc))
+        kept.append(event)
+
+    mgr.add_event_listener("backgroundfetchsuccess", handler)
+    reg = mgr.fetch("ui", [server.url("a", 10)], title="Start").wait(10)
+    assert reg.title == "Done!"
+    assert reg.icons == [{"src": "https://example.org/i.png"}]
+    assert outcomes and "already" in outcomes[0]
+    with pytest.raises(InvalidStateError, match="while the event handler"):
+        kept[0].update_ui(title="late")
+
+
+def test_failing_handler_is_reported_not_fatal(mgr, server, capfd):
+    def broken(event):
+        raise RuntimeError("boom in handler")
+
+    mgr.add_event_listener("backgroundfetchsuccess", broken)
+    mgr.fetch("h1", [server.url("a", 10)]).wait(10)
+    reg = mgr.fetch("h2", [server.url("a", 10)]).wait(10)
+    assert reg.result == "success"
+    assert "boom in handler" in capfd.readouterr().err
+    assert any("boom" in str(e) for e in mgr._callbacks.errors)
+
+
+def test_slow_handler_does_not_stall_transfers(mgr, server):
+    release = threading.Event()
+    mgr.add_event_listener("backgroundfetchsuccess", lambda e: release.wait(10))
+    mgr.fetch("first", [server.url("a", 10)])
+    t0 = time.monotonic()
+    second = mgr.fetch("second", [server.url("b.bin", 2_000_000)])
+    while second.downloaded < 2_000_000 and time.monotonic() - t0 < 10:
+        time.sleep(0.01)
+    assert second.downloaded == 2_000_000  # finished while the first handler blocks
+    release.set()
+    second.wait(10)
+
+
+def test_progress_events_throttled_and_none_after_settle(mgr, server):
+    events = []
+    reg = mgr.fetch("prog", [server.url("p.bin", 3_000_000, throttle=2_000_000)])
+    reg.add_event_listener(
+        "progress", lambda e: events.append((time.monotonic(), e.registration.result))
+    )
+    reg.wait(20)
+    time.sleep(0.3)
+    assert len(events) >= 3
+    gaps = [b[0] - a[0] for a, b in zip(events, events[1:], strict=False)]
+    # never more than ~10 per second: consecutive events at least ~0.1 s apart (scheduling
+    # jitter allowed), except the final one for the result change
+    assert sum(1 for g in gaps[:-1] if g < 0.08) == 0
+    assert events[-1][1] == "success"  # a final progress event for the result change
+    n = len(events)
+    time.sleep(0.3)
+    assert len(events) == n
+
+
+def test_match_rules(mgr, server):
+    base = server.url("m.csv", 10)
+    with_query = base + ("&" if "?" in base else "?") + "v=2"
+    post = Request(server.echo_url(), method="POST", body=b"abc")
+    reg = mgr.fetch("match", [base, with_query, post]).wait(10)
+    assert len(reg.match_all()) == 3
+    assert len(reg.match_all(base)) == 1
+    assert len(reg.match_all(base, ignore_search=True)) == 2
+    assert reg.match(base + "#fragment") is not None
+    assert reg.match(server.echo_url()) is None  # stored POST never matches...
+    assert reg.match(server.echo_url(), ignore_method=True) is not None  # ...unless ignored
+    assert len(reg.match_all(Request(server.echo_url(), method="POST", body=b"x"))) == 0
+    assert reg.match("http://other.example/m.csv") is None
+    # fresh record objects each call, over the same data
+    a, b = reg.match(base), reg.match(base)
+    assert a is not b and a == b
+
+
+def test_match_vary(mgr, server):
+    url = server.url("v.json", 10, vary="Accept-Language")
+    star = server.url("s.json", 10, vary="*")
+    reg = mgr.fetch(
+        "vary",
+        [Request(url, headers={"Accept-Language": "fr"}), Request(star)],
+    ).wait(10)
+    assert reg.match(Request(url, headers={"Accept-Language": "fr"})) is not None
+    assert reg.match(Request(url, headers={"Accept-Language": "en"})) is None
+    assert reg.match(url) is None
+    assert reg.match(url, ignore_vary=True) is not None
+    assert reg.match(star) is None
+    assert reg.match(star, ignore_vary=True) is not None
+
+
+def test_in_flight_record_matches_on_url_and_method(mgr, server):
+    slow = server.url("inflight.bin", 100, delay=2, vary="*")
+    reg = mgr.fetch("flight", [slow])
+    rec = reg.match(slow)
+    assert rec is not None and rec.response is None
+    reg.abort()
+
+
+def test_await_registration_and_response_ready(mgr, server):
+    url = server.url("aw.bin", 20_000)
+
+    async def main():
+        reg = mgr.fetch("await", [url])
+        response = await reg.match(url).response_ready
+        assert response.status == 200
+        settled = await reg
+        return settled
+
+    reg = asyncio.run(main())
+    assert reg.result == "success"
+
+
+def test_wait_timeout_raises(mgr, server):
+    reg = mgr.fetch("tw", [server.url("t.bin", 1_000_000, throttle=50_000)])
+    with pytest.raises(TimeoutError, match="still active"):
+        reg.wait(0.2)
+    reg.abort()
+
+
+def test_keeps_downloading_while_main_thread_sleeps(mgr, server):
+    reg = mgr.fetch("sleepy", [server.url("z.bin", 4_000_000, throttle=2_000_000)])
+    before = reg.downloaded
+    time.sleep(1.0)  # the main thread is blocked; the engine thread is not
+    during = reg.downloaded
+    assert during - before > 500_000
+    reg.wait(20)
+
+
+def test_response_body_api(mgr, server):
+    server.add_file("/doc.json", b'{"a": [1, 2]}', content_type="application/json; charset=utf-8")
+    reg = mgr.fetch("body", [server.base_url + "/doc.json"]).wait(10)
+    resp = reg.match_all()[0].response
+    assert resp.json() == {"a": [1, 2]}
+    assert resp.text() == '{"a": [1, 2]}'
+    with resp.open() as f:
+        assert f.read(1) == b"{"
+    with pytest.raises(ValueError):
+        resp.open("w")
+    assert resp.headers["content-type"].startswith("application/json")
+    assert resp.path.name == "doc.json"
+
+
+def test_body_not_readable_while_downloading(mgr, server):
+    url = server.url("r.bin", 2_000_000, throttle=500_000)
+    reg = mgr.fetch("early", [url])
+    resp = reg.match(url).response_ready.result(10)
+    with pytest.raises(InvalidStateError, match="still downloading"):
+        resp.read()
+    assert not resp.path.exists()  # only the .part exists while in flight
+    reg.abort()
+
+
+def test_listener_validation(mgr, server):
+    with pytest.raises(ValueError, match="unknown event type"):
+        mgr.add_event_listener("success", lambda e: None)
+    with pytest.raises(TypeError, match="callable"):
+        mgr.add_event_listener("backgroundfetchsuccess", "nope")  # type: ignore[arg-type]
+
+
+def test_click_event(mgr, server):
+    got = threading.Event()
+    mgr.add_event_listener("backgroundfetchclick", lambda e: got.set())
+    reg = mgr.fetch("click", [server.url("a", 1)]).wait(10)
+    mgr._dispatch_click(reg)
+    assert got.wait(5)
+
+
+def test_delete_forgets_records_and_files(mgr, server):
+    reg = mgr.fetch("del", [server.url("d.bin", 100)]).wait(10)
+    path = reg.match_all()[0].response.path
+    assert path.exists()
+    assert mgr.delete("del") == 1
+    assert not path.exists()
+    assert reg not in mgr.registrations()
+    assert not reg.records_available
+    with pytest.raises(InvalidStateError):
+        reg.match_all()
+    with pytest.raises(KeyError):
+        mgr.delete("del")
+
+
+def test_repr_is_one_line_status(mgr, server):
+    reg = mgr.fetch("repr", [server.url("r.bin", 2048)]).wait(10)
+    text = repr(reg)
+    assert "\n" not in text and "'repr'" in text and "success" in text and "100%" in text
