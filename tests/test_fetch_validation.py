@@ -54,7 +54,7 @@ def test_wrong_types_get_clear_errors(mgr, server):
         mgr.fetch(42, [server.url("a", 1)])  # type: ignore[arg-type]
     with pytest.raises(FetchError, match="non-empty"):
         mgr.fetch("  ", [server.url("a", 1)])
-    with pytest.raises(FetchError, match="URL string or an ipybgfetch.Request"):
+    with pytest.raises(FetchError, match=r"URL string or an ipybgfetch\.Request"):
         mgr.fetch("x", [123])
     with pytest.raises(FetchError, match="title must be a str"):
         mgr.fetch("x", [server.url("a", 1)], title=5)  # type: ignore[arg-type]
@@ -143,7 +143,7 @@ def test_request_validation():
         Request("http://example.org/", method="GE T")
     with pytest.raises(FetchError, match="does not exist"):
         Request("http://example.org/", method="POST", body=Path("/nonexistent/file"))
-    with pytest.raises(FetchError, match="integrity|Integrity"):
+    with pytest.raises(FetchError, match=r"(?i)integrity"):
         Request("http://example.org/", integrity="md5-abc")
     r = Request("http://example.org/a", headers={"X-A": "1"}, integrity="sha256:" + "00" * 32)
     assert r.integrity.startswith("sha256-")

@@ -4,6 +4,7 @@ matching, progress. All over real loopback HTTP."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 
@@ -191,7 +192,7 @@ def test_progress_events_throttled_and_none_after_settle(mgr, server):
     reg.wait(20)
     time.sleep(0.3)
     assert len(events) >= 3
-    gaps = [b[0] - a[0] for a, b in zip(events, events[1:], strict=False)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(events)]
     # never more than ~10 per second: consecutive events at least ~0.1 s apart (scheduling
     # jitter allowed), except the final one for the result change
     assert sum(1 for g in gaps[:-1] if g < 0.08) == 0
