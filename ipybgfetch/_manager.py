@@ -30,12 +30,18 @@ from ._records import RecordData
 from ._registration import BackgroundFetchRegistration, _check_icons, free_space
 from ._retry import RetryPolicy
 from ._sizes import format_size, parse_size
-from ._store import CREDENTIAL_HEADERS, LEASE_TIMEOUT, Store, dumps, public_headers
+from ._store import (
+    CREDENTIAL_HEADERS,
+    Store,
+    dumps,
+    heartbeat_interval,
+    lease_timeout,
+    public_headers,
+)
 
 __all__ = ["BackgroundFetchManager", "default_home", "manager"]
 
 DEFAULT_CONNECTIONS_PER_HOST = 6  # what browsers use
-HEARTBEAT_INTERVAL = 2.0
 
 
 def default_home() -> Path:
@@ -464,7 +470,7 @@ class BackgroundFetchManager:
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            await asyncio.sleep(heartbeat_interval())
             try:
                 self._beat()
             except Exception as exc:  # the database may be locked briefly; say so, go on
@@ -476,7 +482,7 @@ class BackgroundFetchManager:
         if mine:
             self._store.heartbeat(mine)
         mirrors = any(r._read_only for r in self._registrations.values())
-        if mirrors or time.time() - self._last_scan > LEASE_TIMEOUT:
+        if mirrors or time.time() - self._last_scan > lease_timeout():
             self._restore()
 
     def _restore(self) -> None:

@@ -18,10 +18,19 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CREDENTIAL_HEADERS", "LEASE_TIMEOUT", "Store", "public_headers"]
+__all__ = [
+    "CREDENTIAL_HEADERS",
+    "LEASE_TIMEOUT",
+    "Store",
+    "heartbeat_interval",
+    "lease_timeout",
+    "public_headers",
+]
 
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 LEASE_TIMEOUT = 10.0  # seconds without a heartbeat before another process may take over
+LEASE_TIMEOUT_ENV = "IPYBGFETCH_LEASE_TIMEOUT"
+MAX_HEARTBEAT_INTERVAL = 2.0
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS registrations (
     key TEXT PRIMARY KEY,
@@ -78,6 +87,28 @@ RECORD_FIELDS = (
 def public_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     """Headers safe to write to disk: every credential header removed."""
     return {k: v for k, v in headers if k.lower() not in CREDENTIAL_HEADERS}
+
+
+def lease_timeout() -> float:
+    """Seconds without a heartbeat before another process may take a registration over.
+
+    ``$IPYBGFETCH_LEASE_TIMEOUT`` overrides the default (10 s), read at each use so a test
+    or a tool can shorten it; an invalid value falls back to the default.
+    """
+    value = os.environ.get(LEASE_TIMEOUT_ENV, "").strip()
+    if value:
+        try:
+            seconds = float(value)
+        except ValueError:
+            return LEASE_TIMEOUT
+        if seconds > 0:
+            return seconds
+    return LEASE_TIMEOUT
+
+
+def heartbeat_interval() -> float:
+    """How often a lease holder beats: well inside :func:`lease_timeout`."""
+    return min(MAX_HEARTBEAT_INTERVAL, lease_timeout() / 4)
 
 
 def new_owner() -> str:
@@ -167,7 +198,7 @@ class Store:
         cur = self._db.execute(
             "UPDATE registrations SET owner = ?, heartbeat = ? WHERE key = ? AND "
             "(owner IS NULL OR owner = ? OR heartbeat IS NULL OR heartbeat < ?)",
-            (self.owner, now, key, self.owner, now - LEASE_TIMEOUT),
+            (self.owner, now, key, self.owner, now - lease_timeout()),
         )
         return cur.rowcount == 1
 
