@@ -412,6 +412,7 @@ class BackgroundFetchRegistration:
         self._done_count += 1
         if state != "success":
             self._failed_count += 1
+            self._remove_part(data)  # a settled record is never resumed
         self._mark_dirty(data)
         self._touch()
         self._maybe_settle()
