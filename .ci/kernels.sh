@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Prepare the kernels the kernel tests (tests/test_kernel.py, marker "kernel") run against.
+#
+# - "python3": the kernel of the current environment (ipykernel 7 in CI); it must exist.
+# - "ipybgfetch-ipk6": a venv at .venv-ipk6 that sees the system site-packages (so it
+#   shares IPython, httpx, anywidget, ... with the main environment) but has
+#   ipykernel>=6,<7 installed on top, plus ipybgfetch installed editable (no deps).
+#
+# Usage:  .ci/kernels.sh            # create/refresh the ipk6 one, print the kernelspec list
+#         .ci/kernels.sh --remove   # unregister the ipk6 kernelspec and delete the venv
+# Env:    PYTHON (default: python3)  IPK6_VENV (default: <repo>/.venv-ipk6)
+#         IPK6_NAME (default: ipybgfetch-ipk6)
+# Then:   python -m pytest -m kernel tests/test_kernel.py
+#
+# Idempotent: re-running reuses the venv. If ipykernel 6 cannot be installed (no network),
+# the script warns and exits 0: the tests then run against ipykernel 7 only.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+VENV="${IPK6_VENV:-$here/.venv-ipk6}"
+NAME="${IPK6_NAME:-ipybgfetch-ipk6}"
+
+if [[ "${1:-}" == "--remove" ]]; then
+    jupyter kernelspec remove -f "$NAME" 2>/dev/null || true
+    rm -rf "$VENV"
+    exit 0
+fi
+
+# "python3" needs nothing: jupyter_client always provides the current environment's kernel.
+
+# The ipykernel 6 venv.
+if [[ ! -x "$VENV/bin/python" ]]; then
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+fi
+if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "ipykernel>=6,<7"; then
+    echo "kernels.sh: WARNING: could not install ipykernel 6; kernel tests run on" \
+         "ipykernel $("$PYTHON" -c 'import ipykernel; print(ipykernel.__version__)') only" >&2
+    exit 0
+fi
+# ipybgfetch itself, editable and without dependencies (they come from the system
+# site-packages). Needs hatchling (PyPI); fall back to a .pth file if that fails.
+if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+        -e "$here" 2>/dev/null; then
+    site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    echo "$here" > "$site/ipybgfetch-dev.pth"
+fi
+
+version="$("$VENV/bin/python" -c 'import ipykernel; print(ipykernel.__version__)')"
+case "$version" in
+    6.*) ;;
+    *) echo "kernels.sh: expected ipykernel 6 in $VENV, got $version" >&2; exit 1 ;;
+esac
+"$VENV/bin/python" -c 'import ipybgfetch._magic' || {
+    echo "kernels.sh: ipybgfetch is not importable from $VENV" >&2; exit 1; }
+"$VENV/bin/python" -m ipykernel install --user --name "$NAME" \
+    --display-name "Python 3 (ipykernel $version, ipybgfetch tests)" >/dev/null
+
+jupyter kernelspec list

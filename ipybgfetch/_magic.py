@@ -1,0 +1,775 @@
+"""The ``%bgfetch`` line magic and ``%%bgfetch`` cell magic (an IPython extension).
+
+Load it with ``%load_ext ipybgfetch``. Parsing is done by pure functions
+(:func:`parse_line`, :func:`parse_cell`, :func:`parse_cell_body`) that return a
+:class:`Command`; :class:`BgFetchMagics` only runs commands against the public API
+(``ipybgfetch.manager()``), so the parser is testable without the engine.
+
+Every mistake in the arguments becomes an IPython :class:`~IPython.core.error.UsageError`
+that says what was wrong and shows a correct example: never a ``SystemExit`` from argparse
+and never a traceback from inside the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import contextvars
+import difflib
+import os
+import re
+import shlex
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+
+from ._sizes import format_size, parse_size
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+__all__ = [
+    "VERBS",
+    "BgFetchMagics",
+    "Command",
+    "RegistrationList",
+    "RequestSpec",
+    "load_ipython_extension",
+    "output_target",
+    "output_to",
+    "parse_cell",
+    "parse_cell_body",
+    "parse_line",
+    "unload_ipython_extension",
+]
+
+#: The magic's name: ``%bgfetch`` and ``%%bgfetch``.
+MAGIC_NAME = "bgfetch"
+
+#: Verbs that take exactly one registration id.
+ID_VERBS = ("get", "abort", "pause", "resume", "wait", "delete")
+#: Every verb. An id equal to one of these needs the explicit ``fetch`` verb.
+VERBS = ("list", "fetch", *ID_VERBS)
+
+EXAMPLE_FETCH = '%bgfetch my-data https://example.org/a.csv --title "My data" --download-total 2GB'
+EXAMPLE_CELL = (
+    '%%bgfetch my-data --title "My data"\n'
+    "https://example.org/a.csv  sha256-<base64 digest>\n"
+    "https://example.org/b.parquet"
+)
+EXAMPLE_HEADER = '-H "Authorization: Bearer <token>"'
+
+
+def _examples(*examples: str) -> str:
+    return "Example:\n    " + "\n    ".join("\n    ".join(e.splitlines()) for e in examples)
+
+
+def _usage_error(reason: str, *examples: str) -> UsageError:
+    reason = reason.strip()
+    if not reason.endswith((".", "?", "!")):
+        reason += "."
+    return UsageError(f"%{MAGIC_NAME}: {reason}\n{_examples(*(examples or (EXAMPLE_FETCH,)))}")
+
+
+# --- the parsed form ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """One request as written in the magic: a URL and an optional integrity value."""
+
+    url: str
+    integrity: str | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a ``%bgfetch`` line (and, for ``%%bgfetch``, its cell) asks for.
+
+    ``verb`` is ``"manager"`` (bare ``%bgfetch``), ``"help"`` (``--help``), ``"list"``,
+    ``"fetch"`` or one of :data:`ID_VERBS`.
+    """
+
+    verb: str
+    id: str | None = None
+    requests: tuple[RequestSpec, ...] = ()
+    title: str | None = None
+    icons: tuple[str, ...] = ()
+    download_total: int | None = None
+    dest: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout: float | None = None
+    silent: bool = False
+    #: Options given explicitly on the line (their argparse dest names), for error messages.
+    given: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(r.url for r in self.requests)
+
+    def fetch_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``manager.fetch()``: only the options that were given."""
+        kwargs: dict[str, Any] = {}
+        if self.title is not None:
+            kwargs["title"] = self.title
+        if self.icons:
+            kwargs["icons"] = [{"src": src} for src in self.icons]
+        if self.download_total is not None:
+            kwargs["download_total"] = self.download_total
+        if self.dest is not None:
+            kwargs["dest"] = self.dest
+        if self.headers:
+            kwargs["headers"] = dict(self.headers)
+        return kwargs
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+class _ArgumentError(Exception):
+    """Raised instead of argparse's print-and-exit."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _ArgumentError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise _ArgumentError(message or f"exit {status}")
+
+
+def _fetch_parser() -> _Parser:
+    parser = _Parser(prog=f"%{MAGIC_NAME}", add_help=False, allow_abbrev=False)
+    parser.add_argument("id", nargs="?")
+    parser.add_argument("urls", nargs="*")
+    parser.add_argument("--title")
+    parser.add_argument("--icon", action="append", dest="icons", default=[])
+    parser.add_argument("--download-total", dest="download_total")
+    parser.add_argument("--dest")
+    parser.add_argument("-H", "--header", action="append", dest="headers", default=[])
+    parser.add_argument("-h", "--help", action="store_true")
+    return parser
+
+
+def _wait_parser() -> _Parser:
+    parser = _Parser(prog=f"%{MAGIC_NAME} wait", add_help=False, allow_abbrev=False)
+    parser.add_argument("id", nargs="?")
+    parser.add_argument("--timeout")
+    parser.add_argument("-h", "--help", action="store_true")
+    return parser
+
+
+def _split(line: str) -> list[str]:
+    """Split like a shell, but keep backslashes literal (Windows paths, odd URLs)."""
+    lexer = shlex.shlex(line, posix=True)
+    lexer.whitespace_split = True
+    lexer.escape = ""
+    lexer.commenters = ""  # '#' starts a URL fragment, not a comment
+    try:
+        return list(lexer)
+    except ValueError as exc:  # "No closing quotation"
+        raise _usage_error(
+            f"could not split the arguments ({exc}); close every quote you open",
+            EXAMPLE_FETCH,
+        ) from None
+
+
+def _strip_silencer(line: str) -> tuple[str, bool]:
+    """A trailing ``;`` (outside quotes) silences the result, as in IPython."""
+    stripped = line.rstrip()
+    if stripped.endswith(";"):
+        return stripped[:-1], True
+    return line, False
+
+
+def _parse_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    name = name.strip()
+    if not sep or not name or any(c.isspace() for c in name):
+        raise _usage_error(
+            f"a header must be written as 'Name: value', got {text!r}",
+            f"%{MAGIC_NAME} my-data https://example.org/a.csv {EXAMPLE_HEADER}",
+        )
+    return name, value.strip()
+
+
+def _parse_download_total(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise _usage_error(
+            f"--download-total: {exc}",
+            f"%{MAGIC_NAME} my-data https://example.org/a.csv --download-total 60MB",
+        ) from None
+
+
+def _looks_like_url(text: str) -> bool:
+    return "://" in text
+
+
+def _check_id(reg_id: str, verb: str) -> None:
+    if _looks_like_url(reg_id):
+        if verb == "fetch":
+            raise _usage_error(
+                f"the first argument is the registration id, not a URL (got {reg_id!r}); "
+                "name the download first",
+                EXAMPLE_FETCH,
+            )
+        raise _usage_error(
+            f"{verb} takes a registration id, not a URL (got {reg_id!r})",
+            f"%{MAGIC_NAME} {verb} my-data",
+        )
+
+
+def _parse_fetch_args(tokens: list[str], *, explicit_verb: bool, in_cell: bool) -> Command:
+    prefix = f"%{MAGIC_NAME} fetch " if explicit_verb else f"%{MAGIC_NAME} "
+    if in_cell:
+        prefix = "%" + prefix
+    try:
+        ns, extra = _fetch_parser().parse_known_intermixed_args(tokens)
+    except _ArgumentError as exc:
+        raise _usage_error(str(exc), _fetch_example(explicit_verb, in_cell)) from None
+    if ns.help:
+        return Command(verb="help")
+    if extra:
+        options = [t for t in extra if t.startswith("-")] or extra
+        known = ["--title", "--icon", "--download-total", "--dest", "-H", "--header"]
+        hints = []
+        for option in options:
+            close = difflib.get_close_matches(option.split("=", 1)[0], known, n=1)
+            if close:
+                hints.append(f"did you mean {close[0]} instead of {option}?")
+        raise _usage_error(
+            f"unknown option {' '.join(options)} (the options are --title, --icon, "
+            f"--download-total, --dest, -H/--header){'; ' + ' '.join(hints) if hints else ''}",
+            _fetch_example(explicit_verb, in_cell),
+        )
+    if ns.id is None:
+        raise _usage_error(
+            "give an id for the registration, then the URLs",
+            _fetch_example(explicit_verb, in_cell),
+        )
+    _check_id(ns.id, "fetch")
+    if not ns.id.strip():
+        raise _usage_error("the registration id must not be empty", _fetch_example(False, False))
+    headers = tuple(_parse_header(h) for h in ns.headers)
+    download_total = None
+    if ns.download_total is not None:
+        download_total = _parse_download_total(ns.download_total)
+    dest = os.path.expanduser(ns.dest) if ns.dest is not None else None
+    given = frozenset(
+        name
+        for name, value in (
+            ("title", ns.title),
+            ("icons", ns.icons),
+            ("download_total", ns.download_total),
+            ("dest", ns.dest),
+            ("headers", ns.headers),
+        )
+        if value not in (None, [])
+    )
+    return Command(
+        verb="fetch",
+        id=ns.id,
+        requests=tuple(RequestSpec(url) for url in ns.urls),
+        title=ns.title,
+        icons=tuple(ns.icons),
+        download_total=download_total,
+        dest=dest,
+        headers=headers,
+        given=given,
+    )
+
+
+def _fetch_example(explicit_verb: bool, in_cell: bool) -> str:
+    if in_cell:
+        return EXAMPLE_CELL
+    if explicit_verb:
+        return f"%{MAGIC_NAME} fetch list https://example.org/a.csv  # the id 'list' is a verb"
+    return EXAMPLE_FETCH
+
+
+def _parse_id_verb(verb: str, rest: list[str]) -> Command:
+    example = f"%{MAGIC_NAME} {verb} my-data"
+    if verb == "wait":
+        example = f"%{MAGIC_NAME} wait my-data --timeout 60"
+        try:
+            ns, extra = _wait_parser().parse_known_args(rest)
+        except _ArgumentError as exc:
+            raise _usage_error(str(exc), example) from None
+        if ns.help:
+            return Command(verb="help")
+        timeout: float | None = None
+        if ns.timeout is not None:
+            try:
+                timeout = float(ns.timeout)
+            except ValueError:
+                timeout = -1.0
+            if not timeout >= 0 or timeout == float("inf"):
+                raise _usage_error(
+                    f"--timeout must be a number of seconds >= 0, got {ns.timeout!r}", example
+                )
+        positional = [ns.id, *extra] if ns.id is not None else extra
+    else:
+        timeout = None
+        if any(t in ("-h", "--help") for t in rest):
+            return Command(verb="help")
+        positional = rest
+    options = [t for t in positional if t.startswith("-")]
+    if options:
+        raise _usage_error(f"{verb} takes no option {options[0]!r}", example)
+    if not positional:
+        raise _usage_error(f"{verb} needs the id of a registration", example)
+    if len(positional) > 1:
+        hint = ""
+        if any(_looks_like_url(t) for t in positional[1:]):
+            hint = (
+                f"; to start a download whose id is {positional[0]!r}... use the fetch verb: "
+                f"%{MAGIC_NAME} fetch {verb} URL"
+            )
+        raise _usage_error(
+            f"{verb} takes exactly one registration id, got {len(positional)} arguments{hint}",
+            example,
+        )
+    _check_id(positional[0], verb)
+    return Command(verb=verb, id=positional[0], timeout=timeout)
+
+
+def parse_line(line: str) -> Command:
+    """Parse the arguments of the ``%bgfetch`` line magic into a :class:`Command`.
+
+    >>> parse_line('my-data https://example.org/a.csv --title "My data" --download-total 2GB')
+    ... # doctest: +ELLIPSIS
+    Command(verb='fetch', id='my-data', requests=(RequestSpec(url='https://...
+    >>> parse_line("wait my-data").verb
+    'wait'
+
+    Raises :class:`~IPython.core.error.UsageError` (reason + example) for bad arguments.
+    """
+    line, silent = _strip_silencer(line)
+    command = _parse_tokens(_split(line), in_cell=False)
+    if command.verb == "fetch" and not command.requests:
+        raise _usage_error(
+            f"give at least one URL to download for {command.id!r} "
+            f"(or use the cell magic %%{MAGIC_NAME} with one URL a line)",
+            EXAMPLE_FETCH,
+            EXAMPLE_CELL,
+        )
+    return _with_silent(command, silent)
+
+
+def _with_silent(command: Command, silent: bool) -> Command:
+    if not silent:
+        return command
+    return replace(command, silent=True)
+
+
+def _parse_tokens(tokens: list[str], *, in_cell: bool) -> Command:
+    if not tokens:
+        if in_cell:
+            raise _usage_error("the first line needs the id of the registration", EXAMPLE_CELL)
+        return Command(verb="manager")
+    first, rest = tokens[0], tokens[1:]
+    if first in ("-h", "--help", "help") and not rest:
+        return Command(verb="help")
+    if in_cell:
+        if first == "fetch":
+            return _parse_fetch_args(rest, explicit_verb=True, in_cell=True)
+        if first in VERBS:
+            raise _usage_error(
+                f"the cell magic only starts downloads; {first!r} is a verb, so for a "
+                f"registration with that id write %%{MAGIC_NAME} fetch {first} on the first "
+                f"line, and for the {first} command use the line magic "
+                f"%{MAGIC_NAME} {first}{'' if first == 'list' else ' ID'}",
+                EXAMPLE_CELL,
+            )
+        return _parse_fetch_args(tokens, explicit_verb=False, in_cell=True)
+    if first == "list":
+        if rest:
+            raise _usage_error(
+                f"list takes no arguments (got {' '.join(rest)!r}); to fetch into a "
+                "registration with the id 'list', use the fetch verb",
+                f"%{MAGIC_NAME} list",
+                f"%{MAGIC_NAME} fetch list https://example.org/a.csv",
+            )
+        return Command(verb="list")
+    if first == "fetch":
+        return _parse_fetch_args(rest, explicit_verb=True, in_cell=False)
+    if first in ID_VERBS:
+        return _parse_id_verb(first, rest)
+    return _parse_fetch_args(tokens, explicit_verb=False, in_cell=False)
+
+
+_COMMENT_RE = re.compile(r"\s#")
+
+
+def parse_cell_body(cell: str) -> tuple[RequestSpec, ...]:
+    """The requests of a ``%%bgfetch`` cell: ``URL [integrity tokens...]`` one a line.
+
+    Blank lines and lines starting with ``#`` are ignored, as is a `` # comment`` after
+    the URL (a ``#`` right inside a URL is its fragment and is kept).
+
+    >>> parse_cell_body("https://example.org/a.csv sha256-abc=\\n# comment\\n\\nhttps://x.org/b")
+    (RequestSpec(url='https://example.org/a.csv', integrity='sha256-abc='), \
+RequestSpec(url='https://x.org/b', integrity=None))
+    """
+    specs: list[RequestSpec] = []
+    for number, raw in enumerate(cell.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        comment = _COMMENT_RE.search(line)
+        if comment is not None:
+            line = line[: comment.start()].rstrip()
+        url, *tokens = line.split()
+        if not _looks_like_url(url):
+            raise _usage_error(
+                f"line {number} of the cell should start with a URL, got {url!r} "
+                "(one URL a line, optionally followed by its integrity)",
+                EXAMPLE_CELL,
+            )
+        specs.append(RequestSpec(url, " ".join(tokens) if tokens else None))
+    return tuple(specs)
+
+
+def parse_cell(line: str, cell: str) -> Command:
+    """Parse a ``%%bgfetch`` cell: options on the first line, one URL a line below.
+
+    URLs given on the first line come first, then those of the body.
+    """
+    line, silent = _strip_silencer(line)
+    command = _parse_tokens(_split(line), in_cell=True)
+    if command.verb == "help":
+        return command
+    requests = command.requests + parse_cell_body(cell)
+    if not requests:
+        raise _usage_error(
+            f"the cell has no URL to download for {command.id!r}; write one URL a line",
+            EXAMPLE_CELL,
+        )
+    return _with_silent(replace(command, requests=requests), silent)
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def _status(reg: Any) -> str:
+    state = getattr(reg, "state", None)
+    if not isinstance(state, str) or not state:
+        state = getattr(reg, "result", "") or "active"
+    if state == "failure":
+        reason = getattr(reg, "failure_reason", "") or ""
+        return f"failure ({reason})" if reason else "failure"
+    return str(state)
+
+
+def _progress(reg: Any) -> str:
+    done = int(getattr(reg, "downloaded", 0) or 0)
+    total = int(getattr(reg, "download_total", 0) or 0)
+    if total:
+        return f"{format_size(done)} / {format_size(total)} ({100 * done / total:.0f}%)"
+    return format_size(done)
+
+
+class RegistrationList(list):  # type: ignore[type-arg]
+    """The registrations ``%bgfetch list`` returns: a plain list that displays as a table."""
+
+    def _rows(self) -> list[tuple[str, str, str, str]]:
+        return [
+            (
+                str(getattr(reg, "id", "?")),
+                _status(reg),
+                _progress(reg),
+                str(getattr(reg, "title", "") or ""),
+            )
+            for reg in self
+        ]
+
+    def __repr__(self) -> str:
+        if not self:
+            return "No background fetch registrations."
+        header = ("id", "status", "downloaded", "title")
+        rows = [header, *self._rows()]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        ]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        if not self:
+            return "<p>No background fetch registrations.</p>"
+        head = "".join(f"<th>{h}</th>" for h in ("id", "status", "downloaded", "title"))
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+            for row in self._rows()
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+# --- running -----------------------------------------------------------------------------
+
+
+def _api_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [ValueError]
+    try:
+        from ._exceptions import BackgroundFetchError
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        errors.append(BackgroundFetchError)
+    return tuple(errors)
+
+
+def _manager() -> Any:
+    import ipybgfetch
+
+    return ipybgfetch.manager()
+
+
+def _find(mgr: Any, reg_id: str, verb: str) -> Any:
+    """The registration with this id: the active one, else the newest settled one."""
+    reg = mgr.get(reg_id)
+    if reg is not None:
+        return reg
+    matches = [r for r in mgr.registrations() if getattr(r, "id", None) == reg_id]
+    if matches:
+        return matches[-1]
+    known = [str(getattr(r, "id", "?")) for r in mgr.registrations()]
+    listing = ", ".join(repr(k) for k in dict.fromkeys(known)) or "none yet"
+    raise _usage_error(
+        f"no registration with the id {reg_id!r} (known ids: {listing})",
+        f"%{MAGIC_NAME} list",
+        f"%{MAGIC_NAME} {verb} my-data",
+    )
+
+
+def _request_class() -> Any:
+    import ipybgfetch
+
+    return ipybgfetch.Request
+
+
+def _build_requests(command: Command) -> list[Any]:
+    """A plain URL, or an ``ipybgfetch.Request`` when the line gave an integrity value."""
+    request = _request_class()
+    return [
+        request(spec.url, integrity=spec.integrity) if spec.integrity else spec.url
+        for spec in command.requests
+    ]
+
+
+def run_command(command: Command) -> Any:
+    """Run a parsed command against ``ipybgfetch.manager()`` and return what to display.
+
+    API errors (``FetchError``, ``QuotaExceededError``, ``InvalidStateError``, ``ValueError``)
+    become a :class:`~IPython.core.error.UsageError` carrying their message.
+    """
+    if command.verb == "help":
+        print(_HELP)
+        return None
+    try:
+        result = _run(command)
+    except UsageError:
+        raise
+    except KeyError as exc:  # e.g. delete() of an id that vanished meanwhile
+        raise UsageError(f"%{MAGIC_NAME}: {exc.args[0] if exc.args else exc}") from None
+    except _api_errors() as exc:
+        raise UsageError(f"%{MAGIC_NAME}: {exc}") from None
+    return None if command.silent else result
+
+
+def _run(command: Command) -> Any:
+    mgr = _manager()
+    if command.verb == "manager":
+        return mgr
+    if command.verb == "list":
+        return RegistrationList(mgr.registrations())
+    if command.verb == "fetch":
+        assert command.id is not None
+        return mgr.fetch(command.id, _build_requests(command), **command.fetch_kwargs())
+    assert command.id is not None
+    if command.verb == "delete":
+        _find(mgr, command.id, "delete")
+        mgr.delete(command.id)
+        print(f"Deleted the registration {command.id!r} with its records and files.")
+        return None
+    reg = _find(mgr, command.id, command.verb)
+    if command.verb == "get":
+        return reg
+    if command.verb == "abort":
+        if not reg.abort():
+            print(f"{command.id!r} was not active ({_status(reg)}); nothing to abort.")
+        return reg
+    if command.verb == "pause":
+        if not reg.pause():
+            print(f"{command.id!r} was not downloading ({_status(reg)}); nothing to pause.")
+        return reg
+    if command.verb == "resume":
+        if not reg.resume():
+            print(f"{command.id!r} was not paused ({_status(reg)}); nothing to resume.")
+        return reg
+    if command.verb == "wait":
+        try:
+            reg.wait(timeout=command.timeout) if command.timeout is not None else reg.wait()
+        except KeyboardInterrupt:
+            print(
+                f"Stopped waiting for {command.id!r}; the download continues in the "
+                f"background (%{MAGIC_NAME} abort {command.id} stops it)."
+            )
+            raise
+        return reg
+    raise AssertionError(f"unhandled verb {command.verb!r}")  # pragma: no cover
+
+
+# --- where output from background threads goes ----------------------------------------
+#
+# Findings (ipykernel sources, checked on 6.31 and 7.4):
+# - ipykernel 6.29-6.x patches threading.Thread: print() from a thread goes to the cell that
+#   was running when its top-level ancestor thread was *created* (for an engine thread that
+#   starts lazily: forever the first cell that used ipybgfetch); display() from a thread goes
+#   to the latest cell. ipykernel < 6.29: both go to the latest cell.
+# - ipykernel 7 (ipython/ipykernel#1451): no guessing; output from a thread goes to the
+#   latest cell (the one running now, else the last one run) unless the thread calls
+#   ``shell.set_thread_parent(parent)``.
+# ipybgfetch's rule: output of a registration's callbacks goes to the cell that started the
+# registration. The engine captures ``output_target()`` in fetch() (on the caller's thread)
+# and runs each callback inside ``with output_to(target):`` on its dispatcher thread.
+
+
+def _kernel_shell() -> Any:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return None
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "get_parent"):
+        return None  # plain python or terminal IPython: output goes to the terminal anyway
+    return shell
+
+
+def output_target() -> Any:
+    """The kernel request (cell) the calling thread is producing output for, or ``None``.
+
+    Call it on the thread running the user's code (e.g. inside ``fetch()``); pass the
+    result to :func:`output_to` on another thread. Outside a kernel it returns ``None``.
+    """
+    shell = _kernel_shell()
+    if shell is None:
+        return None
+    try:
+        parent = shell.get_parent()
+    except Exception:  # pragma: no cover - defensive: never break fetch() over this
+        return None
+    return parent or None
+
+
+@contextlib.contextmanager
+def output_to(target: Any) -> Iterator[None]:
+    """Send ``print()`` (and, on ipykernel 7, ``display()``) of the calling thread to ``target``.
+
+    ``target`` comes from :func:`output_target`. With ``None`` or outside a kernel this does
+    nothing. Thread-local: other threads (the cell running now) are not affected.
+    """
+    shell = _kernel_shell() if target is not None else None
+    if shell is None:
+        yield
+        return
+    set_thread = getattr(shell, "set_thread_parent", None)
+    reset_thread = getattr(shell, "reset_thread_parent", None)
+    if set_thread is not None and reset_thread is not None:  # ipykernel >= 7
+        tokens = set_thread(target)
+        try:
+            yield
+        finally:
+            reset_thread(tokens)
+        return
+    # ipykernel 6: OutStream looks its parent up in a ContextVar first (private, but the only
+    # per-thread hook there is); display() keeps going to the latest cell.
+    header = target.get("header", target) if isinstance(target, dict) else target
+    resets: list[tuple[contextvars.ContextVar[Any], contextvars.Token[Any]]] = []
+    for stream in (sys.stdout, sys.stderr):
+        var = getattr(stream, "_parent_header", None)
+        if isinstance(var, contextvars.ContextVar):
+            resets.append((var, var.set(header)))
+    try:
+        yield
+    finally:
+        for var, token in reversed(resets):
+            var.reset(token)
+
+
+# --- the IPython side --------------------------------------------------------------------
+
+_HELP = """\
+%bgfetch: download in the background of the kernel (the web's Background Fetch API).
+
+Start a registration (returns it; the last line of a cell shows its panel):
+
+    %bgfetch my-data https://example.org/a.csv https://example.org/b.parquet
+    %bgfetch my-data https://example.org/a.csv --title "My data" --download-total 2GB
+    reg = %bgfetch my-data https://example.org/a.csv        # keep it in a variable
+    %bgfetch my-data https://example.org/a.csv;             # ';' shows nothing
+
+    %%bgfetch my-data --title "My data" --download-total 1.5GiB
+    # one URL a line, optionally followed by its integrity; blank lines and # comments ok
+    https://example.org/a.csv  sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=
+    https://example.org/b.parquet
+
+Options (start):
+    --title TEXT            title shown in the panel
+    --icon SRC              icon URL for the panel (repeatable)
+    --download-total SIZE   fail if more than SIZE arrives: 123 (bytes), 60MB, 60 MB,
+                            1.5GiB, 10k (SI = 1000s, KiB/MiB/GiB/TiB = 1024s); 0 = no limit
+    --dest DIR              folder for the files (default: under the manager's home)
+    -H, --header "Name: value"   HTTP header for every request (repeatable)
+
+Manage registrations:
+
+    %bgfetch                  the manager panel: every registration
+    %bgfetch list             every registration as a table (a list of registrations)
+    %bgfetch get ID           the registration (active, else the newest settled one)
+    %bgfetch abort ID         stop it; finished records keep their data
+    %bgfetch pause ID         pause ... and %bgfetch resume ID
+    %bgfetch wait ID [--timeout SECONDS]   block until it settles (Ctrl-C stops waiting only)
+    %bgfetch delete ID        remove a settled registration, its records and files
+    %bgfetch fetch list URL   explicit verb, for an id that equals a verb
+
+URLs are taken literally: $name and {name} are not expanded, so query strings are safe.
+In Python: await reg (waits without blocking the kernel), reg.wait(), reg.match_all().
+"""
+
+
+@magics_class
+class BgFetchMagics(Magics):
+    """The ``%bgfetch`` / ``%%bgfetch`` magics."""
+
+    @no_var_expand
+    @line_cell_magic
+    def bgfetch(self, line: str, cell: str | None = None) -> Any:
+        command = parse_line(line) if cell is None else parse_cell(line, cell)
+        return run_command(command)
+
+
+# ``%bgfetch?`` shows the magic's docstring: make that the full help with examples.
+BgFetchMagics.bgfetch.__doc__ = _HELP
+
+
+def load_ipython_extension(ipython: InteractiveShell) -> None:
+    """``%load_ext ipybgfetch``: register ``%bgfetch`` and ``%%bgfetch``."""
+    ipython.register_magics(BgFetchMagics)
+
+
+def unload_ipython_extension(ipython: InteractiveShell) -> None:
+    """``%unload_ext ipybgfetch``: remove the magics. Running downloads keep going."""
+    manager = ipython.magics_manager
+    for kind in ("line", "cell"):
+        manager.magics[kind].pop(MAGIC_NAME, None)
+    manager.registry.pop(BgFetchMagics.__name__, None)
