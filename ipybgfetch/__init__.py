@@ -10,6 +10,9 @@ Start downloads that keep running in the background of your kernel while you wor
 In a notebook: ``%load_ext ipybgfetch`` then ``%bgfetch my-data URL...``.
 """
 
+from typing import Any as _Any
+
+from ._archive import UnsafeArchiveError
 from ._events import BackgroundFetchEvent, BackgroundFetchUpdateUIEvent
 from ._exceptions import (
     AbortError,
@@ -23,9 +26,24 @@ from ._manager import BackgroundFetchManager, manager
 from ._models import Request, Response
 from ._records import BackgroundFetchRecord, RecordList
 from ._registration import BackgroundFetchRegistration
+from ._registry import Registry
 from ._retry import RetryPolicy
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: _Any) -> None:
+    """``%load_ext ipybgfetch``: register the ``%bgfetch`` / ``%%bgfetch`` magics."""
+    from ._magic import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: _Any) -> None:
+    from ._magic import unload_ipython_extension as unload
+
+    unload(ipython)
+
 
 __all__ = [
     "AbortError",
@@ -40,9 +58,13 @@ __all__ = [
     "NeedsCredentialsError",
     "QuotaExceededError",
     "RecordList",
+    "Registry",
     "Request",
     "Response",
     "RetryPolicy",
+    "UnsafeArchiveError",
     "__version__",
+    "load_ipython_extension",
     "manager",
+    "unload_ipython_extension",
 ]
