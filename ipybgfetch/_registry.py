@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import NamedTuple, overload
 from urllib.parse import urlsplit
 
+from ._exceptions import BackgroundFetchError
 from ._integrity import parse_integrity
 
 __all__ = ["Registry", "RegistryEntry", "RegistryError"]
@@ -29,7 +30,7 @@ __all__ = ["Registry", "RegistryEntry", "RegistryError"]
 _SCHEMES = ("http", "https")
 
 
-class RegistryError(ValueError):
+class RegistryError(BackgroundFetchError, ValueError):
     """A registry line (or entry) is malformed. ``lineno`` is 1-based, or None."""
 
     def __init__(self, message: str, *, lineno: int | None = None, text: str | None = None):
