@@ -133,7 +133,8 @@ class BackgroundFetchManager:
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
         for reg in list(self._registrations.values()):
-            tasks = list(reg._tasks.values())
+            reg._queue.clear()
+            tasks = list(reg._tasks)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -424,7 +425,9 @@ class BackgroundFetchManager:
                 idx=d.index,
                 url=d.request.url,
                 method=d.request.method,
-                headers=dumps(public_headers(d.request.headers.items())),
+                headers=dumps(public_headers(d.request.headers.items()))
+                if d.request.headers
+                else "{}",
                 integrity=d.request.integrity,
                 has_body=int(d.request.body is not None),
             )
@@ -435,7 +438,9 @@ class BackgroundFetchManager:
             status=d.status,
             response_headers=dumps(
                 [(k, v) for k, v in d.response_headers.items() if k.lower() != "set-cookie"]
-            ),
+            )
+            if d.response_headers
+            else "[]",
             response_url=d.response_url,
             downloaded=d.downloaded,
             total=d.total,

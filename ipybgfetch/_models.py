@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json as _json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Union
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Body", "Request", "Response", "validate_url"]
 
-Body = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", None]  # noqa: UP007
+Body = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", None]
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_BAD_URL_CHARS = re.compile(r"[\x00-\x20\x7f]")
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
@@ -63,10 +65,12 @@ def validate_url(url: object) -> str:
             "be stored and shown; pass them with auth=('user', 'password') or "
             "headers={'Authorization': ...} instead"
         )
-    try:
-        httpx.URL(text)
-    except (httpx.InvalidURL, ValueError) as exc:
-        raise FetchError(f"invalid URL {text!r}: {exc}") from None
+    bad = _BAD_URL_CHARS.search(text)
+    if bad:
+        raise FetchError(
+            f"invalid URL {text!r}: it contains {bad.group()!r} (whitespace or a control "
+            "character); percent-encode it (e.g. a space as %20)"
+        )
     return text
 
 

@@ -206,13 +206,23 @@ class BackgroundFetchRecord(Mapping[str, Any]):
         from ._frames import read_pandas
 
         response = self.response
-        return read_pandas(self._body_path(), response.content_type if response else None, **kwargs)
+        return read_pandas(
+            self._body_path(),
+            response.content_type if response else None,
+            url=response.url if response else self.request.url,
+            **kwargs,
+        )
 
     def to_polars(self, **kwargs: Any) -> polars.DataFrame:
         from ._frames import read_polars
 
         response = self.response
-        return read_polars(self._body_path(), response.content_type if response else None, **kwargs)
+        return read_polars(
+            self._body_path(),
+            response.content_type if response else None,
+            url=response.url if response else self.request.url,
+            **kwargs,
+        )
 
     def extract(self, to: str | Path | None = None) -> list[Path]:
         """Safely extract a zip/tar body into ``to`` (default: a folder next to the file)."""

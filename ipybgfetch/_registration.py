@@ -40,7 +40,7 @@ __all__ = ["BackgroundFetchRegistration", "free_space"]
 PROGRESS_INTERVAL = 0.1  # seconds: at most 10 progress events per second
 CHECKPOINT_INTERVAL = 1.0  # seconds between resume checkpoints in the database
 SNAPSHOT_RECORDS = 200  # records included in a panel snapshot
-SETTLED = ("success", "failure", "aborted")
+MAX_WORKERS = 64  # concurrent records per registration; per-host limits apply inside
 
 
 class BackgroundFetchRegistration:
@@ -89,7 +89,8 @@ class BackgroundFetchRegistration:
         self._records_available = True
         self._done_count = 0
         self._failed_count = 0
-        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # the workers
+        self._queue: collections.deque[RecordData] = collections.deque()
         self._listeners = ListenerSet(("progress",))
         self._settled_state = threading.Event()  # result/failure_reason are final
         self._done = threading.Event()  # ...and the success/fail/abort handlers have run
@@ -368,17 +369,25 @@ class BackgroundFetchRegistration:
     # Engine side: everything below runs on the engine thread only.
     # ======================================================================================
     def _start(self) -> None:
+        """Queue the unsettled records and start enough workers to drain the queue."""
         if self._state in ("paused", "needs-credentials") or self.settled:
             return
         self._state = "active"
+        self._queue = collections.deque(d for d in self._records if not d.settled)
         engine = self._manager._engine
-        for d in self._records:
-            if not d.settled and d.index not in self._tasks:
-                self._tasks[d.index] = engine.spawn(
-                    self._run(d), name=f"bgfetch:{self._id}:{d.index}"
-                )
+        wanted = min(len(self._queue), MAX_WORKERS) - len(self._tasks)
+        for _ in range(max(0, wanted)):
+            self._tasks.add(engine.spawn(self._worker(), name=f"bgfetch:{self._id}"))
         self._touch()
         self._maybe_settle()
+
+    async def _worker(self) -> None:
+        task = asyncio.current_task()
+        try:
+            while self._queue:
+                await self._run(self._queue.popleft())
+        finally:
+            self._tasks.discard(task)  # type: ignore[arg-type]
 
     async def _run(self, data: RecordData) -> None:
         try:
@@ -392,16 +401,11 @@ class BackgroundFetchRegistration:
             data.error = str(stop)
             self._fail_now(data, stop.reason, str(stop))
         except Exception as exc:  # never silent: the record fails and says why
-            import traceback
-
             data.error = f"internal error: {exc!r}"
             self._manager._callbacks.report(exc, self._run)
-            traceback.print_exc()
             self._settle_record(data, "failure", "fetch-error")
             if not data.ready.done():
                 data.ready.set_exception(FetchError(f"{data.request.url}: {data.error}"))
-        finally:
-            self._tasks.pop(data.index, None)
 
     def _settle_record(self, data: RecordData, state: str, failure: str) -> None:
         if data.settled:
@@ -420,7 +424,7 @@ class BackgroundFetchRegistration:
     def _maybe_settle(self) -> None:
         if self.settled or self._stopping:
             return
-        if any(not d.settled for d in self._records):
+        if self._done_count < len(self._records):
             return
         failed = next((d for d in self._records if d.state != "success"), None)
         if failed is None:
@@ -437,7 +441,8 @@ class BackgroundFetchRegistration:
 
     async def _stop_all(self, culprit: RecordData | None, reason: str, message: str) -> None:
         current = asyncio.current_task()
-        tasks = [t for t in self._tasks.values() if t is not current]
+        self._queue.clear()
+        tasks = [t for t in self._tasks if t is not current]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -483,7 +488,8 @@ class BackgroundFetchRegistration:
         if self.settled or self._stopping or self._state != "active":
             return False
         self._state = "paused"
-        tasks = list(self._tasks.values())
+        self._queue.clear()
+        tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
