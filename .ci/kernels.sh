@@ -2,13 +2,14 @@
 # Prepare the kernels the kernel tests (tests/test_kernel.py, marker "kernel") run against.
 #
 # - "python3": the kernel of the current environment (ipykernel 7 in CI); it must exist.
-# - "ipybgfetch-ipk6": a venv at .venv-ipk6 that sees the system site-packages (so it
-#   shares IPython, httpx, anywidget, ... with the main environment) but has
-#   ipykernel>=6,<7 installed on top, plus ipybgfetch installed editable (no deps).
+# - "ipybgfetch-ipk6": a venv (outside the repo, so ruff/pytest/git never see it) that sees
+#   the system site-packages (it shares IPython, httpx, anywidget, ... with the main
+#   environment) with ipykernel>=6,<7 installed on top, plus ipybgfetch editable (no deps).
 #
 # Usage:  .ci/kernels.sh            # create/refresh the ipk6 one, print the kernelspec list
 #         .ci/kernels.sh --remove   # unregister the ipk6 kernelspec and delete the venv
-# Env:    PYTHON (default: python3)  IPK6_VENV (default: <repo>/.venv-ipk6)
+# Env:    PYTHON (default: python3)
+#         IPK6_VENV (default: ${XDG_CACHE_HOME:-~/.cache}/ipybgfetch/venv-ipk6)
 #         IPK6_NAME (default: ipybgfetch-ipk6)
 # Then:   python -m pytest -m kernel tests/test_kernel.py
 #
@@ -18,7 +19,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
-VENV="${IPK6_VENV:-$here/.venv-ipk6}"
+VENV="${IPK6_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ipybgfetch/venv-ipk6}"
 NAME="${IPK6_NAME:-ipybgfetch-ipk6}"
 
 if [[ "${1:-}" == "--remove" ]]; then
@@ -31,6 +32,7 @@ fi
 
 # The ipykernel 6 venv.
 if [[ ! -x "$VENV/bin/python" ]]; then
+    mkdir -p "$(dirname "$VENV")"
     "$PYTHON" -m venv --system-site-packages "$VENV"
 fi
 if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \

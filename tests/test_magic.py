@@ -723,3 +723,34 @@ def test_engine_pause_resume_list(shell: InteractiveShell, mgr: Any, server: Any
     shell.run_line_magic("bgfetch", "wait m6 --timeout 30")
     assert reg.result == "success"
     assert sha256_of(reg.match(url).response.path) == DataServer.sha256("pause.bin", 1_000_000)
+
+
+def test_plain_python_repr_and_no_kernel_routing(tmp_path: Path) -> None:
+    """Outside any IPython: same API, a one-line text repr, output helpers are no-ops."""
+    import subprocess
+    import sys
+
+    code = (
+        "import ipybgfetch\n"
+        "from ipybgfetch.testing import DataServer\n"
+        "from ipybgfetch._magic import output_target, output_to\n"
+        "assert output_target() is None\n"
+        "with output_to(None):\n"
+        "    pass\n"
+        "with DataServer() as srv:\n"
+        "    mgr = ipybgfetch.BackgroundFetchManager(home={!r})\n"
+        "    reg = mgr.fetch('plain', srv.url('p.bin', 50_000), download_total=100_000)\n"
+        "    reg.wait(30)\n"
+        "    print(repr(reg))\n"
+        "    mgr.close()\n"
+    ).format(str(tmp_path / "home"))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")])
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    (line,) = out.stdout.strip().splitlines()
+    assert "'plain'" in line and "success" in line and "50%" in line
