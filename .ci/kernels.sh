@@ -4,7 +4,7 @@
 # - "python3": the kernel of the current environment (ipykernel 7 in CI); it must exist.
 # - "ipybgfetch-ipk6": a venv (outside the repo, so ruff/pytest/git never see it) that sees
 #   the system site-packages (it shares IPython, httpx, anywidget, ... with the main
-#   environment) with ipykernel>=6,<7 installed on top, plus ipybgfetch editable (no deps).
+#   environment) with ipykernel>=6,<7 installed on top, plus this checkout on its path.
 #
 # Usage:  .ci/kernels.sh            # create/refresh the ipk6 one, print the kernelspec list
 #         .ci/kernels.sh --remove   # unregister the ipk6 kernelspec and delete the venv
@@ -41,13 +41,10 @@ if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
          "ipykernel $("$PYTHON" -c 'import ipykernel; print(ipykernel.__version__)') only" >&2
     exit 0
 fi
-# ipybgfetch itself, editable and without dependencies (they come from the system
-# site-packages). Needs hatchling (PyPI); fall back to a .pth file if that fails.
-if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
-        -e "$here" 2>/dev/null; then
-    site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-    echo "$here" > "$site/ipybgfetch-dev.pth"
-fi
+# ipybgfetch itself: this checkout on the venv's path (a .pth file, like an editable install
+# without a build step); its dependencies come from the system site-packages.
+site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+echo "$here" > "$site/ipybgfetch-dev.pth"
 
 version="$("$VENV/bin/python" -c 'import ipykernel; print(ipykernel.__version__)')"
 case "$version" in
