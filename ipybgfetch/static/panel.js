@@ -240,7 +240,11 @@ function recordProgress(rec) {
 function createRecordRow(doc) {
   const tr = h(doc, "tr", `${CLS}-record`);
   const index = h(doc, "td", `${CLS}-rec-index`);
-  const url = h(doc, "td", `${CLS}-rec-url`);
+  const target = h(doc, "td", `${CLS}-rec-target`);
+  const url = h(doc, "div", `${CLS}-rec-url`);
+  const error = h(doc, "div", `${CLS}-rec-error`);
+  error.hidden = true;
+  target.append(url, error);
   const state = h(doc, "td", `${CLS}-rec-state`);
   const status = h(doc, "td", `${CLS}-rec-status`);
   const size = h(doc, "td", `${CLS}-rec-size`);
@@ -250,8 +254,7 @@ function createRecordRow(doc) {
   const fill = h(doc, "div", `${CLS}-bar-fill`);
   bar.appendChild(fill);
   progressCell.appendChild(bar);
-  const error = h(doc, "td", `${CLS}-rec-error`);
-  tr.append(index, url, state, status, size, progressCell, error);
+  tr.append(index, target, state, status, size, progressCell);
   return { tr, index, url, state, status, size, bar, fill, error, key: null };
 }
 function updateRecordRow(row, rec) {
@@ -271,6 +274,7 @@ function updateRecordRow(row, rec) {
   const err = String(rec?.error ?? "");
   setText(row.error, err);
   setAttr(row.error, "title", err || null);
+  setHidden(row.error, !err);
 }
 function createRecordList(doc) {
   const details = h(doc, "details", `${CLS}-records`);
@@ -285,12 +289,11 @@ function createRecordList(doc) {
   const headRow = h(doc, "tr");
   for (const [label, cls] of [
     ["#", "index"],
-    ["URL", "url"],
+    ["URL", "target"],
     ["State", "state"],
     ["HTTP", "status"],
     ["Size", "size"],
-    ["Progress", "progress"],
-    ["Error", "error"]
+    ["Progress", "progress"]
   ]) {
     const th = h(doc, "th", `${CLS}-rec-${cls}`, label);
     th.scope = "col";

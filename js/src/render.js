@@ -310,7 +310,12 @@ export function recordProgress(rec) {
 function createRecordRow(doc) {
   const tr = h(doc, "tr", `${CLS}-record`);
   const index = h(doc, "td", `${CLS}-rec-index`);
-  const url = h(doc, "td", `${CLS}-rec-url`);
+  // URL and (if any) the error under it: the error stays readable however narrow the table.
+  const target = h(doc, "td", `${CLS}-rec-target`);
+  const url = h(doc, "div", `${CLS}-rec-url`);
+  const error = h(doc, "div", `${CLS}-rec-error`);
+  error.hidden = true;
+  target.append(url, error);
   const state = h(doc, "td", `${CLS}-rec-state`);
   const status = h(doc, "td", `${CLS}-rec-status`);
   const size = h(doc, "td", `${CLS}-rec-size`);
@@ -320,8 +325,7 @@ function createRecordRow(doc) {
   const fill = h(doc, "div", `${CLS}-bar-fill`);
   bar.appendChild(fill);
   progressCell.appendChild(bar);
-  const error = h(doc, "td", `${CLS}-rec-error`);
-  tr.append(index, url, state, status, size, progressCell, error);
+  tr.append(index, target, state, status, size, progressCell);
   return { tr, index, url, state, status, size, bar, fill, error, key: null };
 }
 
@@ -342,6 +346,7 @@ function updateRecordRow(row, rec) {
   const err = String(rec?.error ?? "");
   setText(row.error, err);
   setAttr(row.error, "title", err || null);
+  setHidden(row.error, !err);
 }
 
 /** The <details> list of records: keyed rows, capped at MAX_ROWS, built only while open. */
@@ -358,12 +363,11 @@ export function createRecordList(doc) {
   const headRow = h(doc, "tr");
   for (const [label, cls] of [
     ["#", "index"],
-    ["URL", "url"],
+    ["URL", "target"],
     ["State", "state"],
     ["HTTP", "status"],
     ["Size", "size"],
     ["Progress", "progress"],
-    ["Error", "error"],
   ]) {
     const th = h(doc, "th", `${CLS}-rec-${cls}`, label);
     th.scope = "col";

@@ -37,8 +37,8 @@ test("hostile title, URL and error render literally: no element is created from 
   openRecords(panel, dom);
   assert.equal(panel.title.textContent, HOSTILE_TITLE);
   assert.equal(doc.querySelector(".ipybgfetch-id").textContent, "<svg onload=alert(5)>");
-  assert.equal(doc.querySelector(".ipybgfetch-rec-url:not(th)").textContent, HOSTILE_URL);
-  assert.equal(doc.querySelector("td.ipybgfetch-rec-error").textContent, HOSTILE_ERROR);
+  assert.equal(doc.querySelector("div.ipybgfetch-rec-url").textContent, HOSTILE_URL);
+  assert.equal(doc.querySelector("div.ipybgfetch-rec-error").textContent, HOSTILE_ERROR);
   // the only <img> is our icon, hidden and without a src (javascript: is refused)
   const imgs = doc.querySelectorAll("img");
   assert.equal(imgs.length, 1);
@@ -184,6 +184,7 @@ test("records list: built only when opened, keyed rows are reused, per-record pr
   assert.equal(firstRow.querySelector(".ipybgfetch-rec-status").textContent, "200");
   assert.equal(firstRow.querySelector(".ipybgfetch-rec-size").textContent, "50 B / 100 B");
   assert.equal(rows[1].querySelector("[role=progressbar]").hasAttribute("aria-valuenow"), false);
+  assert.equal(firstRow.querySelector(".ipybgfetch-rec-error").hidden, true);
 
   // an update reorders (failed first) and reuses the same <tr> nodes
   panel.update(
@@ -198,6 +199,7 @@ test("records list: built only when opened, keyed rows are reused, per-record pr
   const after = doc.querySelectorAll("tr.ipybgfetch-record");
   assert.equal(after[1], firstRow, "row for record 0 reused");
   assert.equal(after[0].querySelector(".ipybgfetch-rec-error").textContent, "bad status 404");
+  assert.equal(after[0].querySelector(".ipybgfetch-rec-error").hidden, false);
   assert.equal(after[0].getAttribute("data-state"), "failure");
   assert.equal(firstRow.querySelector(".ipybgfetch-rec-status").textContent, "200 (try 2)");
   assert.equal(firstRow.querySelector("[role=progressbar]").getAttribute("aria-valuenow"), "80");

@@ -1,0 +1,226 @@
+"""End to end: the panel in a real JupyterLab, in a real (headless) chromium.
+
+JupyterLab runs headless on loopback with a token; Playwright drives Debian's chromium.
+The notebook's kernel downloads from a loopback DataServer started by this test process.
+Run with ``pytest -m browser tests/test_browser.py`` (about a minute).
+
+Screenshots of the panel in the light and dark theme are written to ``docs/``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REPO,
+    JupyterLab,
+    LabPage,
+    browser_unavailable_reason,
+    notebook_json,
+)
+
+from ipybgfetch.testing import DataServer
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(
+        browser_unavailable_reason() is not None, reason=str(browser_unavailable_reason())
+    ),
+]
+
+HOSTILE_TITLE = "<img src=x onerror=alert(1)>"
+# URLs may not contain whitespace, so the markup in the URL uses the no-space forms.
+HOSTILE_QUERY = '"><svg/onload=alert(2)><script>alert(3)</script>'
+DOCS = REPO / "docs"
+ICON_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+    '<rect width="32" height="32" rx="6" fill="#1976d2"/>'
+    '<path d="M16 7v13m-6-6 6 6 6-6M9 24h14" stroke="#fff" stroke-width="3"'
+    ' fill="none" stroke-linecap="round" stroke-linejoin="round"/></svg>'
+)
+ICON = "data:image/svg+xml;base64," + base64.b64encode(ICON_SVG.encode()).decode()
+
+
+@pytest.fixture(scope="module")
+def data_server() -> Iterator[DataServer]:
+    with DataServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lab")
+
+
+@pytest.fixture(scope="module")
+def lab(lab_dir: Path) -> Iterator[JupyterLab]:
+    with JupyterLab(lab_dir, env={"IPYBGFETCH_HOME": str(lab_dir / "home")}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def nb(lab: JupyterLab, lab_dir: Path, data_server: DataServer) -> Iterator[LabPage]:
+    """The notebook, open, with its first two cells run by keyboard (Shift+Enter twice)."""
+    from playwright.sync_api import sync_playwright
+
+    slow = data_server.url("e2e.bin", 8_000_000, throttle=400_000)
+    cells = [
+        "import ipybgfetch\n"
+        f"mgr = ipybgfetch.BackgroundFetchManager(home={str(lab_dir / 'home')!r})",
+        f'reg = mgr.fetch("e2e", [{slow!r}], title="E2E download")\nreg',
+    ]
+    (lab_dir / "panel.ipynb").write_text(notebook_json(cells))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        lp = LabPage(page, lab)
+        lp.page_errors = errors  # type: ignore[attr-defined]
+        try:
+            lp.open("panel.ipynb")
+            lp.run_with_keyboard(0)  # Shift+Enter runs cell 0 and moves to cell 1
+            lp.wait_idle()
+            page.keyboard.press("Shift+Enter")
+            lp.wait_idle()
+            yield lp
+        except Exception:
+            print(lab.log())
+            raise
+        finally:
+            context.close()
+            browser.close()
+
+
+def _valuenow(bar: Any) -> int:
+    value = bar.get_attribute("aria-valuenow")
+    return int(value) if value is not None else -1
+
+
+def test_progress_increases_and_abort_aborts_kernel_side(nb: LabPage) -> None:
+    page = nb.page
+    cell = nb.cell(1)
+    panel = cell.locator(".ipybgfetch-panel")
+    panel.wait_for(state="visible", timeout=30_000)
+    assert panel.locator(".ipybgfetch-title").inner_text() == "E2E download"
+    bar = panel.get_by_role("progressbar", name="Download progress of E2E download")
+    assert bar.get_attribute("aria-valuemin") == "0"
+    page.wait_for_function(
+        "(el) => Number(el.getAttribute('aria-valuenow')) > 0", arg=bar.element_handle()
+    )
+    assert bar.get_attribute("aria-valuemax") == "8000000"
+    first = _valuenow(bar)
+
+    # The panel keeps moving while another cell keeps the kernel busy.
+    busy = nb.run("import time\ntime.sleep(2.5)\nprint('slept')", wait=False)
+    page.wait_for_timeout(1500)
+    during = _valuenow(bar)
+    assert during > first, (first, during)
+    busy.locator(".jp-OutputArea-output").wait_for(timeout=20_000)
+    nb.wait_idle()
+    page.wait_for_function(
+        "([el, v]) => Number(el.getAttribute('aria-valuenow')) > v",
+        arg=[bar.element_handle(), during],
+        timeout=10_000,
+    )
+
+    abort = panel.get_by_role("button", name="Abort E2E download")
+    assert abort.is_enabled()
+    abort.click()
+    badge = panel.locator(".ipybgfetch-badge")
+    page.wait_for_function(
+        "(el) => el.textContent === 'Aborted'", arg=badge.element_handle(), timeout=15_000
+    )
+    assert abort.is_hidden()
+    assert panel.get_by_role("button", name="Pause E2E download").is_hidden()
+
+    out = nb.run("reg.wait(30)\nprint('RESULT', reg.result, reg.failure_reason)")
+    out.locator(".jp-OutputArea-output").wait_for(timeout=20_000)
+    assert "RESULT failure aborted" in nb.output_text(out)
+    assert _valuenow(bar) < 8_000_000
+    assert not nb.page_errors, nb.page_errors  # type: ignore[attr-defined]
+
+
+def test_hostile_title_and_url_render_as_text(nb: LabPage, data_server: DataServer) -> None:
+    page = nb.page
+    hostile_url = data_server.base_url + "/gen/1000/x.bin?tag=" + HOSTILE_QUERY
+    missing = data_server.url("missing.csv", 10, status=404)
+    cell = nb.run(
+        f"xss = mgr.fetch('xss', [{hostile_url!r}, {missing!r}], title={HOSTILE_TITLE!r})\n"
+        "xss.wait(30)\nxss"
+    )
+    panel = cell.locator(".ipybgfetch-panel")
+    panel.wait_for(state="visible", timeout=30_000)
+    title = panel.locator(".ipybgfetch-title")
+    assert title.text_content() == HOSTILE_TITLE
+    badge = panel.locator(".ipybgfetch-badge")
+    page.wait_for_function(
+        "(el) => el.textContent.startsWith('Failed')", arg=badge.element_handle()
+    )
+    assert badge.text_content() == "Failed: a server answered with an error status"
+
+    panel.locator("summary").click()
+    urls = panel.locator(".ipybgfetch-rec-url")
+    urls.first.wait_for()
+    texts = urls.all_text_contents()
+    assert hostile_url in texts, texts
+    # Nothing was created from the data: no <img src=x>, no injected <script>.
+    assert page.locator('img[src="x"]').count() == 0
+    assert cell.locator("script").count() == 0
+    assert cell.locator("svg[onload]").count() == 0
+    assert cell.locator(".ipybgfetch-panel img:not(.ipybgfetch-icon)").count() == 0
+    page.wait_for_timeout(300)
+    assert nb.dialogs == []
+
+
+def test_screenshots_light_and_dark(nb: LabPage, data_server: DataServer) -> None:
+    page = nb.page
+    urls = [
+        data_server.url("sales-2024-q1.parquet", 9_000_000, throttle=700_000),
+        data_server.url("sales-2024-q2.parquet", 9_000_000, throttle=500_000),
+        data_server.url("sales-2024-q3.csv.gz", 4_000_000, throttle=300_000),
+        data_server.url("stores.csv", 200_000),
+        data_server.url("sales-2023-archive.csv", 100, status=404),
+    ]
+    cell = nb.run(
+        f"demo = mgr.fetch('sales-2024', {urls!r}, title='Sales data 2024',\n"
+        f"                 icons=[{{'src': {ICON!r}, 'sizes': 'any', 'type': 'image/svg+xml'}}])\n"
+        "demo"
+    )
+    panel = cell.locator(".ipybgfetch-panel")
+    panel.wait_for(state="visible", timeout=30_000)
+    icon = panel.locator("img.ipybgfetch-icon")
+    assert icon.get_attribute("alt") == "Icon of Sales data 2024"
+    panel.locator("summary").click()
+    page.wait_for_function(
+        "(el) => el.querySelectorAll('tr.ipybgfetch-record').length === 5",
+        arg=panel.element_handle(),
+    )
+    page.wait_for_timeout(3000)  # some progress, and the 404 has failed
+    cell.scroll_into_view_if_needed()
+    DOCS.mkdir(exist_ok=True)
+    root = cell.locator(".ipybgfetch-root")
+    root.screenshot(path=str(DOCS / "panel-light.png"), animations="disabled")
+
+    nb.set_theme("JupyterLab Dark", light=False)
+    bg = page.evaluate(
+        "(el) => getComputedStyle(el).backgroundColor",
+        panel.element_handle(),
+    )
+    root.screenshot(path=str(DOCS / "panel-dark.png"), animations="disabled")
+    nb.set_theme("JupyterLab Light", light=True)
+    assert bg != page.evaluate(
+        "(el) => getComputedStyle(el).backgroundColor", panel.element_handle()
+    )
+    nb.run("demo.abort()")
+    for name in ("panel-light.png", "panel-dark.png"):
+        assert (DOCS / name).stat().st_size > 5_000
