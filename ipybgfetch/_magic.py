@@ -21,7 +21,7 @@ import re
 import shlex
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from IPython.core.error import UsageError
@@ -104,8 +104,6 @@ class Command:
     headers: tuple[tuple[str, str], ...] = ()
     timeout: float | None = None
     silent: bool = False
-    #: Options given explicitly on the line (their argparse dest names), for error messages.
-    given: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -261,17 +259,6 @@ def _parse_fetch_args(tokens: list[str], *, explicit_verb: bool, in_cell: bool) 
     if ns.download_total is not None:
         download_total = _parse_download_total(ns.download_total)
     dest = os.path.expanduser(ns.dest) if ns.dest is not None else None
-    given = frozenset(
-        name
-        for name, value in (
-            ("title", ns.title),
-            ("icons", ns.icons),
-            ("download_total", ns.download_total),
-            ("dest", ns.dest),
-            ("headers", ns.headers),
-        )
-        if value not in (None, [])
-    )
     return Command(
         verb="fetch",
         id=ns.id,
@@ -281,7 +268,6 @@ def _parse_fetch_args(tokens: list[str], *, explicit_verb: bool, in_cell: bool) 
         download_total=download_total,
         dest=dest,
         headers=headers,
-        given=given,
     )
 
 
