@@ -413,6 +413,7 @@ class BackgroundFetchManager:
             "result": reg._result,
             "failure_reason": reg._failure_reason,
             "needs_credentials": int(needs_credentials),
+            "headers": dumps(public_headers(reg._headers.items())),
             "created": reg._created,
             "finished": reg._finished,
         }

@@ -555,6 +555,7 @@ class BackgroundFetchRegistration:
     def _add_downloaded(self, data: RecordData, n: int) -> None:
         data.downloaded += n
         self._downloaded += n
+        self._dirty.add(data.index)  # checkpointed: other processes mirror live progress
         if self._progress_handle is None:
             self._touch()
 

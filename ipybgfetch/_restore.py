@@ -9,7 +9,9 @@ wait in the ``needs-credentials`` state for ``reg.resume(headers=..., auth=...)`
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,7 +74,7 @@ def _build(
         icons=json.loads(row["icons"]),
         download_total=row["download_total"],
         dest=Path(row["dest"]),
-        headers=httpx.Headers(),
+        headers=httpx.Headers(_json_headers(row)),  # credentials were never stored
         auth=None,
         policy=mgr._policy,
         created=row["created"],
@@ -157,6 +159,12 @@ def _adopt(mgr: BackgroundFetchManager, reg: BackgroundFetchRegistration, row: s
                 d.ready.set_exception(FetchError(f"{d.request.url}: {d.error}"))
             continue
         size = _part_size(d.part_path)
+        if size is None and _complete_but_unsettled(d):
+            # The process stopped between the rename and the checkpoint: put the file
+            # back as the .part; the transfer verifies it and renames it without a request.
+            with contextlib.suppress(OSError):
+                os.replace(d.final_path, d.part_path)  # type: ignore[arg-type]
+                size = _part_size(d.part_path)
         if size is None or not (d.etag or d.last_modified):
             reg._downloaded -= d.downloaded
             d.downloaded = 0
@@ -181,6 +189,25 @@ def _adopt(mgr: BackgroundFetchManager, reg: BackgroundFetchRegistration, row: s
         reg._state = "active"
     reg._persist_registration()
     reg._start()
+
+
+def _json_headers(row: sqlite3.Row) -> dict[str, str]:
+    try:
+        value = json.loads(row["headers"] or "{}")
+    except (IndexError, KeyError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _complete_but_unsettled(d: RecordData) -> bool:
+    if d.final_path is None or d.part_path is None or d.total is None:
+        return False
+    if not 200 <= d.status <= 299:
+        return False
+    try:
+        return d.final_path.stat().st_size == d.total
+    except OSError:
+        return False
 
 
 def _part_size(path: Path | None) -> int | None:

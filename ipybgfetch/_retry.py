@@ -20,7 +20,8 @@ class RetryPolicy:
     ``retries`` counts consecutive attempts that made no progress: a big file on a flaky
     link that keeps moving forward is never given up on. Waits grow exponentially from
     ``backoff`` seconds up to ``max_backoff``, with jitter, and honour ``Retry-After``.
-    Requests with a body (POST/PATCH) are only retried with ``retry_non_idempotent=True``.
+    Requests with a body (POST, PUT, PATCH...) may already have had their effect, so they
+    are sent once unless ``retry_non_idempotent=True``.
     ``read_timeout`` is the stall detector: no byte for that long counts as a dropped
     connection (then resumed).
 

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS registrations (
     result TEXT NOT NULL DEFAULT '',
     failure_reason TEXT NOT NULL DEFAULT '',
     needs_credentials INTEGER NOT NULL DEFAULT 0,
+    headers TEXT NOT NULL DEFAULT '{}',
     created REAL NOT NULL,
     finished REAL,
     owner TEXT,
@@ -125,10 +126,20 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._migrate()
         try:
             os.chmod(path, 0o600)
         except OSError:
             pass
+
+    def _migrate(self) -> None:
+        """Columns added after the first release, for databases made before them."""
+        have = {r["name"] for r in self._db.execute("PRAGMA table_info(registrations)")}
+        if "headers" not in have:
+            with _ignore_duplicate_column():
+                self._db.execute(
+                    "ALTER TABLE registrations ADD COLUMN headers TEXT NOT NULL DEFAULT '{}'"
+                )
 
     def close(self) -> None:
         self._db.close()
@@ -137,6 +148,7 @@ class Store:
     def add_registration(
         self, row: Mapping[str, Any], records: Iterable[Mapping[str, Any]]
     ) -> None:
+        row = _scrubbed(row)
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -160,7 +172,15 @@ class Store:
             raise
 
     def update_registration(self, key: str, **fields: Any) -> None:
-        sets = ", ".join(f"{k} = ?" for k in fields)
+        fields = _scrubbed(fields)
+        # Once a registration needed credentials it always does: a process that restored
+        # it without them (they are never stored) must not clear the flag.
+        sets = ", ".join(
+            "needs_credentials = MAX(needs_credentials, ?)"
+            if k == "needs_credentials"
+            else f"{k} = ?"
+            for k in fields
+        )
         self._db.execute(f"UPDATE registrations SET {sets} WHERE key = ?", (*fields.values(), key))
 
     def update_records(self, key: str, records: Iterable[Mapping[str, Any]]) -> None:
@@ -169,7 +189,7 @@ class Store:
             return
         sets = ", ".join(f"{f} = ?" for f in RECORD_FIELDS)
         db = self._db
-        db.execute("BEGIN")
+        db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(f"UPDATE records SET {sets} WHERE key = ? AND idx = ?", rows)
             db.execute("COMMIT")
@@ -219,6 +239,31 @@ class Store:
         return self._db.execute(
             "SELECT * FROM records WHERE key = ? ORDER BY idx", (key,)
         ).fetchall()
+
+
+def _scrubbed(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A registration row with any credential header removed (a second line of defence)."""
+    out = dict(row)
+    if isinstance(out.get("headers"), str):
+        try:
+            headers = json.loads(out["headers"])
+        except ValueError:
+            headers = {}
+        if isinstance(headers, dict):
+            out["headers"] = dumps(public_headers(headers.items()))
+        else:
+            out["headers"] = "{}"
+    return out
+
+
+class _ignore_duplicate_column:
+    """Two processes may migrate at once: the loser's ALTER TABLE fails harmlessly."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: Any, exc: Any, tb: Any) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and "duplicate column" in str(exc)
 
 
 def dumps(value: Any) -> str:

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import os
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -105,9 +106,12 @@ def _content_length(resp: httpx.Response) -> int | None:
     return int(value)
 
 
+def _encoding(value: str | None) -> bool:
+    return (value or "").strip().lower() not in ("", "identity")
+
+
 def _encoded(resp: httpx.Response) -> bool:
-    enc = resp.headers.get("content-encoding", "").strip().lower()
-    return enc not in ("", "identity")
+    return _encoding(resp.headers.get("content-encoding"))
 
 
 async def _upload_stream(
@@ -141,8 +145,12 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
     data.state = "active"
     reg._record_changed(data)
     if data.downloaded and data.part_path is not None:
-        await _rehash_part(data, hashes)
-    retryable = data.request.idempotent or policy.retry_non_idempotent
+        await _rehash_part(reg, data, hashes)
+    # A request with a body (POST, PUT, PATCH...) may have had its effect on the server
+    # already: it is sent once unless the user opts in.
+    retryable = policy.retry_non_idempotent or (
+        data.request.body is None and data.request.idempotent
+    )
     while True:
         data.attempts += 1
         before = data.downloaded
@@ -163,11 +171,20 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
                 return
             _restart_from_zero(reg, data, hashes)
             continue
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc).lower():
+                raise
+            raise RegistrationStopped(
+                "quota-exceeded",
+                f"the disk holding the database is full ({exc}); free some space",
+            ) from exc
         except (_Retry, httpx.TransportError, OSError) as exc:
             if isinstance(exc, OSError) and not isinstance(exc, httpx.TransportError):
                 if exc.errno in _QUOTA_ERRNOS:
                     raise RegistrationStopped(
-                        "quota-exceeded", f"the disk is full while writing {data.part_path}"
+                        "quota-exceeded",
+                        f"the disk is full while writing {data.part_path} "
+                        f"({exc.strerror or exc}); free some space or pick another dest",
                     ) from exc
                 _settle_failure(reg, data, "fetch-error", f"cannot write the file: {exc}")
                 return
@@ -198,29 +215,34 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if isinstance(exc, httpx.TransportError) else text
 
 
-async def _rehash_part(data: RecordData, hashes: _Hashes) -> None:
-    """After a restart of the process the hash state is gone: rebuild it from the file."""
+async def _rehash_part(reg: BackgroundFetchRegistration, data: RecordData, hashes: _Hashes) -> None:
+    """Resuming (after a pause or in a new process): the integrity and sha256 checks cover
+    the whole file, so hash the bytes already on disk first. Only what is really in the
+    ``.part`` file counts as downloaded."""
     assert data.part_path is not None
+    path = data.part_path
     try:
-        size = data.part_path.stat().st_size
-    except FileNotFoundError:
-        data.downloaded = 0
-        return
+        size = path.stat().st_size
+    except OSError:
+        size = 0
     keep = min(size, data.downloaded)
     loop = asyncio.get_running_loop()
 
-    def work() -> None:
-        with open(data.part_path, "rb") as f:  # type: ignore[arg-type]
-            remaining = keep
-            while remaining > 0:
-                chunk = f.read(min(HASH_CHUNK, remaining))
+    def work() -> int:
+        done = 0
+        with open(path, "rb") as f:
+            while done < keep:
+                chunk = f.read(min(HASH_CHUNK, keep - done))
                 if not chunk:
                     break
                 hashes.update(chunk)
-                remaining -= len(chunk)
+                done += len(chunk)
+        return done
 
-    await loop.run_in_executor(None, work)
-    data.downloaded = keep
+    hashes.reset()
+    hashed = await loop.run_in_executor(None, work) if keep else 0
+    if hashed != data.downloaded:
+        reg._add_downloaded(data, hashed - data.downloaded)
 
 
 def _restart_from_zero(reg: BackgroundFetchRegistration, data: RecordData, hashes: _Hashes) -> None:
@@ -242,6 +264,18 @@ def _settle_failure(
         data.ready.set_exception(FetchError(f"{data.request.url}: {message}"))
 
 
+def _resumable(data: RecordData, offset: int) -> bool:
+    """Can the bytes on disk be continued with ``Range: bytes=offset-``?"""
+    if data.request.method != "GET" or not (data.etag or data.last_modified):
+        return False
+    if _encoding(data.response_headers.get("content-encoding")):
+        return False  # offsets would count decoded bytes, ranges count encoded ones
+    try:
+        return data.part_path is not None and data.part_path.stat().st_size >= offset
+    except OSError:
+        return False
+
+
 async def _attempt(
     reg: BackgroundFetchRegistration, data: RecordData, hashes: _Hashes, retry_status: bool
 ) -> None:
@@ -249,13 +283,18 @@ async def _attempt(
     headers = httpx.Headers(reg._headers)
     headers.update(request.headers)
     offset = data.downloaded
-    validator = data.etag or data.last_modified
-    if offset and (not validator or request.method != "GET"):
+    if offset and not _resumable(data, offset):
         _restart_from_zero(reg, data, hashes)
         offset = 0
+    if offset and offset == data.total and 200 <= data.status <= 299:
+        # Every byte is on disk already (the process stopped before the rename).
+        await _finish(reg, data, hashes)
+        return
     if offset:
         headers["Range"] = f"bytes={offset}-"
-        headers["If-Range"] = validator
+        headers["If-Range"] = data.etag or data.last_modified
+        if "accept-encoding" not in headers:
+            headers["Accept-Encoding"] = "identity"  # byte offsets of the file itself
     content = None
     if request.body is not None:
         headers["Content-Length"] = str(request.body_size)
@@ -297,6 +336,7 @@ async def _receive(
     etag = resp.headers.get("etag", "")
     last_modified = resp.headers.get("last-modified", "")
     length = None if _encoded(resp) else _content_length(resp)
+    resumed = False
     if offset:
         content_range = parse_content_range(resp.headers.get("content-range"))
         same_validator = (data.etag and etag == data.etag) or (
@@ -307,28 +347,37 @@ async def _receive(
             and content_range is not None
             and content_range[0] == offset
             and same_validator
+            and not _encoded(resp)
             and (data.total is None or content_range[2] in (None, data.total))
         ):
+            resumed = True
             total = content_range[2]
             if total is None and length is not None:
                 total = offset + length
-        else:
-            # A 200 (Range ignored or the file changed) or a 206 that doesn't fit:
-            # this record starts again from byte 0.
+        elif status in (206, 416):
+            # A partial answer that does not continue our bytes (another range, another
+            # version, or a file now shorter): start again from byte 0, without Range.
             _restart_from_zero(reg, data, hashes)
-            if status != 200:
-                raise _Retry(f"the server's range answer did not match ({status}); restarting")
+            raise _Retry(f"the server's range answer did not match ({status}); restarting")
+        else:
+            # A whole answer: a 200 (Range ignored, or If-Range saw a new version) starts
+            # the file again from byte 0; an error status replaces the partial body.
+            _restart_from_zero(reg, data, hashes)
             offset = 0
             total = length
     else:
         total = length
         if status == 206:
             content_range = parse_content_range(resp.headers.get("content-range"))
-            total = content_range[2] if content_range and content_range[0] == 0 else None
+            if content_range is None or content_range[0] != 0:
+                raise _Retry(f"the server sent a part ({status}) that was not asked for")
+            total = content_range[2]
 
-    data.status = status
-    data.response_headers = resp.headers
-    data.response_url = str(resp.url)
+    if not (resumed and 200 <= data.status <= 299):
+        # A resumed body keeps the status and headers of the response it continues.
+        data.status = status
+        data.response_headers = resp.headers
+        data.response_url = str(resp.url)
     data.etag, data.last_modified = etag, last_modified
     data.total = total
     if data.final_path is None:

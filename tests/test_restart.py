@@ -1,0 +1,455 @@
+"""Surviving a dead kernel, and several kernels on one home: real processes, SIGKILL.
+
+A *worker* (``tests/resilience_support.py`` run as a script) opens a
+``BackgroundFetchManager`` on a home folder and downloads from the loopback
+``DataServer`` that runs in this test process, so the server's request log shows what
+every process asked for. The lease timeout is shortened to ``LEASE_TIMEOUT`` seconds
+(``IPYBGFETCH_LEASE_TIMEOUT``) in every process so takeovers happen within a second or two.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from resilience_support import LEASE_TIMEOUT, Worker, files_under, sha256_file, wait_until
+
+from ipybgfetch import (
+    BackgroundFetchManager,
+    InvalidStateError,
+    NeedsCredentialsError,
+    Request,
+    RetryPolicy,
+)
+from ipybgfetch.testing import DataServer
+
+KiB = 1024
+MiB = 1024 * 1024
+FAST = RetryPolicy(retries=5, backoff=0.02, max_backoff=0.1)
+
+
+@pytest.fixture(scope="module")
+def srv():
+    with DataServer() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def short_lease(monkeypatch):
+    monkeypatch.setenv("IPYBGFETCH_LEASE_TIMEOUT", str(LEASE_TIMEOUT))
+
+
+@pytest.fixture
+def workers():
+    started: list[Worker] = []
+
+    def start(spec, **kw):
+        w = Worker(spec, **kw)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.close()
+
+
+def ranged(srv, url):
+    return [r.headers["range"] for r in srv.requests_for(url) if "range" in r.headers]
+
+
+def part_size(home: Path, id: str, name: str) -> int:
+    part = home / "files" / id / f"{name}.part"
+    return part.stat().st_size if part.exists() else 0
+
+
+# ------------------------------------------------------------------------------------------
+# kill -9, then a new process with the same home
+# ------------------------------------------------------------------------------------------
+
+
+def test_kill9_mid_download_then_a_new_process_resumes_from_the_part(srv, tmp_path, workers):
+    home = tmp_path / "home"
+    size = 3 * MiB
+    big = srv.url("killed.bin", size, throttle=2 * MiB)
+    small = srv.url("small.csv", 5000)
+    missing = srv.url("missing.bin", 100, status=404)
+    w = workers(
+        {
+            "home": str(home),
+            "fetches": [
+                {"id": "finished", "urls": [small], "wait": True},
+                {"id": "notfound", "urls": [missing], "wait": True},
+                {"id": "big", "urls": [big]},
+            ],
+        }
+    )
+    w.wait_for_registration("big", lambda r: r["downloaded"] > 600 * KiB, 20)
+    w.kill()
+    on_disk = part_size(home, "big", "killed.bin")
+    assert 0 < on_disk < size
+
+    t0 = time.monotonic()
+    with BackgroundFetchManager(home=home, retries=FAST) as mgr:
+        regs = {r.id: r for r in mgr.registrations()}
+        # Earlier registrations, listed with their true state.
+        assert list(regs) == ["finished", "notfound", "big"]
+        assert (regs["finished"].result, regs["finished"].state) == ("success", "success")
+        assert (regs["notfound"].result, regs["notfound"].failure_reason) == (
+            "failure",
+            "bad-status",
+        )
+        assert regs["big"].result == ""
+        assert mgr.get_ids() == ["big"]
+        # Settled records of the dead process are readable here.
+        rec = regs["finished"].match_all()[0]
+        assert rec.response.read() == DataServer.content("small.csv", 5000)
+        assert rec["sha256"] == DataServer.sha256("small.csv", 5000)
+        assert regs["notfound"].match(missing).response.status == 404
+        assert regs["notfound"].match(missing).response.read()  # the 404 body is kept
+        # The dead process's lease runs out, then this process resumes (auto_resume).
+        big_reg = regs["big"]
+        big_reg.wait(30)
+        took = time.monotonic() - t0
+        assert big_reg.result == "success"
+        record = big_reg.match_all()[0]
+        assert sha256_file(record.response.path) == DataServer.sha256("killed.bin", size)
+        assert not Path(str(record.response.path) + ".part").exists()
+        assert record.attempts >= 2
+    resumes = ranged(srv, big)
+    assert len(resumes) == 1
+    resumed_at = int(resumes[0].split("=")[1].rstrip("-"))
+    assert resumed_at >= on_disk > 0  # the new process continued from the .part
+    last = srv.requests_for(big)[-1]
+    assert last.status == 206 and last.bytes_sent == size - resumed_at
+    assert took < LEASE_TIMEOUT + 8
+
+
+def test_kill9_then_a_new_worker_finishes_it(srv, tmp_path, workers):
+    """Both processes are workers: the second one has no fetches of its own, it only
+    restores the home and finishes what the first left."""
+    home = tmp_path / "home"
+    size = 2 * MiB
+    url = srv.url("handover.bin", size, throttle=1536 * KiB)
+    first = workers({"home": str(home), "fetches": [{"id": "h", "urls": [url]}]})
+    first.wait_for_registration("h", lambda r: r["downloaded"] > 400 * KiB, 20)
+    first.kill()
+    second = workers({"home": str(home), "exit_when_done": True})
+    reg = second.wait_for_registration("h", lambda r: r["result"], 30)
+    assert reg["result"] == "success", reg
+    assert second.wait(10) == 0
+    path = Path(reg["records"][0]["path"])
+    assert sha256_file(path) == DataServer.sha256("handover.bin", size)
+    assert len(ranged(srv, url)) == 1
+    assert srv.bytes_sent_for(url) < size + 1 * MiB  # at most what sat in socket buffers
+
+
+def test_kill9_auto_resume_off_waits_paused(srv, tmp_path, workers):
+    home = tmp_path / "home"
+    size = 2 * MiB
+    url = srv.url("manual.bin", size, throttle=2 * MiB)
+    w = workers({"home": str(home), "fetches": [{"id": "m", "urls": [url]}]})
+    w.wait_for_registration("m", lambda r: r["downloaded"] > 300 * KiB, 20)
+    w.kill()
+    with BackgroundFetchManager(home=home, retries=FAST, auto_resume=False) as mgr:
+        reg = mgr.get("m")
+        assert reg is not None
+        wait_until(lambda: reg.state == "paused", 10, "the takeover")
+        assert not reg.read_only
+        n = len(srv.requests_for(url))
+        time.sleep(0.3)
+        assert len(srv.requests_for(url)) == n  # nothing downloads until asked
+        assert reg.resume() is True
+        reg.wait(20)
+        assert reg.result == "success"
+        path = reg.match_all()[0].response.path
+        assert sha256_file(path) == DataServer.sha256("manual.bin", size)
+    assert len(ranged(srv, url)) == 1
+
+
+def test_kill9_while_paused_stays_paused(srv, tmp_path, workers):
+    home = tmp_path / "home"
+    url = srv.url("paused.bin", 2 * MiB, throttle=2 * MiB)
+    w = workers({"home": str(home), "fetches": [{"id": "p", "urls": [url]}]})
+    w.wait_for_registration("p", lambda r: r["downloaded"] > 200 * KiB, 20)
+    # Pause it from this process? It is read-only here: pausing is the owner's business.
+    with BackgroundFetchManager(home=home) as viewer:
+        mirror = viewer.get("p")
+        assert mirror is not None and mirror.read_only
+        with pytest.raises(InvalidStateError, match="another process"):
+            mirror.pause()
+    w.kill()
+    # Mark it paused the way the owner would have persisted it, then restore.
+    import sqlite3
+
+    db = sqlite3.connect(home / "state.sqlite3")
+    db.execute("UPDATE registrations SET state = 'paused'")
+    db.commit()
+    db.close()
+    with BackgroundFetchManager(home=home, retries=FAST) as mgr:
+        reg = mgr.get("p")
+        wait_until(lambda: not reg.read_only, 10, "the takeover")
+        assert reg.state == "paused"
+        assert reg.resume() is True
+        assert reg.wait(20).result == "success"
+
+
+def test_upload_interrupted_by_kill9_fails_clearly(srv, tmp_path, workers):
+    """Request bodies are not stored: an interrupted POST cannot resume; it says so."""
+    home = tmp_path / "home"
+    script = {
+        "home": str(home),
+        "fetches": [{"id": "up", "urls": [srv.url("slow-download.bin", 2 * MiB, throttle=MiB)]}],
+    }
+    w = workers(script)
+    w.wait_for_registration("up", lambda r: r["downloaded"] > 100 * KiB, 20)
+    w.kill()
+    # Turn the stored request into a POST (as if it had been one): restore must not resend.
+    import sqlite3
+
+    db = sqlite3.connect(home / "state.sqlite3")
+    db.execute("UPDATE records SET method = 'POST', has_body = 1")
+    db.commit()
+    db.close()
+    with BackgroundFetchManager(home=home, retries=FAST) as mgr:
+        reg = mgr.get("up") or mgr.registrations()[0]
+        reg.wait(10)
+        assert (reg.result, reg.failure_reason) == ("failure", "fetch-error")
+        assert "cannot be resumed" in reg.match_all(ignore_method=True)[0].error
+
+
+# ------------------------------------------------------------------------------------------
+# Two processes, one home
+# ------------------------------------------------------------------------------------------
+
+
+def test_two_processes_one_home_only_one_downloads_then_takeover(srv, tmp_path, workers):
+    home = tmp_path / "home"
+    size = 3 * MiB
+    url = srv.url("shared.bin", size, throttle=1 * MiB)
+    a = workers({"home": str(home), "fetches": [{"id": "shared", "urls": [url]}]})
+    a.wait_for_registration("shared", lambda r: r["downloaded"] > 100 * KiB, 20)
+    with BackgroundFetchManager(home=home, retries=FAST) as b:
+        reg = b.get("shared")
+        assert reg is not None
+        assert reg.read_only and not reg._tasks  # B mirrors, it does not download
+        # Live state: B sees the bytes A downloads (checkpointed about once a second).
+        first = reg.downloaded
+        wait_until(lambda: reg.downloaded > first, 5, "live progress from A")
+        assert reg.state == "active" and reg.result == ""
+        with pytest.raises(InvalidStateError, match="another process"):
+            reg.abort()
+        assert len(srv.requests_for(url)) == 1  # only A asked for the file
+        a_report = a.registration("shared")
+        assert a_report["downloading"] and not a_report["read_only"]
+        # A dies; B takes over after the lease runs out and finishes from the .part.
+        a.kill()
+        killed_at = time.monotonic()
+        wait_until(lambda: not reg.read_only, LEASE_TIMEOUT + 5, "the takeover")
+        took_over = time.monotonic() - killed_at
+        reg.wait(30)
+        assert reg.result == "success"
+        path = reg.match_all()[0].response.path
+        assert sha256_file(path) == DataServer.sha256("shared.bin", size)
+    log = srv.requests_for(url)
+    assert len(log) == 2 and log[1].headers["range"].startswith("bytes=")
+    assert LEASE_TIMEOUT * 0.5 <= took_over <= LEASE_TIMEOUT + 3, took_over
+
+
+def test_orphan_taken_over_by_exactly_one_of_two_new_processes(srv, tmp_path, workers):
+    home = tmp_path / "home"
+    size = 2 * MiB
+    url = srv.url("orphan.bin", size, throttle=2 * MiB)
+    first = workers({"home": str(home), "fetches": [{"id": "o", "urls": [url]}]})
+    first.wait_for_registration("o", lambda r: r["downloaded"] > 200 * KiB, 20)
+    first.kill()
+    b = workers({"home": str(home), "exit_when_done": True})
+    c = workers({"home": str(home), "exit_when_done": True})
+    rb = b.wait_for_registration("o", lambda r: r["result"], 30)
+    rc = c.wait_for_registration("o", lambda r: r["result"], 30)
+    assert rb["result"] == rc["result"] == "success"
+    assert len(ranged(srv, url)) == 1  # exactly one process resumed it
+    downloaders = [
+        w for w in (b, c) if any(rep["registrations"][0]["downloading"] for rep in w.reports)
+    ]
+    assert len(downloaders) == 1
+    mirror = c if downloaders[0] is b else b
+    assert any(rep["registrations"][0]["read_only"] for rep in mirror.reports)
+    path = Path(rb["records"][0]["path"])
+    assert sha256_file(path) == DataServer.sha256("orphan.bin", size)
+
+
+def test_clean_shutdown_hands_over_without_waiting_for_the_lease(srv, tmp_path):
+    home = tmp_path / "home"
+    size = 2 * MiB
+    url = srv.url("clean.bin", size, throttle=2 * MiB)
+    with BackgroundFetchManager(home=home, retries=FAST) as first:
+        reg = first.fetch("clean", url)
+        wait_until(lambda: reg.downloaded > 200 * KiB, 10, "some bytes")
+    # close() checkpointed and released the lease: a new manager adopts at once.
+    with BackgroundFetchManager(home=home, retries=FAST) as second:
+        reg2 = second.get("clean")
+        assert reg2 is not None and not reg2.read_only
+        reg2.wait(20)
+        assert sha256_file(reg2.match_all()[0].response.path) == DataServer.sha256(
+            "clean.bin", size
+        )
+    assert len(ranged(srv, url)) == 1
+
+
+# ------------------------------------------------------------------------------------------
+# Credentials: never on disk; a restored registration waits for them
+# ------------------------------------------------------------------------------------------
+
+
+def test_restored_registration_with_credentials_waits_for_them(srv, tmp_path, workers):
+    home = tmp_path / "home"
+    token = "Bearer TOPSECRET-" + "q" * 30
+    cookie = "sid=COOKIESECRET-123"
+    size = 2 * MiB
+    url = srv.url("private.bin", size, throttle=2 * MiB)
+    w = workers(
+        {
+            "home": str(home),
+            "fetches": [
+                {
+                    "id": "private",
+                    "urls": [url],
+                    "headers": {"Authorization": token, "Cookie": cookie, "X-Trace": "t1"},
+                }
+            ],
+        }
+    )
+    w.wait_for_registration("private", lambda r: r["downloaded"] > 200 * KiB, 20)
+    w.kill()
+    assert srv.requests_for(url)[0].headers["authorization"] == token
+    blobs = b"".join(p.read_bytes() for p in sorted(home.glob("state.sqlite3*")))
+    assert any(p.name.endswith("-wal") for p in home.glob("state.sqlite3*"))
+    assert b"private.bin" in blobs
+    for secret in (b"TOPSECRET", b"COOKIESECRET"):
+        assert secret not in blobs
+
+    with BackgroundFetchManager(home=home, retries=FAST) as mgr:
+        reg = mgr.get("private")
+        wait_until(lambda: reg.state == "needs-credentials", LEASE_TIMEOUT + 5, "takeover")
+        assert not reg.read_only and not reg._tasks
+    # Still waiting for them in the next kernel too (the flag is never lost).
+    with BackgroundFetchManager(home=home, retries=FAST) as mgr:
+        reg = mgr.get("private")
+        assert reg.state == "needs-credentials" and not reg.read_only
+        n = len(srv.requests_for(url))
+        time.sleep(0.2)
+        assert len(srv.requests_for(url)) == n  # nothing sent without the credentials
+        with pytest.raises(NeedsCredentialsError, match="resume"):
+            reg.resume()
+        assert reg.state == "needs-credentials"
+        assert reg.resume(headers={"Authorization": token, "Cookie": cookie}) is True
+        reg.wait(20)
+        assert reg.result == "success"
+        assert sha256_file(reg.match_all()[0].response.path) == DataServer.sha256(
+            "private.bin", size
+        )
+    resumed = srv.requests_for(url)[-1]
+    assert resumed.headers["range"].startswith("bytes=")
+    assert resumed.headers["authorization"] == token
+    assert resumed.headers["cookie"] == cookie
+    assert resumed.headers.get("x-trace") == "t1"  # non-secret headers are restored
+    blobs = b"".join(p.read_bytes() for p in sorted(home.glob("state.sqlite3*")))
+    for secret in (b"TOPSECRET", b"COOKIESECRET"):
+        assert secret not in blobs
+
+
+def test_restored_registration_with_per_request_credentials(srv, tmp_path):
+    home = tmp_path / "home"
+    url = srv.url("perreq.bin", 2 * MiB, throttle=2 * MiB)
+    with BackgroundFetchManager(home=home, retries=FAST) as first:
+        reg = first.fetch("perreq", Request(url, headers={"Authorization": "Bearer PERREQ"}))
+        wait_until(lambda: reg.downloaded > 100 * KiB, 10, "some bytes")
+    with BackgroundFetchManager(home=home, retries=FAST) as second:
+        reg2 = second.get("perreq")
+        assert reg2.state == "needs-credentials"
+        assert reg2.resume(headers={"Authorization": "Bearer PERREQ"})
+        assert reg2.wait(20).result == "success"
+    assert srv.requests_for(url)[-1].headers["authorization"] == "Bearer PERREQ"
+    assert b"PERREQ" not in b"".join(p.read_bytes() for p in home.glob("state.sqlite3*"))
+    assert files_under(home / "files" / "perreq") == {"perreq.bin": 2 * MiB}
+
+
+# ------------------------------------------------------------------------------------------
+# Killed at the worst moments: all bytes written but not renamed; renamed, not recorded
+# ------------------------------------------------------------------------------------------
+
+
+def _unsettle(home: Path, id: str) -> None:
+    """Make the database say what it said just before the end of the transfer."""
+    import sqlite3
+
+    db = sqlite3.connect(home / "state.sqlite3")
+    db.execute(
+        "UPDATE registrations SET state = 'active', result = '', failure_reason = '', "
+        "finished = NULL, owner = NULL, heartbeat = NULL WHERE id = ?",
+        (id,),
+    )
+    db.execute(
+        "UPDATE records SET state = 'active', sha256 = '', finished = NULL "
+        "WHERE key = (SELECT key FROM registrations WHERE id = ?)",
+        (id,),
+    )
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize("moment", ["before-rename", "after-rename"])
+def test_stopped_with_every_byte_on_disk_finishes_without_downloading(srv, tmp_path, moment):
+    home = tmp_path / "home"
+    size = 300 * KiB
+    url = srv.url(f"complete-{moment}.bin", size)
+    with BackgroundFetchManager(home=home, retries=FAST) as first:
+        reg = first.fetch("complete", url).wait(20)
+        path = reg.match_all()[0].response.path
+    _unsettle(home, "complete")
+    if moment == "before-rename":
+        path.rename(str(path) + ".part")
+    n = len(srv.requests_for(url))
+    with BackgroundFetchManager(home=home, retries=FAST) as second:
+        reg2 = second.get("complete")
+        assert reg2 is not None
+        reg2.wait(20)
+        assert reg2.result == "success"
+        record = reg2.match_all()[0]
+        assert record.response.status == 200
+        assert sha256_file(record.response.path) == DataServer.sha256(
+            f"complete-{moment}.bin", size
+        )
+        assert record["sha256"] == DataServer.sha256(f"complete-{moment}.bin", size)
+    assert len(srv.requests_for(url)) == n  # verified from disk, nothing downloaded again
+    assert files_under(home / "files" / "complete") == {f"complete-{moment}.bin": size}
+
+
+def test_a_corrupted_part_from_a_dead_process_is_caught(srv, tmp_path, workers):
+    """Integrity after resume in a new process: the whole file is checked; a bad .part
+    is downloaded again (once) and the record succeeds."""
+    home = tmp_path / "home"
+    size = 2 * MiB
+    url = srv.url("rot.bin", size, throttle=2 * MiB)
+    sri = DataServer.sri("rot.bin", size)
+    w = workers({"home": str(home), "fetches": [{"id": "rot", "urls": [url]}]})
+    w.wait_for_registration("rot", lambda r: r["downloaded"] > 300 * KiB, 20)
+    w.kill()
+    import sqlite3
+
+    db = sqlite3.connect(home / "state.sqlite3")
+    db.execute("UPDATE records SET integrity = ?", (sri,))
+    db.commit()
+    db.close()
+    part = home / "files" / "rot" / "rot.bin.part"
+    with open(part, "r+b") as f:
+        f.write(b"\0" * 100)
+    with BackgroundFetchManager(home=home, retries=FAST) as mgr:
+        reg = mgr.get("rot")
+        reg.wait(30)
+        assert reg.result == "success", reg.match_all()[0].error
+        assert sha256_file(reg.match_all()[0].response.path) == DataServer.sha256("rot.bin", size)
+    log = srv.requests_for(url)
+    assert log[-2].headers["range"].startswith("bytes=")  # resumed from the part...
+    assert "range" not in log[-1].headers  # ...caught by the whole-file check, fetched again
