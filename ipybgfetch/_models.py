@@ -25,7 +25,7 @@ __all__ = ["Body", "Request", "Response", "validate_url"]
 
 Body = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", None]
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-_BAD_URL_CHARS = re.compile(r"[\x00-\x20\x7f]")
+_BAD_URL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
@@ -68,10 +68,10 @@ def validate_url(url: object) -> str:
     bad = _BAD_URL_CHARS.search(text)
     if bad:
         raise FetchError(
-            f"invalid URL {text!r}: it contains {bad.group()!r} (whitespace or a control "
-            "character); percent-encode it (e.g. a space as %20)"
+            f"invalid URL {text!r}: it contains the control character {bad.group()!r}; "
+            "percent-encode it (e.g. a newline as %0A)"
         )
-    return text
+    return text.replace(" ", "%20")  # as browsers do
 
 
 class Request:
