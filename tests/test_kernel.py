@@ -195,7 +195,7 @@ def test_output_from_threads(kernel: KernelSession) -> None:
     - ``with output_to(output_target()-from-cell-A):`` sends it to cell A on both.
     """
     a = kernel.run(
-        "from ipybgfetch._magic import output_target, output_to\n"
+        "from ipybgfetch._output import output_target, output_to\n"
         "go = threading.Event()\n"
         "target = output_target()\n"
         "def worker():\n"

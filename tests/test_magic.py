@@ -733,7 +733,7 @@ def test_plain_python_repr_and_no_kernel_routing(tmp_path: Path) -> None:
     code = (
         "import ipybgfetch\n"
         "from ipybgfetch.testing import DataServer\n"
-        "from ipybgfetch._magic import output_target, output_to\n"
+        "from ipybgfetch._output import output_target, output_to\n"
         "assert output_target() is None\n"
         "with output_to(None):\n"
         "    pass\n"
