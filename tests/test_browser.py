@@ -73,7 +73,10 @@ def nb(lab: JupyterLab, lab_dir: Path, data_server: DataServer) -> Iterator[LabP
     slow = data_server.url("e2e.bin", 8_000_000, throttle=400_000)
     cells = [
         "import ipybgfetch\n"
-        f"mgr = ipybgfetch.BackgroundFetchManager(home={str(lab_dir / 'home')!r})",
+        f"mgr = ipybgfetch.BackgroundFetchManager(home={str(lab_dir / 'home')!r})\n"
+        "clicks = []\n"
+        "mgr.add_event_listener('backgroundfetchclick',\n"
+        "                       lambda e: clicks.append(e.registration.id))",
         f'reg = mgr.fetch("e2e", [{slow!r}], title="E2E download")\nreg',
     ]
     (lab_dir / "panel.ipynb").write_text(notebook_json(cells))
@@ -133,19 +136,47 @@ def test_progress_increases_and_abort_aborts_kernel_side(nb: LabPage) -> None:
         timeout=10_000,
     )
 
+    badge = panel.locator(".ipybgfetch-badge")
+
+    def wait_badge(text: str) -> None:
+        page.wait_for_function(
+            "([el, t]) => el.textContent === t",
+            arg=[badge.element_handle(), text],
+            timeout=15_000,
+        )
+
+    # Pause / Resume, by their accessible names.
+    panel.get_by_role("button", name="Pause E2E download").click()
+    wait_badge("Paused")
+    paused_at = _valuenow(bar)
+    page.wait_for_timeout(700)
+    assert _valuenow(bar) == paused_at
+    panel.get_by_role("button", name="Resume E2E download").click()
+    wait_badge("Downloading")
+    page.wait_for_function(
+        "([el, v]) => Number(el.getAttribute('aria-valuenow')) > v",
+        arg=[bar.element_handle(), paused_at],
+        timeout=10_000,
+    )
+
+    # Clicking the title fires backgroundfetchclick kernel-side.
+    panel.locator(".ipybgfetch-title").click()
+
     abort = panel.get_by_role("button", name="Abort E2E download")
     assert abort.is_enabled()
     abort.click()
-    badge = panel.locator(".ipybgfetch-badge")
     page.wait_for_function(
         "(el) => el.textContent === 'Aborted'", arg=badge.element_handle(), timeout=15_000
     )
     assert abort.is_hidden()
     assert panel.get_by_role("button", name="Pause E2E download").is_hidden()
 
-    out = nb.run("reg.wait(30)\nprint('RESULT', reg.result, reg.failure_reason)")
+    out = nb.run(
+        "reg.wait(30)\nimport time; time.sleep(0.2)\n"
+        "print('RESULT', reg.result, reg.failure_reason, clicks)"
+    )
     out.locator(".jp-OutputArea-output").wait_for(timeout=20_000)
-    assert "RESULT failure aborted" in nb.output_text(out)
+    assert "RESULT failure aborted ['e2e']" in nb.output_text(out)
     assert _valuenow(bar) < 8_000_000
     assert not nb.page_errors, nb.page_errors  # type: ignore[attr-defined]
 
