@@ -220,7 +220,7 @@ def test_throttle_coalesces_to_the_interval_and_flushes_the_latest() -> None:
         throttle.request()
     last = value["n"]
     _wait_for(lambda: not throttle.pending, 1)
-    assert 9 <= len(calls) <= 12, len(calls)
+    assert 5 <= len(calls) <= 11, len(calls)  # 10 per second at most (+1 trailing)
     gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert min(gaps) >= 0.095, gaps
     assert seen[-1] == last  # the trailing flush saw the final value
