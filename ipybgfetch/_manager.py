@@ -486,7 +486,10 @@ class BackgroundFetchManager:
         assert self._store is not None
         mine = [r._key for r in self._registrations.values() if not r.settled and not r._read_only]
         if mine:
-            self._store.heartbeat(mine)
+            from ._restore import lose_lease
+
+            for key in self._store.heartbeat(mine):  # taken over while we were stalled
+                lose_lease(self, key)
         mirrors = any(r._read_only for r in self._registrations.values())
         if mirrors or time.time() - self._last_scan > lease_timeout():
             self._restore()

@@ -9,6 +9,7 @@ wait in the ``needs-credentials`` state for ``reg.resume(headers=..., auth=...)`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -26,7 +27,7 @@ from ._registration import BackgroundFetchRegistration
 if TYPE_CHECKING:
     from ._manager import BackgroundFetchManager
 
-__all__ = ["restore_into"]
+__all__ = ["lose_lease", "restore_into"]
 
 
 def restore_into(mgr: BackgroundFetchManager) -> None:
@@ -54,6 +55,20 @@ def restore_into(mgr: BackgroundFetchManager) -> None:
         else:
             reg._read_only = True
     mgr._callbacks.post(lambda: None)
+
+
+def lose_lease(mgr: BackgroundFetchManager, key: str) -> None:
+    """Another process took this registration over (this one was stopped or stalled
+    longer than the lease): stop transferring at once and mirror it from now on."""
+    reg = mgr._registrations.get(key)
+    if reg is None or reg.settled or reg._read_only:
+        return
+    reg._read_only = True
+    reg._queue.clear()
+    current = asyncio.current_task()
+    for task in list(reg._tasks):
+        if task is not current:
+            task.cancel()
 
 
 def _build(

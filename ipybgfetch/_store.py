@@ -205,12 +205,31 @@ class Store:
         db.execute("COMMIT")
 
     # -- leases ------------------------------------------------------------------------
-    def heartbeat(self, keys: Iterable[str]) -> None:
+    def heartbeat(self, keys: Iterable[str]) -> list[str]:
+        """Renew the leases of ``keys``; return the keys this process no longer holds
+        (another process took them over while this one was stopped or stalled)."""
         now = time.time()
-        self._db.executemany(
-            "UPDATE registrations SET heartbeat = ? WHERE key = ? AND owner = ?",
-            [(now, k, self.owner) for k in keys],
-        )
+        lost = []
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for key in keys:
+                cur = db.execute(
+                    "UPDATE registrations SET heartbeat = ? WHERE key = ? AND owner = ?",
+                    (now, key, self.owner),
+                )
+                if cur.rowcount != 1:
+                    lost.append(key)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return lost
+
+    def holds(self, key: str) -> bool:
+        """Does this process hold the lease of ``key`` (checked before irreversible steps)?"""
+        row = self._db.execute("SELECT owner FROM registrations WHERE key = ?", (key,)).fetchone()
+        return row is not None and row["owner"] == self.owner
 
     def try_take(self, key: str) -> bool:
         """Take the lease of ``key`` if nobody live holds it. Atomic across processes."""

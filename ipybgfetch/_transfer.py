@@ -61,6 +61,17 @@ class _IntegrityMismatch(Exception):
     pass
 
 
+class _LeaseLost(Exception):
+    """Another process took this registration over: this one must not touch it."""
+
+
+def _check_lease(reg: BackgroundFetchRegistration) -> None:
+    """Before each request and each irreversible step (rename, failing the record)."""
+    store = reg._manager._store
+    if reg._read_only or (store is not None and not store.holds(reg._key)):
+        raise _LeaseLost()
+
+
 class _Hashes:
     """sha256 of the body (for the record's ``sha256`` column) and the integrity hash."""
 
@@ -158,6 +169,11 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
             await _attempt(
                 reg, data, hashes, retryable and failures_without_progress < policy.retries
             )
+            return
+        except _LeaseLost:
+            from ._restore import lose_lease
+
+            lose_lease(reg._manager, reg._key)
             return
         except _IntegrityMismatch:
             integrity_failures += 1
@@ -258,6 +274,13 @@ def _restart_from_zero(reg: BackgroundFetchRegistration, data: RecordData, hashe
 def _settle_failure(
     reg: BackgroundFetchRegistration, data: RecordData, reason: str, message: str
 ) -> None:
+    try:
+        _check_lease(reg)
+    except _LeaseLost:
+        from ._restore import lose_lease
+
+        lose_lease(reg._manager, reg._key)  # the new owner decides this record's fate
+        return
     data.error = message
     reg._settle_record(data, "failure", reason)
     if not data.ready.done():
@@ -279,6 +302,7 @@ def _resumable(data: RecordData, offset: int) -> bool:
 async def _attempt(
     reg: BackgroundFetchRegistration, data: RecordData, hashes: _Hashes, retry_status: bool
 ) -> None:
+    _check_lease(reg)
     request = data.request
     headers = httpx.Headers(reg._headers)
     headers.update(request.headers)
@@ -422,6 +446,7 @@ async def _receive(
 
 async def _finish(reg: BackgroundFetchRegistration, data: RecordData, hashes: _Hashes) -> None:
     assert data.part_path is not None and data.final_path is not None
+    _check_lease(reg)
     ok = 200 <= data.status <= 299
     if ok and not hashes.matches():
         raise _IntegrityMismatch()

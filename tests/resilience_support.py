@@ -145,6 +145,9 @@ class Worker:
         assert reg is not None
         return reg
 
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
     def kill(self) -> None:
         """SIGKILL: no cleanup, no lease release, no last checkpoint."""
         if self.proc.poll() is None:

@@ -9,6 +9,7 @@ every process asked for. The lease timeout is shortened to ``LEASE_TIMEOUT`` sec
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -254,6 +255,39 @@ def test_two_processes_one_home_only_one_downloads_then_takeover(srv, tmp_path, 
     log = srv.requests_for(url)
     assert len(log) == 2 and log[1].headers["range"].startswith("bytes=")
     assert LEASE_TIMEOUT * 0.5 <= took_over <= LEASE_TIMEOUT + 3, took_over
+
+
+def test_a_stalled_owner_loses_its_lease_and_stops(srv, tmp_path, workers):
+    """The owner is frozen (SIGSTOP) longer than the lease: another process takes over.
+    When the first one wakes up it notices, stops transferring and only mirrors."""
+    home = tmp_path / "home"
+    size = 3 * MiB
+    url = srv.url("frozen.bin", size, throttle=1 * MiB)
+    a = workers({"home": str(home), "fetches": [{"id": "frozen", "urls": [url]}]})
+    a.wait_for_registration("frozen", lambda r: r["downloaded"] > 200 * KiB, 20)
+    with BackgroundFetchManager(home=home, retries=FAST) as b:
+        reg = b.get("frozen")
+        assert reg is not None and reg.read_only
+        a.signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: not reg.read_only, LEASE_TIMEOUT + 5, "the takeover")
+            wait_until(lambda: len(ranged(srv, url)) == 1, 5, "B resuming")
+        finally:
+            a.signal(signal.SIGCONT)
+        woke = a.wait_for_registration(
+            "frozen", lambda r: r["read_only"] and not r["downloading"], 10
+        )
+        assert woke["result"] == ""
+        reg.wait(30)
+        assert reg.result == "success"
+        path = reg.match_all()[0].response.path
+        assert sha256_file(path) == DataServer.sha256("frozen.bin", size)
+    mirrored = a.wait_for_registration("frozen", lambda r: r["result"], 10)
+    assert mirrored["result"] == "success"  # A never wrote its stale state over B's
+    assert len(ranged(srv, url)) == 1
+    with BackgroundFetchManager(home=home) as c:
+        assert c.registrations()[0].result == "success"
+    assert sha256_file(path) == DataServer.sha256("frozen.bin", size)
 
 
 def test_orphan_taken_over_by_exactly_one_of_two_new_processes(srv, tmp_path, workers):
