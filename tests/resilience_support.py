@@ -211,14 +211,20 @@ def _report(mgr: Any) -> dict[str, Any]:
 
 
 def worker_main(spec: dict[str, Any]) -> int:
-    from ipybgfetch import BackgroundFetchManager, RetryPolicy
+    from ipybgfetch import BackgroundFetchManager, Request, RetryPolicy
 
     policy = RetryPolicy(**spec.get("retries", {"backoff": 0.05, "max_backoff": 0.5}))
     mgr = BackgroundFetchManager(
         home=spec["home"], retries=policy, auto_resume=spec.get("auto_resume", True)
     )
     for f in spec.get("fetches", []):
-        mgr.fetch(f["id"], f["urls"], headers=f.get("headers"), dest=f.get("dest"))
+        requests = [
+            u
+            if isinstance(u, str)
+            else Request(u["url"], method=u["method"], body=b"u" * u["body_size"])
+            for u in f["urls"]
+        ]
+        mgr.fetch(f["id"], requests, headers=f.get("headers"), dest=f.get("dest"))
         if f.get("wait"):
             mgr.get(f["id"]).wait(30)  # type: ignore[union-attr]
     if not spec.get("fetches"):

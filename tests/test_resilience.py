@@ -511,6 +511,41 @@ def test_pause_and_resume_continue_from_the_bytes_on_disk(srv, mgr):
     assert log[1].bytes_sent == size - at_pause
 
 
+def test_pause_and_resume_many_records(srv, mgr):
+    """Pause mid-way through 12 records (6 connections per host): every unfinished one
+    resumes from its own .part; finished ones are not fetched again."""
+    size = 600 * KiB
+    urls = [srv.url(f"multi{i}.bin", size + i, throttle=3 * MiB) for i in range(12)]
+    reg = mgr.fetch("multi", urls)
+    wait_until(lambda: reg.downloaded > 1 * MiB, 10, "some bytes")
+    assert reg.pause()
+    states = {r.request.url: r.state for r in reg.match_all()}
+    assert "paused" in states.values()
+    on_disk = {r.request.url: r._data.downloaded for r in reg.match_all()}
+    assert reg.resume()
+    reg.wait(30)
+    assert reg.result == "success"
+    for i, (url, record) in enumerate(zip(urls, reg.match_all(), strict=True)):
+        assert_file(record, f"multi{i}.bin", size + i)
+        log = srv.requests_for(url)
+        if states[url] == "success":
+            assert len(log) == 1
+        elif on_disk[url]:
+            assert log[-1].headers["range"] == f"bytes={on_disk[url]}-"
+
+
+def test_redirected_download_resumes(srv, mgr):
+    size = 300 * KiB
+    url = srv.url("moved.bin", size, redirect=2, drop_after=100 * KiB, drop_times=1)
+    reg = mgr.fetch("moved", url).wait(20)
+    record = only_record(reg)
+    assert_file(record, "moved.bin", size)
+    assert record.response.url != url  # the final URL of the chain
+    log = srv.requests_for("/gen/307200/moved.bin")
+    assert sum(r.bytes_sent for r in log if r.status in (200, 206)) == size
+    assert [r.status for r in log if r.status in (200, 206)] == [200, 206]
+
+
 def test_abort_while_paused(srv, mgr):
     url = srv.url("pause-abort.bin", 2 * MiB, throttle=4 * MiB)
     reg = mgr.fetch("pause-abort", url)

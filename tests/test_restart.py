@@ -5,6 +5,7 @@ A *worker* (``tests/resilience_support.py`` run as a script) opens a
 ``DataServer`` that runs in this test process, so the server's request log shows what
 every process asked for. The lease timeout is shortened to ``LEASE_TIMEOUT`` seconds
 (``IPYBGFETCH_LEASE_TIMEOUT``) in every process so takeovers happen within a second or two.
+Tests that start worker processes are marked ``slow`` (2-5 s each); they run by default.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def part_size(home: Path, id: str, name: str) -> int:
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kill9_mid_download_then_a_new_process_resumes_from_the_part(srv, tmp_path, workers):
     home = tmp_path / "home"
     size = 3 * MiB
@@ -126,6 +128,7 @@ def test_kill9_mid_download_then_a_new_process_resumes_from_the_part(srv, tmp_pa
     assert took < LEASE_TIMEOUT + 8
 
 
+@pytest.mark.slow
 def test_kill9_then_a_new_worker_finishes_it(srv, tmp_path, workers):
     """Both processes are workers: the second one has no fetches of its own, it only
     restores the home and finishes what the first left."""
@@ -145,6 +148,7 @@ def test_kill9_then_a_new_worker_finishes_it(srv, tmp_path, workers):
     assert srv.bytes_sent_for(url) < size + 1 * MiB  # at most what sat in socket buffers
 
 
+@pytest.mark.slow
 def test_kill9_auto_resume_off_waits_paused(srv, tmp_path, workers):
     home = tmp_path / "home"
     size = 2 * MiB
@@ -168,6 +172,7 @@ def test_kill9_auto_resume_off_waits_paused(srv, tmp_path, workers):
     assert len(ranged(srv, url)) == 1
 
 
+@pytest.mark.slow
 def test_kill9_while_paused_stays_paused(srv, tmp_path, workers):
     home = tmp_path / "home"
     url = srv.url("paused.bin", 2 * MiB, throttle=2 * MiB)
@@ -195,28 +200,26 @@ def test_kill9_while_paused_stays_paused(srv, tmp_path, workers):
         assert reg.wait(20).result == "success"
 
 
+@pytest.mark.slow
 def test_upload_interrupted_by_kill9_fails_clearly(srv, tmp_path, workers):
-    """Request bodies are not stored: an interrupted POST cannot resume; it says so."""
+    """Request bodies are not stored: an interrupted POST cannot resume; it says so,
+    and the new process does not send it again."""
     home = tmp_path / "home"
-    script = {
-        "home": str(home),
-        "fetches": [{"id": "up", "urls": [srv.url("slow-download.bin", 2 * MiB, throttle=MiB)]}],
-    }
-    w = workers(script)
+    url = srv.echo_url(throttle=MiB, tag="kill9-post")
+    post = {"url": url, "method": "POST", "body_size": 2 * MiB}
+    w = workers({"home": str(home), "fetches": [{"id": "up", "urls": [post]}]})
     w.wait_for_registration("up", lambda r: r["downloaded"] > 100 * KiB, 20)
     w.kill()
-    # Turn the stored request into a POST (as if it had been one): restore must not resend.
-    import sqlite3
-
-    db = sqlite3.connect(home / "state.sqlite3")
-    db.execute("UPDATE records SET method = 'POST', has_body = 1")
-    db.commit()
-    db.close()
+    assert len(srv.requests_for(url)) == 1
     with BackgroundFetchManager(home=home, retries=FAST) as mgr:
-        reg = mgr.get("up") or mgr.registrations()[0]
+        reg = mgr.registrations()[0]
         reg.wait(10)
         assert (reg.result, reg.failure_reason) == ("failure", "fetch-error")
-        assert "cannot be resumed" in reg.match_all(ignore_method=True)[0].error
+        record = reg.match_all()[0]
+        assert record.request.method == "POST"
+        assert "cannot be resumed" in record.error
+        assert files_under(home / "files" / "up") == {}
+    assert len(srv.requests_for(url)) == 1
 
 
 # ------------------------------------------------------------------------------------------
@@ -224,6 +227,7 @@ def test_upload_interrupted_by_kill9_fails_clearly(srv, tmp_path, workers):
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_processes_one_home_only_one_downloads_then_takeover(srv, tmp_path, workers):
     home = tmp_path / "home"
     size = 3 * MiB
@@ -257,6 +261,7 @@ def test_two_processes_one_home_only_one_downloads_then_takeover(srv, tmp_path, 
     assert LEASE_TIMEOUT * 0.5 <= took_over <= LEASE_TIMEOUT + 3, took_over
 
 
+@pytest.mark.slow
 def test_a_stalled_owner_loses_its_lease_and_stops(srv, tmp_path, workers):
     """The owner is frozen (SIGSTOP) longer than the lease: another process takes over.
     When the first one wakes up it notices, stops transferring and only mirrors."""
@@ -290,6 +295,7 @@ def test_a_stalled_owner_loses_its_lease_and_stops(srv, tmp_path, workers):
     assert sha256_file(path) == DataServer.sha256("frozen.bin", size)
 
 
+@pytest.mark.slow
 def test_orphan_taken_over_by_exactly_one_of_two_new_processes(srv, tmp_path, workers):
     home = tmp_path / "home"
     size = 2 * MiB
@@ -336,6 +342,7 @@ def test_clean_shutdown_hands_over_without_waiting_for_the_lease(srv, tmp_path):
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_restored_registration_with_credentials_waits_for_them(srv, tmp_path, workers):
     home = tmp_path / "home"
     token = "Bearer TOPSECRET-" + "q" * 30
@@ -460,6 +467,7 @@ def test_stopped_with_every_byte_on_disk_finishes_without_downloading(srv, tmp_p
     assert files_under(home / "files" / "complete") == {f"complete-{moment}.bin": size}
 
 
+@pytest.mark.slow
 def test_a_corrupted_part_from_a_dead_process_is_caught(srv, tmp_path, workers):
     """Integrity after resume in a new process: the whole file is checked; a bad .part
     is downloaded again (once) and the record succeeds."""
