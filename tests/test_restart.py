@@ -495,3 +495,23 @@ def test_a_corrupted_part_from_a_dead_process_is_caught(srv, tmp_path, workers):
     log = srv.requests_for(url)
     assert log[-2].headers["range"].startswith("bytes=")  # resumed from the part...
     assert "range" not in log[-1].headers  # ...caught by the whole-file check, fetched again
+
+
+def test_restored_registration_with_an_auth_object_waits_for_it(srv, tmp_path):
+    import httpx
+
+    home = tmp_path / "home"
+    url = srv.url("authobj.bin", 2 * MiB, throttle=2 * MiB)
+    with BackgroundFetchManager(home=home, retries=FAST) as first:
+        reg = first.fetch("authobj", url, auth=httpx.BasicAuth("ann", "AUTHOBJSECRET"))
+        wait_until(lambda: reg.downloaded > 100 * KiB, 10, "some bytes")
+    sent = srv.requests_for(url)[0].headers["authorization"]
+    with BackgroundFetchManager(home=home, retries=FAST) as second:
+        reg2 = second.get("authobj")
+        assert reg2.state == "needs-credentials"
+        assert reg2.resume(auth=httpx.BasicAuth("ann", "AUTHOBJSECRET"))
+        assert reg2.wait(20).result == "success"
+    last = srv.requests_for(url)[-1]
+    assert last.headers["authorization"] == sent and last.headers["range"].startswith("bytes=")
+    blobs = b"".join(p.read_bytes() for p in home.glob("state.sqlite3*"))
+    assert b"AUTHOBJSECRET" not in blobs and sent.split()[1].encode() not in blobs
