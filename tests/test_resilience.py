@@ -320,6 +320,42 @@ def test_progress_resets_the_retry_budget(srv, mgr):
     assert srv.bytes_sent_for(url) == size
 
 
+def test_manager_wide_policy_applies_to_every_fetch(srv, tmp_path):
+    policy = RetryPolicy(retries=1, backoff=0.01, read_timeout=0.3)
+    with BackgroundFetchManager(home=tmp_path / "h", retries=policy) as m:
+        stalled = srv.url("mgr-stall.bin", 50 * KiB, stall=3, stall_after=10 * KiB, stall_times=1)
+        failing = srv.url("mgr-503.bin", 100, status=503)
+        reg = m.fetch("mgr-policy", [stalled, failing]).wait(10)
+        ok, bad = reg.match_all()
+        assert ok.state == "success" and ok.attempts == 2
+        assert bad.response.status == 503 and bad.attempts == 2
+    with BackgroundFetchManager(home=tmp_path / "h2", retries=0) as m:
+        url = srv.url("mgr-int.bin", 100, status=500, status_times=1)
+        record = only_record(m.fetch("int-policy", url).wait(10))
+        assert record.attempts == 1 and record.response.status == 500
+
+
+def test_backoff_grows_with_jitter_and_retry_after_parses():
+    from ipybgfetch._retry import parse_retry_after
+
+    policy = RetryPolicy(backoff=1.0, max_backoff=8.0)
+    for failures, (low, high) in {1: (0.5, 1), 2: (1, 2), 3: (2, 4), 4: (4, 8), 9: (4, 8)}.items():
+        delays = {policy.delay(failures) for _ in range(50)}
+        assert all(low <= d <= high for d in delays)
+        assert len(delays) > 1  # jitter
+    assert policy.delay(3, retry_after=7) == 7
+    assert RetryPolicy(max_retry_after=2).delay(1, retry_after=60) == 2
+    assert parse_retry_after("120") == 120
+    now = 1_700_000_000
+    assert parse_retry_after("Tue, 14 Nov 2023 22:13:40 GMT", now=now) == 20
+    assert parse_retry_after("Tue, 14 Nov 2023 22:13:00 GMT", now=now) == 0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    with pytest.raises(ValueError):
+        RetryPolicy(retries=-1)
+    with pytest.raises(TypeError):
+        BackgroundFetchManager(retries="3")  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------------------------------
 # Stalls, truncation
 # ------------------------------------------------------------------------------------------
