@@ -667,8 +667,13 @@ BgFetchMagics.bgfetch.__doc__ = _HELP
 
 
 def load_ipython_extension(ipython: InteractiveShell) -> None:
-    """``%load_ext ipybgfetch``: register ``%bgfetch`` and ``%%bgfetch``."""
+    """``%load_ext ipybgfetch``: register ``%bgfetch`` and ``%%bgfetch``.
+
+    It also starts the default manager, so registrations an earlier kernel left
+    unfinished resume now (unless ``IPYBGFETCH_AUTO_RESUME=0``).
+    """
     ipython.register_magics(BgFetchMagics)
+    _manager().registrations()
 
 
 def unload_ipython_extension(ipython: InteractiveShell) -> None:

@@ -4,11 +4,13 @@ the database and the registrations; and ``manager()``, the process-wide default 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from ._events import (
 from ._exceptions import FetchError, InvalidStateError, QuotaExceededError
 from ._models import Request
 from ._names import NameReservations, safe_filename
+from ._output import output_to
 from ._records import RecordData
 from ._registration import BackgroundFetchRegistration, _check_icons, free_space
 from ._retry import RetryPolicy
@@ -103,15 +106,20 @@ class BackgroundFetchManager:
 
     # -- life cycle ------------------------------------------------------------------------
     def _ensure_started(self) -> None:
+        if self._closed:
+            raise InvalidStateError(
+                "this manager was closed; its unfinished registrations stay resumable: "
+                "create a new BackgroundFetchManager (or call ipybgfetch.manager()) on the "
+                "same home to continue them"
+            )
         if self._started:
             return
         with self._lock:
             if self._started:
                 return
-            if self._closed:
-                raise InvalidStateError("this manager was closed; create a new one")
             self._engine.run(self._startup())
             self._started = True
+            atexit.register(_close_at_exit, weakref.ref(self))
 
     async def _startup(self) -> None:
         self._store = Store(self.home / "state.sqlite3")
@@ -141,6 +149,8 @@ class BackgroundFetchManager:
             if not reg._read_only:
                 reg._checkpoint(force=True)
                 self._store_release(reg._key)
+            if not reg.settled:
+                reg._state = "paused"  # resumable by the next manager on this home
         if self._http is not None:
             await self._http.aclose()
         if self._store is not None:
@@ -186,7 +196,7 @@ class BackgroundFetchManager:
         merged_headers = _headers(headers)
         policy = RetryPolicy.coerce(retries, self._policy)
         self._ensure_started()
-        folder = self._destination(id, dest)
+        folder = self._destination(id, dest, create=False)
         with self._lock:
             if id in self.get_ids():
                 raise FetchError(
@@ -199,6 +209,7 @@ class BackgroundFetchManager:
                     f"download_total is {format_size(total)} but only {format_size(free)} "
                     f"is free at {folder}; free some space or pick another dest"
                 )
+            self._destination(id, dest, create=True)
             reg = BackgroundFetchRegistration(
                 self,
                 key=uuid.uuid4().hex,
@@ -323,14 +334,18 @@ class BackgroundFetchManager:
         if isinstance(event, BackgroundFetchUpdateUIEvent):
             event._dispatching = True
         try:
-            for handler in self._listeners.get(event.type):
-                try:
-                    handler(event)
-                except Exception as exc:
-                    self._callbacks.report(exc, handler)
+            with output_to(event.registration._output_target):
+                self._call_handlers(event)
         finally:
             if isinstance(event, BackgroundFetchUpdateUIEvent):
                 event._dispatching = False
+
+    def _call_handlers(self, event: BackgroundFetchEvent) -> None:
+        for handler in self._listeners.get(event.type):
+            try:
+                handler(event)
+            except Exception as exc:
+                self._callbacks.report(exc, handler)
 
     def _add_change_listener(self, cb: Callable[[BackgroundFetchRegistration], Any]) -> None:
         with self._lock:
@@ -373,13 +388,23 @@ class BackgroundFetchManager:
             sem = self._semaphores[key] = asyncio.Semaphore(self._per_host)
         return sem
 
-    def _destination(self, id: str, dest: str | os.PathLike[str] | None) -> Path:
+    def _destination(self, id: str, dest: str | os.PathLike[str] | None, *, create: bool) -> Path:
         if dest is None:
             folder = self.home / "files" / safe_filename(id, default="fetch")
         else:
             if not isinstance(dest, (str, os.PathLike)):
                 raise FetchError(f"dest must be a folder path, got {type(dest).__name__}")
             folder = Path(dest).expanduser().absolute()
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not create:
+            if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+                raise FetchError(
+                    f"cannot create the destination folder {folder}: {probe} is not a "
+                    "writable folder; pass dest= a folder you can write to"
+                )
+            return folder
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -552,14 +577,26 @@ def _headers(headers: Any) -> httpx.Headers:
         raise FetchError(f"headers must be a mapping of str to str: {exc}") from None
 
 
+def _close_at_exit(ref: weakref.ref[BackgroundFetchManager]) -> None:
+    """At interpreter exit: checkpoint and release leases, so the next kernel resumes at once."""
+    mgr = ref()
+    if mgr is not None:
+        mgr.close()
+
+
 _default: BackgroundFetchManager | None = None
 _default_lock = threading.Lock()
 
 
 def manager() -> BackgroundFetchManager:
-    """The process-wide default manager (home: ``$IPYBGFETCH_HOME`` or the user data dir)."""
+    """The process-wide default manager.
+
+    Its home is ``$IPYBGFETCH_HOME`` or the per-user data folder. It resumes unfinished
+    registrations of earlier kernels when it starts, unless ``IPYBGFETCH_AUTO_RESUME=0``.
+    """
     global _default
     with _default_lock:
         if _default is None or _default._closed:
-            _default = BackgroundFetchManager()
+            auto = os.environ.get("IPYBGFETCH_AUTO_RESUME", "1").strip().lower()
+            _default = BackgroundFetchManager(auto_resume=auto not in ("0", "false", "no", "off"))
         return _default

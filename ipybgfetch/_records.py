@@ -94,7 +94,7 @@ class RecordData:
             "method": self.request.method,
             "state": self.state,
             "status": self.status or None,
-            "ok": 200 <= self.status <= 299,
+            "ok": self.state == "success",
             "bytes": self.downloaded,
             "content_type": self.response_headers.get("content-type"),
             "path": str(self.final_path)
@@ -194,12 +194,21 @@ class BackgroundFetchRecord(Mapping[str, Any]):
 
     # -- data workflows -------------------------------------------------------------------
     def _body_path(self) -> Path:
+        """The body of a record that succeeded; a clear error for any other record."""
         response = self.response
         if response is None:
             raise InvalidStateError(
-                f"{self.request.url} has no response yet; wait for the registration first"
+                f"{self.request.url} has no response yet ({self._data.error or self.state}); "
+                "wait for the registration first"
             )
-        return response._complete_path()
+        path = response._complete_path()
+        if self._data.state != "success":
+            raise InvalidStateError(
+                f"{self.request.url} did not succeed (HTTP {response.status}, "
+                f"{self._data.error or self.state}): its body is not your data. Read it with "
+                "record.response.text(), or skip failed records with records.successful()"
+            )
+        return path
 
     def to_pandas(self, **kwargs: Any) -> pandas.DataFrame:
         """Read the body as a DataFrame (by Content-Type, then extension; compressed too)."""
@@ -248,6 +257,14 @@ class RecordList(list[BackgroundFetchRecord]):
     def __getitem__(self, i: Any) -> Any:
         result = super().__getitem__(i)
         return RecordList(result) if isinstance(i, slice) else result
+
+    def successful(self) -> RecordList:
+        """Only the records that succeeded (2xx, complete, verified)."""
+        return RecordList(r for r in self if r._data.state == "success")
+
+    def failed(self) -> RecordList:
+        """Only the records that failed or were aborted."""
+        return RecordList(r for r in self if r._data.state in ("failure", "aborted"))
 
     def rows(self) -> list[dict[str, Any]]:
         return [r._data.row() for r in self]

@@ -22,6 +22,7 @@ import httpx
 from ._events import BackgroundFetchEvent, ListenerSet
 from ._exceptions import AbortError, FetchError, InvalidStateError, NeedsCredentialsError
 from ._models import Request
+from ._output import output_target, output_to
 from ._records import (
     BackgroundFetchRecord,
     RecordData,
@@ -101,6 +102,7 @@ class BackgroundFetchRegistration:
         self._last_progress = 0.0
         self._last_checkpoint = 0.0
         self._dirty: set[int] = set()
+        self._output_target = output_target()  # the cell that started it gets its output
         self._samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=50)
 
     # -- the spec's attributes -----------------------------------------------------------
@@ -191,6 +193,11 @@ class BackgroundFetchRegistration:
         return self._manager._engine.run(self._resume(headers, auth))
 
     def _check_writable(self, what: str) -> None:
+        if self._manager._closed:
+            raise InvalidStateError(
+                f"cannot {what}() {self._id!r}: its manager was closed. Unfinished "
+                "registrations stay resumable: a new manager on the same home picks them up"
+            )
         if self._read_only:
             raise InvalidStateError(
                 f"registration {self._id!r} is being downloaded by another process "
@@ -202,6 +209,10 @@ class BackgroundFetchRegistration:
         """Block the calling thread until settled (and its event handlers ran)."""
         from ._events import CallbackThread
 
+        if self._manager._closed and not self._settled_state.is_set():
+            raise InvalidStateError(
+                f"registration {self._id!r} cannot settle here: its manager was closed"
+            )
         event = self._done
         dispatcher: CallbackThread = self._manager._callbacks
         if dispatcher.is_current():
@@ -298,6 +309,7 @@ class BackgroundFetchRegistration:
             order = interesting + [d for d in records if d.state not in ("active", "failure")]
         shown = order[:SNAPSHOT_RECORDS]
         return {
+            "key": self._key,
             "id": self._id,
             "title": self._title,
             "icons": self.icons,
@@ -598,11 +610,12 @@ class BackgroundFetchRegistration:
     def _dispatch_progress(self, snapshot: dict[str, Any] | None) -> None:
         """On the callback thread: run progress listeners, then the manager's."""
         event = BackgroundFetchEvent("progress", self)
-        for cb in self._listeners.get("progress"):
-            try:
-                cb(event)
-            except Exception as exc:
-                self._manager._callbacks.report(exc, cb)
+        with output_to(self._output_target):
+            for cb in self._listeners.get("progress"):
+                try:
+                    cb(event)
+                except Exception as exc:
+                    self._manager._callbacks.report(exc, cb)
         self._manager._notify_change(self)
 
     # -- persistence -----------------------------------------------------------------------

@@ -94,6 +94,7 @@ def _build(
         policy=mgr._policy,
         created=row["created"],
     )
+    reg._output_target = None  # no starting cell in this kernel: output goes to the latest
     reg._upload_total = row["upload_total"]
     _refresh(reg, row, records)
     for d in reg._records:

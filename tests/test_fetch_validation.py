@@ -161,3 +161,10 @@ def test_default_manager_is_a_singleton(monkeypatch, tmp_path):
         assert a.home == tmp_path / "h"
     finally:
         a.close()
+
+
+def test_quota_error_creates_no_folder(mgr, server, tmp_path):
+    dest = tmp_path / "never" / "made"
+    with pytest.raises(QuotaExceededError):
+        mgr.fetch("q", [server.url("a", 1)], download_total=2**62, dest=dest)
+    assert not (tmp_path / "never").exists()

@@ -216,9 +216,6 @@ def test_output_from_threads(kernel: KernelSession) -> None:
         assert "PLAIN" in a.stdout and "PLAIN" not in b.stdout
 
 
-@pytest.mark.xfail(
-    reason="the engine's callback thread does not use _magic.output_to yet", strict=False
-)
 def test_event_handler_output_goes_to_the_starting_cell(
     kernel: KernelSession, server: DataServer
 ) -> None:

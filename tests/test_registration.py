@@ -330,3 +330,43 @@ def test_repr_is_one_line_status(mgr, server):
     reg = mgr.fetch("repr", [server.url("r.bin", 2048)]).wait(10)
     text = repr(reg)
     assert "\n" not in text and "'repr'" in text and "success" in text and "100%" in text
+
+
+def test_closed_manager_gives_clear_errors_and_keeps_work_resumable(tmp_path, server):
+    from ipybgfetch import BackgroundFetchManager
+
+    home = tmp_path / "h"
+    first = BackgroundFetchManager(home=home)
+    reg = first.fetch("c", [server.url("c.bin", 3_000_000, throttle=1_000_000)])
+    while reg.downloaded == 0:
+        time.sleep(0.01)
+    first.close()
+    assert reg.state == "paused"
+    for call in (reg.abort, reg.pause, reg.resume, reg.wait):
+        with pytest.raises(InvalidStateError, match="manager was closed"):
+            call()
+    with pytest.raises(InvalidStateError, match="closed"):
+        first.fetch("d", [server.url("d", 1)])
+    assert list(reg.dest.glob("*.part"))  # the bytes are kept for the next manager
+    with BackgroundFetchManager(home=home) as second:
+        again = next(r for r in second.registrations() if r.id == "c")
+        again.wait(20)
+        assert again.result == "success"
+        assert again.match_all()[0]["sha256"] == server.sha256("c.bin", 3_000_000)
+
+
+def test_failed_records_are_not_read_as_data(mgr, server):
+    server.add_file("/t.csv", b"a,b\n1,2\n", content_type="text/csv")
+    reqs = [server.base_url + "/t.csv", server.url("missing.csv", 10, status=404)]
+    records = mgr.fetch("frames", reqs).wait(10).match_all()
+    with pytest.raises(InvalidStateError, match="did not succeed"):
+        records[1].to_pandas()
+    with pytest.raises(InvalidStateError, match=r"records\.successful\(\)"):
+        records.to_pandas(concat=True)
+    ok = records.successful()
+    assert len(ok) == 1 and len(records.failed()) == 1
+    frame = ok.to_pandas(concat=True)
+    assert list(frame.columns) == ["source_url", "a", "b"]
+    table = records.to_pandas()
+    assert table["ok"].tolist() == [True, False]
+    assert table["status"].tolist() == [200, 404]
