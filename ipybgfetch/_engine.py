@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 __all__ = ["Engine"]
 
 T = TypeVar("T")
+log = logging.getLogger("ipybgfetch")
 
 
 class Engine:
@@ -28,6 +30,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()  # strong references to every task
+        self.on_error: Callable[[BaseException, str], Any] | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -75,8 +78,16 @@ class Engine:
         """Create a task on the engine loop (engine thread only), keeping a strong reference."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("ipybgfetch: engine task %s failed", task.get_name(), exc_info=exc)
+            if self.on_error is not None:
+                self.on_error(exc, task.get_name())
 
     def close(self, timeout: float = 5.0) -> None:
         """Cancel every task and stop the thread."""

@@ -8,6 +8,7 @@ a notebook shows under the cell), never swallowed and never fatal.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import sys
@@ -73,8 +74,8 @@ class BackgroundFetchUpdateUIEvent(BackgroundFetchEvent):
                 "update_ui() was already called for this event; pass title and icons "
                 "together in a single call."
             )
+        self.registration._update_ui(title=title, icons=icons)  # validates first
         self._ui_updated = True
-        self.registration._update_ui(title=title, icons=icons)
 
 
 class ListenerSet:
@@ -128,7 +129,7 @@ class CallbackThread:
         self._name = name
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self.errors: list[BaseException] = []
+        self.errors: collections.deque[BaseException] = collections.deque(maxlen=100)
 
     def is_current(self) -> bool:
         return self._thread is not None and threading.current_thread() is self._thread

@@ -606,6 +606,11 @@ def _run(command: Command) -> Any:
                 f"background (%{MAGIC_NAME} abort {command.id} stops it)."
             )
             raise
+        except TimeoutError as exc:
+            raise UsageError(
+                f"{exc}\nThe download continues in the background; wait again, e.g. "
+                f"%{MAGIC_NAME} wait {command.id} --timeout 600"
+            ) from None
         return reg
     raise AssertionError(f"unhandled verb {command.verb!r}")  # pragma: no cover
 

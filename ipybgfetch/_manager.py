@@ -91,6 +91,7 @@ class BackgroundFetchManager:
         self._client_options = dict(client_options or {})
         self._engine = Engine()
         self._callbacks = CallbackThread()
+        self._engine.on_error = self._callbacks.report
         self._listeners = ListenerSet(MANAGER_EVENTS)
         self._change_listeners: list[Callable[[BackgroundFetchRegistration], Any]] = []
         self._names = NameReservations()
@@ -132,8 +133,10 @@ class BackgroundFetchManager:
             return
         self._closed = True
         if self._started:
-            with contextlib.suppress(Exception):
+            try:
                 self._engine.run(self._shutdown(), timeout=10)
+            except Exception as exc:  # say so, and still stop the threads
+                self._callbacks.report(exc, self.close)
         self._engine.close()
         self._callbacks.stop()
 
@@ -151,6 +154,7 @@ class BackgroundFetchManager:
                 self._store_release(reg._key)
             if not reg.settled:
                 reg._state = "paused"  # resumable by the next manager on this home
+                reg._wake_waiters_on_close()
         if self._http is not None:
             await self._http.aclose()
         if self._store is not None:
@@ -191,7 +195,7 @@ class BackgroundFetchManager:
         reqs = [Request.coerce(item) for item in items]
         if not isinstance(title, str):
             raise FetchError(f"title must be a str, got {type(title).__name__}")
-        icon_list = _check_icons(list(icons))
+        icon_list = _check_icons(icons)
         total = _download_total(download_total)
         merged_headers = _headers(headers)
         policy = RetryPolicy.coerce(retries, self._policy)

@@ -359,8 +359,13 @@ def request_matches(
     ignore_search: bool = False,
     ignore_method: bool = False,
     ignore_vary: bool = False,
+    sent_headers: httpx.Headers | None = None,
 ) -> bool:
-    """The service-worker "request matches cached item" rule."""
+    """The service-worker "request matches cached item" rule.
+
+    ``sent_headers`` are the registration-wide headers that went out with the stored
+    request (its own headers take precedence), for comparing ``Vary``.
+    """
     stored = data.request
     if not ignore_method and (stored.method != "GET" or query.method != "GET"):
         return False
@@ -376,6 +381,9 @@ def request_matches(
             continue
         if name == "*":
             return False
-        if query.headers.get(name) != stored.headers.get(name):
+        sent = stored.headers.get(name)
+        if sent is None and sent_headers is not None:
+            sent = sent_headers.get(name)
+        if query.headers.get(name) != sent:
             return False
     return True

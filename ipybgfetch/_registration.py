@@ -207,17 +207,16 @@ class BackgroundFetchRegistration:
 
     def wait(self, timeout: float | None = None) -> BackgroundFetchRegistration:
         """Block the calling thread until settled (and its event handlers ran)."""
-        from ._events import CallbackThread
-
-        if self._manager._closed and not self._settled_state.is_set():
-            raise InvalidStateError(
-                f"registration {self._id!r} cannot settle here: its manager was closed"
-            )
         event = self._done
-        dispatcher: CallbackThread = self._manager._callbacks
-        if dispatcher.is_current():
+        if self._manager._callbacks.is_current():
             event = self._settled_state  # a handler waiting for its own event's end
-        if not event.wait(timeout):
+        woke = self._manager._closed or event.wait(timeout)
+        if self._manager._closed and not self.settled:
+            raise InvalidStateError(
+                f"registration {self._id!r} cannot settle here: its manager was closed "
+                "(it stays resumable by a new manager on the same home)"
+            )
+        if not woke:
             raise TimeoutError(
                 f"registration {self._id!r} is still {self._state} after {timeout} s "
                 f"({self._downloaded} bytes downloaded); wait longer or abort() it"
@@ -281,33 +280,38 @@ class BackgroundFetchRegistration:
                 ignore_search=ignore_search,
                 ignore_method=ignore_method,
                 ignore_vary=ignore_vary,
+                sent_headers=self._headers,
             )
         )
 
     # -- display ----------------------------------------------------------------------------
+    def _expected_bytes(self) -> int | None:
+        """The sum of the records' sizes once every size is known, else None."""
+        expected = 0
+        for d in self._records:
+            if d.total is None:
+                return None
+            expected += d.total
+        if expected == 0 and self._records and not self.settled:
+            return None
+        return expected
+
     def _snapshot(self) -> dict[str, Any]:
         records = self._records
-        expected: int | None = 0
-        for d in records:
-            if d.total is None:
-                expected = None
-                break
-            expected += d.total  # type: ignore[operator]
-        if expected == 0 and records and not self.settled:
-            expected = None
+        expected = self._expected_bytes()
         speed = self._speed()
         remaining_total = self._download_total or expected
         eta = None
         if speed > 0 and remaining_total and not self.settled:
             eta = max(0.0, (remaining_total - self._downloaded) / speed)
-        order = sorted(
-            records[: SNAPSHOT_RECORDS * 5] if len(records) > SNAPSHOT_RECORDS * 5 else records,
-            key=lambda d: (d.state not in ("active", "failure"), d.index),
-        )
-        if len(records) > SNAPSHOT_RECORDS * 5:
-            interesting = [d for d in records if d.state in ("active", "failure")]
-            order = interesting + [d for d in records if d.state not in ("active", "failure")]
-        shown = order[:SNAPSHOT_RECORDS]
+        # active and failed records first, then the rest, each in request order
+        interesting = [d for d in records if d.state in ("active", "failure")]
+        shown = interesting[:SNAPSHOT_RECORDS]
+        for d in records:
+            if len(shown) >= SNAPSHOT_RECORDS:
+                break
+            if d.state not in ("active", "failure"):
+                shown.append(d)
         return {
             "key": self._key,
             "id": self._id,
@@ -365,7 +369,7 @@ class BackgroundFetchRegistration:
     def __repr__(self) -> str:
         from ._sizes import format_size
 
-        total = self._download_total or self._snapshot()["expected_bytes"]
+        total = self._download_total or self._expected_bytes()
         done = format_size(self._downloaded)
         if total:
             pct = f" ({100 * self._downloaded / total:.0f}%)"
@@ -449,6 +453,7 @@ class BackgroundFetchRegistration:
         if self.settled or self._stopping:
             return
         self._stopping = True
+        self._queue.clear()  # no worker picks up another record meanwhile
         self._manager._engine.spawn(self._stop_all(culprit, reason, message))
 
     async def _stop_all(self, culprit: RecordData | None, reason: str, message: str) -> None:
@@ -502,9 +507,12 @@ class BackgroundFetchRegistration:
         self._state = "paused"
         self._queue.clear()
         tasks = list(self._tasks)
+        self._tasks.clear()  # a resume() during the wait below starts fresh workers
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._state != "paused":
+            return True  # resumed (or stopped) while the workers were winding down
         for d in self._records:
             if not d.settled:
                 d.state = "paused"
@@ -543,9 +551,12 @@ class BackgroundFetchRegistration:
         if self._progress_handle is not None:
             self._progress_handle.cancel()
             self._progress_handle = None
-        self._checkpoint(force=True)
-        self._persist_registration()
-        self._manager._store_release(self._key)
+        try:
+            self._checkpoint(force=True)
+            self._persist_registration()
+            self._manager._store_release(self._key)
+        except Exception as exc:  # e.g. the disk holding the database is full
+            self._manager._callbacks.report(exc, self._settle)
         self._settled_state.set()
         event_type = {
             "success": "backgroundfetchsuccess",
@@ -554,9 +565,22 @@ class BackgroundFetchRegistration:
         # The final progress event (for the result change), then the manager's event,
         # then wake the waiters: all in order on the callback thread.
         callbacks = self._manager._callbacks
-        callbacks.post(self._dispatch_progress, self._snapshot())
+        callbacks.post(self._dispatch_progress)
         callbacks.post(self._manager._dispatch_settled, self, event_type)
         callbacks.post(self._mark_done)
+
+    def _wake_waiters_on_close(self) -> None:
+        """The manager closed before this registration settled: nobody waits forever."""
+        error = InvalidStateError(
+            f"registration {self._id!r} did not settle: its manager was closed (it stays "
+            "resumable by a new manager on the same home)"
+        )
+        for d in self._records:
+            if not d.ready.done():
+                d.ready.set_exception(error)
+        if not self._done_future.done():
+            self._done_future.set_exception(error)
+        self._done.set()  # wait() wakes, sees the closed manager and raises
 
     def _mark_done(self) -> None:
         self._done.set()
@@ -605,9 +629,9 @@ class BackgroundFetchRegistration:
         self._samples.append((time.monotonic(), self._downloaded))
         self._checkpoint()
         if self._listeners.get("progress") or self._manager._has_change_listeners():
-            self._manager._callbacks.post(self._dispatch_progress, None)
+            self._manager._callbacks.post(self._dispatch_progress)
 
-    def _dispatch_progress(self, snapshot: dict[str, Any] | None) -> None:
+    def _dispatch_progress(self) -> None:
         """On the callback thread: run progress listeners, then the manager's."""
         event = BackgroundFetchEvent("progress", self)
         with output_to(self._output_target):
@@ -642,12 +666,14 @@ class BackgroundFetchRegistration:
         return self._manager._names.reserve(self._dest, name)
 
     def _update_ui(self, title: str | None, icons: Sequence[dict[str, str]] | None) -> None:
+        if title is not None and not isinstance(title, str):
+            raise TypeError(f"title must be a str, got {type(title).__name__}")
+        new_icons = _check_icons(icons) if icons is not None else None
+        # Plain attribute swaps (atomic); the database write happens on the engine.
         if title is not None:
-            if not isinstance(title, str):
-                raise TypeError(f"title must be a str, got {type(title).__name__}")
             self._title = title
-        if icons is not None:
-            self._icons = _check_icons(icons)
+        if new_icons is not None:
+            self._icons = new_icons
         self._manager._engine.call_soon(self._persist_registration)
         self._manager._notify_change(self)
 

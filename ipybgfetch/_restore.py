@@ -44,7 +44,8 @@ def restore_into(mgr: BackgroundFetchManager) -> None:
             mgr._registrations[key] = reg
             mgr._callbacks.post(mgr._notify_change, reg)
         else:
-            _refresh(reg, row, records)
+            _refresh(reg, row, records)  # a mirror: show the owner's live state
+            mgr._callbacks.post(reg._dispatch_progress)
         if row["result"]:
             _mark_settled(reg, row)
             reg._read_only = False
@@ -54,7 +55,6 @@ def restore_into(mgr: BackgroundFetchManager) -> None:
             _adopt(mgr, reg, row)
         else:
             reg._read_only = True
-    mgr._callbacks.post(lambda: None)
 
 
 def lose_lease(mgr: BackgroundFetchManager, key: str) -> None:

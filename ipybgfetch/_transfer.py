@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["RegistrationStopped", "run_record"]
 
 UPLOAD_CHUNK = 256 * 1024
+SMALL_BODY = 1024 * 1024  # bytes: re-fetched whole after a crash rather than checkpointed
 HASH_CHUNK = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _QUOTA_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
@@ -151,10 +152,6 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
     hashes = _Hashes(data.request.integrity)
     integrity_failures = 0
     failures_without_progress = 0
-    if data.started is None:
-        data.started = time.time()
-    data.state = "active"
-    reg._record_changed(data)
     if data.downloaded and data.part_path is not None:
         await _rehash_part(reg, data, hashes)
     # A request with a body (POST, PUT, PATCH...) may have had its effect on the server
@@ -287,9 +284,16 @@ def _settle_failure(
         data.ready.set_exception(FetchError(f"{data.request.url}: {message}"))
 
 
+def _validator(data: RecordData) -> str:
+    """What ``If-Range`` may carry: a strong ETag, else Last-Modified (RFC 9110 13.1.5)."""
+    if data.etag and not data.etag.startswith("W/"):
+        return data.etag
+    return data.last_modified
+
+
 def _resumable(data: RecordData, offset: int) -> bool:
     """Can the bytes on disk be continued with ``Range: bytes=offset-``?"""
-    if data.request.method != "GET" or not (data.etag or data.last_modified):
+    if data.request.method != "GET" or not _validator(data):
         return False
     if _encoding(data.response_headers.get("content-encoding")):
         return False  # offsets would count decoded bytes, ranges count encoded ones
@@ -316,7 +320,7 @@ async def _attempt(
         return
     if offset:
         headers["Range"] = f"bytes={offset}-"
-        headers["If-Range"] = data.etag or data.last_modified
+        headers["If-Range"] = _validator(data)
         if "accept-encoding" not in headers:
             headers["Accept-Encoding"] = "identity"  # byte offsets of the file itself
     content = None
@@ -325,6 +329,11 @@ async def _attempt(
         content = _upload_stream(reg, data)
 
     async with reg._host_slot(request.url):
+        if data.started is None:
+            data.started = time.time()  # when the first request goes out, not queue time
+        if data.state != "active":
+            data.state = "active"
+            reg._record_changed(data)
         client = reg._manager._client()
         http_request = client.build_request(
             request.method,
@@ -363,8 +372,9 @@ async def _receive(
     resumed = False
     if offset:
         content_range = parse_content_range(resp.headers.get("content-range"))
-        same_validator = (data.etag and etag == data.etag) or (
-            not data.etag and last_modified and last_modified == data.last_modified
+        sent = _validator(data)
+        same_validator = (sent == data.etag and etag == data.etag) or (
+            sent != data.etag and last_modified and last_modified == data.last_modified
         )
         if (
             status == 206
@@ -413,7 +423,9 @@ async def _receive(
         data.response = Response(data)
     if not data.ready.done():
         data.ready.set_result(data.response)
-    reg._record_changed(data, checkpoint=True)
+    # The name, validators and size must be on disk before the bytes, so that a killed
+    # process can resume; a small body is simply fetched again.
+    reg._record_changed(data, checkpoint=total is None or total > SMALL_BODY)
 
     assert data.part_path is not None
     mode = "r+b" if offset else "wb"

@@ -248,3 +248,14 @@ def test_fetch_from_many_threads(mgr, server):
         t.join()
     assert errors == []
     assert all(r.result == "success" for r in mgr.registrations())
+
+
+def test_weak_etags_are_not_used_for_if_range(mgr, server):
+    from ipybgfetch._records import RecordData
+    from ipybgfetch._transfer import _validator
+
+    data = RecordData("x", 0, Request(server.url("w", 1)))
+    data.etag, data.last_modified = 'W/"abc"', "Mon, 01 Jan 2024 00:00:00 GMT"
+    assert _validator(data) == "Mon, 01 Jan 2024 00:00:00 GMT"
+    data.etag = '"strong"'
+    assert _validator(data) == '"strong"'

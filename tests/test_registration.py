@@ -370,3 +370,80 @@ def test_failed_records_are_not_read_as_data(mgr, server):
     table = records.to_pandas()
     assert table["ok"].tolist() == [True, False]
     assert table["status"].tolist() == [200, 404]
+
+
+def test_pause_and_resume_racing_never_strand_the_registration(mgr, server):
+    reg = mgr.fetch("race", [server.url("race.bin", 2_000_000, throttle=4_000_000)])
+    engine = mgr._engine
+    for _ in range(5):  # a resume() arriving while pause() waits for its workers
+        paused = engine.submit(reg._pause())
+        resumed = engine.submit(reg._resume(None, None))
+        paused.result(5), resumed.result(5)
+        if reg.settled:
+            break
+        assert reg.state == "active"
+        assert reg._tasks or reg._done_count == len(reg._records)
+    reg.wait(20)
+    assert reg.result == "success"
+
+
+def test_close_wakes_every_waiter(tmp_path, server):
+    from ipybgfetch import BackgroundFetchManager
+
+    m = BackgroundFetchManager(home=tmp_path / "h")
+    url = server.url("late.bin", 100, delay=30)
+    reg = m.fetch("w", [url])
+    errors = []
+
+    def waiter():
+        try:
+            reg.wait()
+        except InvalidStateError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.2)
+    m.close()
+    t.join(5)
+    assert not t.is_alive() and errors
+    with pytest.raises(InvalidStateError):
+        reg.match(url).response_ready.result(1)
+
+    async def awaiting():
+        await reg
+
+    with pytest.raises(InvalidStateError):
+        asyncio.run(awaiting())
+
+
+def test_icons_must_be_a_list(mgr, server):
+    from ipybgfetch import FetchError
+
+    with pytest.raises(FetchError, match="icons must be a list"):
+        mgr.fetch("i", [server.url("a", 1)], icons="https://example.org/i.png")
+    with pytest.raises(FetchError, match="icons must be a list"):
+        mgr.fetch("i", [server.url("a", 1)], icons=5)
+
+
+def test_vary_compares_the_registration_headers_that_were_sent(mgr, server):
+    url = server.url("lang.json", 10, vary="Accept-Language")
+    reg = mgr.fetch("vary2", [url], headers={"Accept-Language": "fr"}).wait(10)
+    assert reg.match(Request(url, headers={"Accept-Language": "fr"})) is not None
+    assert reg.match(url) is None
+
+
+def test_a_failed_update_ui_call_does_not_use_up_the_one_allowed(mgr, server):
+    outcomes = []
+
+    def handler(event):
+        try:
+            event.update_ui(title=42)
+        except TypeError:
+            outcomes.append("rejected")
+        event.update_ui(title="fine")
+        outcomes.append("updated")
+
+    mgr.add_event_listener("backgroundfetchsuccess", handler)
+    reg = mgr.fetch("ui2", [server.url("a", 10)]).wait(10)
+    assert outcomes == ["rejected", "updated"] and reg.title == "fine"
