@@ -15,12 +15,22 @@ import contextlib
 import queue
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 SETUP = """\
 import time as _time
 import ipybgfetch as _ipybgfetch
-_mgr = _ipybgfetch.BackgroundFetchManager(home={home!r}, auto_resume=False)
+_options = {{}}
+if {variant!r}:
+    import sys as _sys
+    _sys.path.insert(0, {bench!r})
+    import _worker as _bench_worker
+    _bench_worker._apply_patches({variant!r})
+    _options = _bench_worker._variant_client_options({variant!r})
+_mgr = _ipybgfetch.BackgroundFetchManager(
+    home={home!r}, auto_resume=False, client_options=_options
+)
 _reg = None
 _done_at = []
 _mgr.add_event_listener("backgroundfetchsuccess", lambda e: _done_at.append(_time.perf_counter()))
@@ -119,11 +129,17 @@ def measure(
     gap: float = 0.01,
     idle_pings: int = 300,
     log: Any = print,
+    variant: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the download ``reps`` times in one kernel; return idle and busy ping statistics."""
+    """Run the download ``reps`` times in one kernel; return idle and busy ping statistics.
+
+    ``variant``: an experiment of ``_worker.py`` (patches and client options) applied in the
+    kernel before the manager is built.
+    """
     k = _Kernel()
     try:
-        k.execute(SETUP.format(home=home))
+        bench = str(Path(__file__).resolve().parent)
+        k.execute(SETUP.format(home=home, variant=variant or {}, bench=bench))
         for _ in range(20):  # warm up: first executes pay for lazy imports
             k.ping()
         idle: list[float] = []

@@ -6,9 +6,10 @@ server that answers with ``socket.sendfile`` (zero-copy, one thread per connecti
 says so. Both serve a folder in ``/dev/shm`` and run in their own process, so a server never
 shares a GIL with the client being measured.
 
-``DataServer`` (``python -m ipybgfetch.testing``) runs in its own process too. It generates
-content in Python and is therefore much slower than nginx (about 0.3 GB/s here): the
-benchmark uses it only for the "1d" row, which shows that ceiling.
+``DataServer`` (``python -m ipybgfetch.testing``) runs in its own process too, for the "1d"
+row. It sends 1 MiB slices of one cached block, so once warm it is no slower than nginx
+for a single stream (curl: ~0.8 s/GiB against nginx's ~1.1 s/GiB here), but it costs a
+thread per connection and Python per request, so the many-file cases use nginx.
 
 Run the built-in static server by hand: ``python benchmarks/_servers.py ROOT [PORT]``.
 """

@@ -651,8 +651,16 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
         lines.append("| execute round-trip | n | p50 ms | p99 ms | max ms |")
         lines.append("|---|---:|---:|---:|---:|")
-        for label, key in (("idle", "idle"), ("during download", "during_download")):
-            s = k[key]
+        rows = [("idle", k["idle"]), ("during download", k["during_download"])]
+        for label, kv in results.get("kernel_variants", {}).items():
+            rows.append((f"idle [{label}]", kv["idle"]))
+            rows.append(
+                (
+                    f"during download [{label}] ({kv['download_wall_s']:.2f} s)",
+                    kv["during_download"],
+                )
+            )
+        for label, s in rows:
             lines.append(
                 f"| {label} | {s['n']} | {_fmt(s.get('p50_ms'), '.1f')} "
                 f"| {_fmt(s.get('p99_ms'), '.1f')} | {_fmt(s.get('max_ms'), '.1f')} |"
@@ -934,6 +942,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"{base}/{k_rel}", sizes.kernel, str(kdir / "home"), str(kdir), reps,
                     log=log,
                 )  # fmt: skip
+                for label, variant in variants.items():
+                    log(f"  kernel with variant {label}")
+                    shutil.rmtree(kdir, ignore_errors=True)
+                    kdir.mkdir(parents=True)
+                    results.setdefault("kernel_variants", {})[label] = measure(
+                        f"{base}/{k_rel}", sizes.kernel, str(kdir / "home"), str(kdir),
+                        reps, log=log, variant=variant,
+                    )  # fmt: skip
                 shutil.rmtree(kdir, ignore_errors=True)
             else:
                 results["notes"].append("case k skipped: ipykernel/jupyter_client not installed")
