@@ -15,6 +15,7 @@ import contextlib
 import queue
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +114,34 @@ class _Kernel:
         self.drain()
         return dt, self.expr(content, "s")
 
+    @property
+    def pid(self) -> int | None:
+        proc = getattr(self.km.provisioner, "process", None)
+        return getattr(proc, "pid", None)
+
     def close(self) -> None:
         try:
             self.kc.stop_channels()
         finally:
             self.km.shutdown_kernel(now=True)
+
+
+class _LoadProbe:
+    """Other processes' CPU (in cores) between construction and ``done()``."""
+
+    def __init__(self, factory: Callable[[], Any] | None, kernel_pid: int | None) -> None:
+        from run import _pids_cpu
+
+        self._cpu = _pids_cpu
+        self.pid = kernel_pid
+        self.load = factory() if factory is not None else None
+        self.k0 = _pids_cpu([kernel_pid]) if kernel_pid else 0.0
+
+    def done(self) -> float | None:
+        if self.load is None:
+            return None
+        kernel_cpu = (self._cpu([self.pid]) if self.pid else 0.0) - self.k0
+        return float(self.load.foreign_cores(kernel_cpu))
 
 
 def measure(
@@ -130,11 +154,13 @@ def measure(
     idle_pings: int = 300,
     log: Any = print,
     variant: dict[str, Any] | None = None,
+    load_factory: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Run the download ``reps`` times in one kernel; return idle and busy ping statistics.
 
     ``variant``: an experiment of ``_worker.py`` (patches and client options) applied in the
-    kernel before the manager is built.
+    kernel before the manager is built. ``load_factory``: ``run.Load``, to record how much
+    CPU other processes used while the pings ran (the kernel's own CPU subtracted).
     """
     k = _Kernel()
     try:
@@ -143,15 +169,19 @@ def measure(
         for _ in range(20):  # warm up: first executes pay for lazy imports
             k.ping()
         idle: list[float] = []
+        idle_load = _LoadProbe(load_factory, k.pid)
         for _ in range(idle_pings):
             dt, _state = k.ping()
             idle.append(dt)
             time.sleep(gap)
+        idle_other = idle_load.done()
         busy: list[float] = []
         walls: list[float] = []
+        busy_other: list[float] = []
         for rep in range(reps):
             reg_id = f"kernel-{rep}"
             dest = f"{dest_root}/{reg_id}"
+            probe = _LoadProbe(load_factory, k.pid)
             k.execute(START.format(id=reg_id, url=url, dest=dest))
             state = "active"
             per_rep = 0
@@ -160,6 +190,9 @@ def measure(
                 busy.append(dt)
                 per_rep += 1
                 time.sleep(gap)
+            other = probe.done()
+            if other is not None:
+                busy_other.append(other)
             content = k.execute("_reg.wait()", {"w": "_done_at[-1] - _t0", "d": "_reg.downloaded"})
             wall = float(k.expr(content, "w"))
             downloaded = int(k.expr(content, "d"))
@@ -176,6 +209,9 @@ def measure(
             "gap_s": gap,
             "size": size,
             "reps": reps,
+            "variant": variant or {},
+            "other_load_idle": idle_other,
+            "other_load_during": statistics.median(busy_other) if busy_other else None,
         }
     finally:
         k.close()

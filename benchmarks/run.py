@@ -608,7 +608,8 @@ def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines.append(
         f"ipybgfetch benchmark — {results['date']} — {m['cpu']} ({m['cores']} cores), "
-        f"{m['mem_gib']:.0f} GiB RAM, Python {m['python']}, {m['kernel']}"
+        f"{m['mem_gib']:.0f} GiB RAM, Python {m['python']}, {m['kernel']}; "
+        f"ipybgfetch at {m.get('ipybgfetch_commit', '?')}"
     )
     lines.append(
         f"server: {results['server']}; downloads into {results['work']} (tmpfs); "
@@ -672,10 +673,49 @@ def markdown(results: dict[str, Any]) -> str:
         for t in results["targets"]:
             met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
             lines.append(f"| {t['target']} | {t['measured']} | {met} |")
-    if results.get("notes"):
+    notes = results.get("notes", []) + results.get("noise", [])
+    if notes:
         lines.append("")
-        lines.extend(f"- {n}" for n in results["notes"])
+        lines.extend(f"- {n}" for n in notes)
     return "\n".join(lines)
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``--merge``: the cases (and kernel results) of this run replace those in ``old``."""
+    out = dict(old)
+    out["cases"] = {**old.get("cases", {}), **new["cases"]}
+    out["case_dates"] = {**old.get("case_dates", {}), **new.get("case_dates", {})}
+    for key in ("kernel", "kernel_variants"):
+        if key in new:
+            out[key] = new[key]
+    for key in ("date", "machine", "server", "reps", "quick", "variants", "notes"):
+        out[key] = new[key]
+    out["date"] = f"{new['date']} (merged; see case_dates)"
+    return out
+
+
+def noise_notes(results: dict[str, Any]) -> list[str]:
+    """Cases whose median run saw other processes use more than 0.1 core."""
+    notes = []
+    for key, c in results["cases"].items():
+        busy = [(n, p["foreign_cores"]) for n, p in c["peers"].items() if p.get("foreign_cores")]
+        noisy = [f"{n} {v:.2f}" for n, v in busy if v > 0.1]
+        if noisy:
+            notes.append(
+                f"case {key}: other processes used CPU during the runs (cores, median): "
+                + ", ".join(noisy)
+                + " — timings on this 2-core machine are skewed; rerun when idle."
+            )
+    kernels = [("", results.get("kernel"))] + [
+        (f" [{label}]", kv) for label, kv in results.get("kernel_variants", {}).items()
+    ]
+    for label, kv in kernels:
+        if kv and (kv.get("other_load_during") or 0) > 0.1:
+            notes.append(
+                f"case k{label}: other processes used {kv['other_load_during']:.2f} cores "
+                "during the download — round-trips are skewed; rerun when idle."
+            )
+    return notes
 
 
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -753,6 +793,22 @@ def _tool_version(cmd: list[str]) -> str:
     return ((out.stdout or out.stderr).strip().splitlines() or ["?"])[0]
 
 
+def _engine_commit() -> str:
+    """The repository's HEAD, plus "+dirty" when ipybgfetch/ has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "ipybgfetch"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or "?"
     try:
@@ -773,6 +829,7 @@ def machine() -> dict[str, Any]:
         except Exception:
             versions[mod] = "not installed"
     return {
+        "ipybgfetch_commit": _engine_commit(),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "mem_gib": mem,
@@ -811,6 +868,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help="tmpfs folder for data")
     ap.add_argument("--keep", action="store_true", help="keep the generated data afterwards")
     ap.add_argument("--json", type=Path, default=None, help="where to write the JSON results")
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only the cases run now in the existing JSON (rerun a noisy case)",
+    )
     ap.add_argument("--peers", default="", help="only these peers (comma list of names)")
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=JSON",
                     help="add ipybgfetch with an experiment variant (see _worker.py)")  # fmt: skip
@@ -940,7 +1002,7 @@ def main(argv: list[str] | None = None) -> int:
                 kdir.mkdir(parents=True)
                 results["kernel"] = measure(
                     f"{base}/{k_rel}", sizes.kernel, str(kdir / "home"), str(kdir), reps,
-                    log=log,
+                    log=log, load_factory=Load,
                 )  # fmt: skip
                 for label, variant in variants.items():
                     log(f"  kernel with variant {label}")
@@ -948,7 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
                     kdir.mkdir(parents=True)
                     results.setdefault("kernel_variants", {})[label] = measure(
                         f"{base}/{k_rel}", sizes.kernel, str(kdir / "home"), str(kdir),
-                        reps, log=log, variant=variant,
+                        reps, log=log, variant=variant, load_factory=Load,
                     )  # fmt: skip
                 shutil.rmtree(kdir, ignore_errors=True)
             else:
@@ -960,17 +1022,15 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work / "runs", ignore_errors=True)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    results["targets"] = evaluate_targets(results)
-    for key, c in results["cases"].items():
-        busy = [(n, p["foreign_cores"]) for n, p in c["peers"].items() if p.get("foreign_cores")]
-        noisy = [f"{n} {v:.2f}" for n, v in busy if v > 0.1]
-        if noisy:
-            results["notes"].append(
-                f"case {key}: other processes used CPU during the runs (cores, median): "
-                + ", ".join(noisy)
-                + " — timings on this 2-core machine are skewed; rerun when idle."
-            )
     results["elapsed_s"] = time.perf_counter() - t_start
+    for key in results["cases"]:
+        results.setdefault("case_dates", {})[key] = results["date"]
+    if "kernel" in results:
+        results.setdefault("case_dates", {})["k"] = results["date"]
+    if args.merge and json_path.exists():
+        results = merge(json.loads(json_path.read_text()), results)
+    results["targets"] = evaluate_targets(results)
+    results["noise"] = noise_notes(results)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
     print(markdown(results))
