@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -28,6 +28,7 @@ from ._integrity import sri_to_hashes, strongest_hashes
 from ._models import Response
 from ._names import filename_from_disposition, filename_from_url
 from ._retry import parse_retry_after
+from ._sink import PartFile
 
 if TYPE_CHECKING:
     from ._records import RecordData
@@ -428,14 +429,10 @@ async def _receive(
     reg._record_changed(data, checkpoint=total is None or total > SMALL_BODY)
 
     assert data.part_path is not None
-    mode = "r+b" if offset else "wb"
     if offset and not data.part_path.exists():
         raise _Retry("the partial file disappeared; restarting")
-    f: IO[bytes] = open(data.part_path, mode)  # noqa: SIM115
+    part = PartFile(data.part_path, offset, hashes)
     try:
-        if offset:
-            f.seek(offset)
-            f.truncate()
         chunks = resp.aiter_bytes() if _encoded(resp) else resp.aiter_raw()
         limit = reg.download_total
         async for chunk in chunks:
@@ -445,13 +442,13 @@ async def _receive(
                     "download-total-exceeded",
                     f"download_total of {limit} bytes exceeded by {data.request.url}",
                 )
-            f.write(chunk)
-            hashes.update(chunk)
+            backlog = part.write(chunk)
             reg._add_downloaded(data, n)
-        f.flush()
-        await asyncio.get_running_loop().run_in_executor(None, os.fsync, f.fileno())
+            if backlog is not None:  # the disk is behind the network: let it catch up
+                await asyncio.wrap_future(backlog)
+        await part.finish()
     finally:
-        f.close()
+        part.close()
     if total is not None and data.downloaded != total:
         raise _Retry(f"the body was truncated: got {data.downloaded} of {total} bytes")
 

@@ -1,0 +1,126 @@
+"""Where a body goes while it downloads: the ``.part`` file, written off the event loop.
+
+The engine loop only collects the chunks it receives. Every :data:`BATCH` bytes (or
+:data:`MAX_DELAY` seconds, whichever comes first), one job
+on the writer thread writes the batch (``os.writev``) and feeds the hashes; both release
+the GIL, so receiving and writing overlap on two cores. At most :data:`MAX_IN_FLIGHT`
+batches wait per file (bounded memory); the loop waits only when the disk is slower than
+the network. One writer thread for the whole process keeps every file's jobs in order.
+
+A small body (all of it under :data:`INLINE_LIMIT`) is written, hashed and fsync'd on the
+loop in one go: a thread hop would cost more than the work.
+
+Measured (docs/benchmarks.md, 1 GiB over loopback into tmpfs): 1.63 s -> 1.18 s with the
+aiohttp transport, at the same peak memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Protocol
+
+__all__ = ["BATCH", "PartFile"]
+
+BATCH = 2 * 1024 * 1024  # bytes handed to the writer thread at once
+MAX_DELAY = 0.1  # seconds: a slow download still reaches the disk (and survives kill -9)
+MAX_IN_FLIGHT = 2  # batches per file waiting for the writer: <= ~6 MiB per transfer
+INLINE_LIMIT = 512 * 1024  # a body this small is written on the loop when it completes
+_IOV_MAX = 512
+
+_writer: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _writer
+    if _writer is None:
+        _writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ipybgfetch-writer")
+    return _writer
+
+
+class Hasher(Protocol):
+    def update(self, chunk: bytes) -> None: ...
+
+
+class PartFile:
+    """A ``.part`` file receiving a body from ``offset`` on; feeds ``hashes`` in order."""
+
+    def __init__(self, path: Path, offset: int, hashes: Hasher) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | (0 if offset else os.O_TRUNC), 0o644)
+        if offset:
+            os.ftruncate(self._fd, offset)
+            os.lseek(self._fd, offset, os.SEEK_SET)
+        self._hashes = hashes
+        self._buf: list[bytes] = []
+        self._size = 0
+        self._submitted = False
+        self._last_submit = time.monotonic()
+        self._inflight: collections.deque[concurrent.futures.Future[None]] = collections.deque()
+
+    def write(self, chunk: bytes) -> concurrent.futures.Future[None] | None:
+        """Take a chunk. Returns a future to await first when too much is in flight."""
+        self._buf.append(chunk)
+        self._size += len(chunk)
+        if self._size < BATCH and time.monotonic() - self._last_submit < MAX_DELAY:
+            return None
+        self._submit()
+        if len(self._inflight) > MAX_IN_FLIGHT:
+            return self._inflight.popleft()
+        return None
+
+    async def finish(self) -> None:
+        """Every byte written, hashed and fsync'd; then the file is closed."""
+        try:
+            if not self._submitted and self._size <= INLINE_LIMIT:
+                self._job(self._take(), fsync=True)
+            else:
+                self._inflight.append(_pool().submit(self._job, self._take(), True))
+                while self._inflight:
+                    await asyncio.wrap_future(self._inflight.popleft())
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop early (pause, a dropped connection): keep every byte received so far on
+        disk and in the hashes, so that a resume continues exactly; then close."""
+        if self._fd < 0:
+            return
+        try:
+            failed = any(fut.exception() is not None for fut in self._inflight)  # waits
+            if self._buf and not failed:
+                with contextlib.suppress(OSError):  # best effort: a shorter file only
+                    self._job(self._take(), fsync=False)  # means a resume restarts it
+        finally:
+            self._inflight.clear()
+            os.close(self._fd)
+            self._fd = -1
+
+    def _take(self) -> list[bytes]:
+        chunks, self._buf, self._size = self._buf, [], 0
+        return chunks
+
+    def _submit(self) -> None:
+        self._submitted = True
+        self._last_submit = time.monotonic()
+        self._inflight.append(_pool().submit(self._job, self._take(), False))
+
+    def _job(self, chunks: list[bytes], fsync: bool) -> None:
+        fd = self._fd
+        for i in range(0, len(chunks), _IOV_MAX):
+            part = chunks[i : i + _IOV_MAX]
+            done = os.writev(fd, part) if part else 0
+            want = sum(map(len, part))
+            if done < want:  # a short write: finish it plainly
+                rest = memoryview(b"".join(part))[done:]
+                while rest:
+                    rest = rest[os.write(fd, rest) :]
+        update = self._hashes.update
+        for chunk in chunks:
+            update(chunk)
+        if fsync:
+            os.fsync(fd)
