@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -41,6 +42,7 @@ from ._store import (
     lease_timeout,
     public_headers,
 )
+from ._transport import make_transport
 
 __all__ = ["BackgroundFetchManager", "default_home", "manager"]
 
@@ -381,12 +383,15 @@ class BackgroundFetchManager:
                 ),
             }
             options.update(self._client_options)
+            transport = make_transport(options)
+            if transport is not None:
+                options["transport"] = transport
             self._http = httpx.AsyncClient(**options)
         return self._http
 
     def _host_semaphore(self, url: str) -> asyncio.Semaphore:
-        u = httpx.URL(url)
-        key = (u.scheme, u.host, u.port)
+        u = urlsplit(url)
+        key = (u.scheme.lower(), (u.hostname or "").lower(), u.port)
         sem = self._semaphores.get(key)
         if sem is None:
             sem = self._semaphores[key] = asyncio.Semaphore(self._per_host)

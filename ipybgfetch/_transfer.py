@@ -223,8 +223,16 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
 
 
 def _describe(exc: BaseException) -> str:
+    """One plain sentence for a failed attempt, whichever transport raised it."""
     if isinstance(exc, httpx.TimeoutException):
         return f"timed out ({type(exc).__name__}): {exc}" if str(exc) else type(exc).__name__
+    cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else ""
+    if cause in ("ContentLengthError", "ClientPayloadError", "TransferEncodingError") or (
+        isinstance(exc, httpx.RemoteProtocolError) and "complete message body" in str(exc)
+    ):
+        return "the body was truncated: the connection closed before it was complete"
+    if cause == "ServerDisconnectedError":
+        return "the server closed the connection before answering"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if isinstance(exc, httpx.TransportError) else text
 

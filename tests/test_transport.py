@@ -1,0 +1,61 @@
+"""Both transports under the httpx client behave the same: aiohttp's (the default) and
+httpx's own (kept for http2=True, a custom transport, or IPYBGFETCH_TRANSPORT=httpx)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ipybgfetch import BackgroundFetchManager, Request, RetryPolicy
+from ipybgfetch._transport import make_transport
+from ipybgfetch.testing import DataServer
+
+FAST = RetryPolicy(retries=3, backoff=0.01, max_backoff=0.05, read_timeout=0.5)
+
+
+@pytest.fixture(params=["aiohttp", "httpx"])
+def any_mgr(request, tmp_path: Path) -> Iterator[BackgroundFetchManager]:
+    options = {} if request.param == "aiohttp" else {"transport": httpx.AsyncHTTPTransport()}
+    with BackgroundFetchManager(home=tmp_path / "h", retries=FAST, client_options=options) as m:
+        yield m
+
+
+def test_the_default_is_aiohttp_and_falls_back_for_http2(monkeypatch):
+    assert type(make_transport({})).__name__ == "_Transport"
+    assert make_transport({"http2": True}) is None
+    monkeypatch.setenv("IPYBGFETCH_TRANSPORT", "httpx")
+    assert make_transport({}) is None
+
+
+def test_transport_options_move_to_the_transport():
+    options = {"verify": False, "follow_redirects": True}
+    assert make_transport(options) is not None
+    assert options == {"follow_redirects": True}
+
+
+def test_bytes_resume_truncation_stall_and_refusal(any_mgr, server):
+    size = 3 * 2**20 + 5
+    reqs = [
+        server.url("t-ok.bin", size),
+        server.url("t-drop.bin", size, drop_after=2**20, drop_times=1),
+        server.url("t-short.bin", 50_000, short=1000),
+        server.url("t-stall.bin", 50_000, stall=5, stall_after=1000, stall_times=1),
+        server.url("t-redir.bin", 1000, redirect=2),
+        Request(server.echo_url(), method="POST", body=b"x" * 100_000),
+        "http://127.0.0.1:9/refused",
+    ]
+    reg = any_mgr.fetch("t", reqs).wait(60)
+    recs = reg.match_all()
+    assert recs[0]["sha256"] == DataServer.sha256("t-ok.bin", size)
+    assert recs[1]["sha256"] == DataServer.sha256("t-drop.bin", size)
+    ranges = [r.headers.get("range") for r in server.requests_for(reqs[1])]
+    assert f"bytes={2**20}-" in ranges  # resumed, not restarted
+    assert recs[2].state == "failure" and "truncated" in recs[2].error
+    assert recs[3]["sha256"] == DataServer.sha256("t-stall.bin", 50_000)
+    assert recs[3].attempts == 2  # the stall was detected and resumed
+    assert recs[4].response.read() == DataServer.content("t-redir.bin", 1000)
+    assert recs[5].response.read() == b"x" * 100_000
+    assert recs[6].state == "failure" and "ConnectError" in recs[6].error
