@@ -38,11 +38,12 @@ def test_transport_options_move_to_the_transport():
 
 def test_bytes_resume_truncation_stall_and_refusal(any_mgr, server):
     size = 3 * 2**20 + 5
+    tag = "httpx" if any_mgr._client_options else "aiohttp"  # fresh fault counters
     reqs = [
         server.url("t-ok.bin", size),
-        server.url("t-drop.bin", size, drop_after=2**20, drop_times=1),
+        server.url("t-drop.bin", size, drop_after=2**20, drop_times=1, tag=tag),
         server.url("t-short.bin", 50_000, short=1000),
-        server.url("t-stall.bin", 50_000, stall=5, stall_after=1000, stall_times=1),
+        server.url("t-stall.bin", 50_000, stall=5, stall_after=1000, stall_times=1, tag=tag),
         server.url("t-redir.bin", 1000, redirect=2),
         Request(server.echo_url(), method="POST", body=b"x" * 100_000),
         "http://127.0.0.1:9/refused",
