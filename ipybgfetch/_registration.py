@@ -99,7 +99,9 @@ class BackgroundFetchRegistration:
             concurrent.futures.Future()
         )
         self._progress_handle: asyncio.TimerHandle | None = None
-        self._last_progress = 0.0
+        self._last_progress = float("-inf")  # time.monotonic() of the last progress event emitted
+        self._last_dispatch = float("-inf")  # ...and of the last one run on the callback thread
+        self._progress_queued = False
         self._last_checkpoint = 0.0
         self._dirty: set[int] = set()
         self._output_target = output_target()  # the cell that started it gets its output
@@ -565,7 +567,7 @@ class BackgroundFetchRegistration:
         # The final progress event (for the result change), then the manager's event,
         # then wake the waiters: all in order on the callback thread.
         callbacks = self._manager._callbacks
-        callbacks.post(self._dispatch_progress)
+        callbacks.post(self._dispatch_progress, True)
         callbacks.post(self._manager._dispatch_settled, self, event_type)
         callbacks.post(self._mark_done)
 
@@ -614,25 +616,35 @@ class BackgroundFetchRegistration:
         """Something changed: emit a progress event now or within PROGRESS_INTERVAL."""
         if self._progress_handle is not None or self.settled:
             return
-        loop = asyncio.get_running_loop()
-        wait = self._last_progress + PROGRESS_INTERVAL - loop.time()
+        # spaced from the last event emitted *and* the last one listeners actually got
+        last = max(self._last_progress, self._last_dispatch)
+        wait = last + PROGRESS_INTERVAL - time.monotonic()
         if wait <= 0:
             self._emit_progress()
         else:
-            self._progress_handle = loop.call_later(wait, self._emit_progress)
+            self._progress_handle = asyncio.get_running_loop().call_later(wait, self._emit_progress)
 
     def _emit_progress(self) -> None:
         self._progress_handle = None
         if self.settled:
             return
-        self._last_progress = asyncio.get_running_loop().time()
-        self._samples.append((time.monotonic(), self._downloaded))
+        self._last_progress = now = time.monotonic()
+        self._samples.append((now, self._downloaded))
         self._checkpoint()
+        if self._progress_queued:
+            return  # the queued event reads the live state when it runs
         if self._listeners.get("progress") or self._manager._has_change_listeners():
+            self._progress_queued = True
             self._manager._callbacks.post(self._dispatch_progress)
 
-    def _dispatch_progress(self) -> None:
+    def _dispatch_progress(self, final: bool = False) -> None:
         """On the callback thread: run progress listeners, then the manager's."""
+        self._progress_queued = False
+        if final:  # the result-change event keeps the spacing too (<= 10 per second)
+            gap = self._last_dispatch + PROGRESS_INTERVAL - time.monotonic()
+            if gap > 0:
+                time.sleep(gap)
+        self._last_dispatch = time.monotonic()
         event = BackgroundFetchEvent("progress", self)
         with output_to(self._output_target):
             for cb in self._listeners.get("progress"):
