@@ -101,6 +101,7 @@ class BackgroundFetchManager:
         self._registrations: dict[str, BackgroundFetchRegistration] = {}  # by key, in order
         self._store: Store | None = None
         self._http: httpx.AsyncClient | None = None
+        self._http_building: asyncio.Future[httpx.AsyncClient] | None = None
         self._semaphores: dict[tuple[str, str, int | None], asyncio.Semaphore] = {}
         self._started = False
         self._closed = False
@@ -373,21 +374,30 @@ class BackgroundFetchManager:
                 self._callbacks.report(exc, cb)
 
     # -- HTTP ------------------------------------------------------------------------------
-    def _client(self) -> httpx.AsyncClient:
+    async def _client(self) -> httpx.AsyncClient:
+        """The shared HTTP client. Built once, in a worker thread: importing the transport
+        and loading the CA certificates takes ~0.3 s, which must not stall the loop (nor
+        make the first fetch() slow to return)."""
         if self._http is None:
-            options: dict[str, Any] = {
-                "follow_redirects": True,
-                "limits": httpx.Limits(max_connections=None, max_keepalive_connections=256),
-                "timeout": httpx.Timeout(
-                    self._policy.read_timeout, connect=self._policy.connect_timeout, pool=None
-                ),
-            }
-            options.update(self._client_options)
-            transport = make_transport(options)
-            if transport is not None:
-                options["transport"] = transport
-            self._http = httpx.AsyncClient(**options)
+            if self._http_building is None:
+                loop = asyncio.get_running_loop()
+                self._http_building = loop.run_in_executor(None, self._build_client)
+            client = await self._http_building
+            if self._http is None:
+                self._http = client
         return self._http
+
+    def _build_client(self) -> httpx.AsyncClient:
+        options: dict[str, Any] = {
+            "follow_redirects": True,
+            "limits": httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            "timeout": self._policy.timeout(),
+        }
+        options.update(self._client_options)
+        transport = make_transport(options)
+        if transport is not None:
+            options["transport"] = transport
+        return httpx.AsyncClient(**options)
 
     def _host_semaphore(self, url: str) -> asyncio.Semaphore:
         u = urlsplit(url)

@@ -35,11 +35,10 @@ __all__ = ["output_target", "output_to"]
 
 
 def _kernel_shell() -> Any:
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover
-        return None
-    shell = get_ipython()
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return None  # never imported: not in a kernel (and importing it costs ~0.15 s)
+    shell = ipython.get_ipython()
     if shell is None or not hasattr(shell, "get_parent"):
         return None  # plain python or terminal IPython: output goes to the terminal anyway
     return shell

@@ -73,9 +73,7 @@ class BackgroundFetchRegistration:
         self._headers = headers
         self._auth = auth
         self._policy = policy
-        self._timeout = httpx.Timeout(
-            policy.read_timeout, connect=policy.connect_timeout, pool=None
-        )
+        self._timeout = policy.timeout()
         self._created = created
         self._finished: float | None = None
         self._records = [RecordData(id, i, r) for i, r in enumerate(requests)]

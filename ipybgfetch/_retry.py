@@ -8,6 +8,8 @@ import random
 import time
 from collections.abc import Collection
 
+import httpx
+
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -63,6 +65,10 @@ class RetryPolicy:
         raise TypeError(
             f"retries must be an int or an ipybgfetch.RetryPolicy, got {type(value).__name__}"
         )
+
+    def timeout(self) -> httpx.Timeout:
+        """The httpx timeouts of this policy (the read timeout is the stall detector)."""
+        return httpx.Timeout(self.read_timeout, connect=self.connect_timeout, pool=None)
 
     def delay(self, failures: int, retry_after: float | None = None) -> float:
         """Seconds to wait after the ``failures``-th consecutive failure (1-based)."""

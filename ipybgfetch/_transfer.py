@@ -343,7 +343,7 @@ async def _attempt(
         if data.state != "active":
             data.state = "active"
             reg._record_changed(data)
-        client = reg._manager._client()
+        client = await reg._manager._client()
         http_request = client.build_request(
             request.method,
             request.url,
