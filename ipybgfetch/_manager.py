@@ -382,7 +382,8 @@ class BackgroundFetchManager:
             if self._http_building is None:
                 loop = asyncio.get_running_loop()
                 self._http_building = loop.run_in_executor(None, self._build_client)
-            client = await self._http_building
+            # shielded: a transfer cancelled while waiting must not cancel the build
+            client = await asyncio.shield(self._http_building)
             if self._http is None:
                 self._http = client
         return self._http

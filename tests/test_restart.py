@@ -137,6 +137,7 @@ def test_kill9_then_a_new_worker_finishes_it(srv, tmp_path, workers):
     url = srv.url("handover.bin", size, throttle=1536 * KiB)
     first = workers({"home": str(home), "fetches": [{"id": "h", "urls": [url]}]})
     first.wait_for_registration("h", lambda r: r["downloaded"] > 400 * KiB, 20)
+    wait_until(lambda: part_size(home, "h", "handover.bin") > 100 * KiB, 10, "bytes on disk")
     first.kill()
     second = workers({"home": str(home), "exit_when_done": True})
     reg = second.wait_for_registration("h", lambda r: r["result"], 30)
@@ -155,6 +156,7 @@ def test_kill9_auto_resume_off_waits_paused(srv, tmp_path, workers):
     url = srv.url("manual.bin", size, throttle=2 * MiB)
     w = workers({"home": str(home), "fetches": [{"id": "m", "urls": [url]}]})
     w.wait_for_registration("m", lambda r: r["downloaded"] > 300 * KiB, 20)
+    wait_until(lambda: part_size(home, "m", "manual.bin") > 100 * KiB, 10, "bytes on disk")
     w.kill()
     with BackgroundFetchManager(home=home, retries=FAST, auto_resume=False) as mgr:
         reg = mgr.get("m")
@@ -480,6 +482,7 @@ def test_a_corrupted_part_from_a_dead_process_is_caught(srv, tmp_path, workers):
     sri = DataServer.sri("rot.bin", size)
     w = workers({"home": str(home), "fetches": [{"id": "rot", "urls": [url]}]})
     w.wait_for_registration("rot", lambda r: r["downloaded"] > 300 * KiB, 20)
+    wait_until(lambda: part_size(home, "rot", "rot.bin") > 100 * KiB, 10, "bytes on disk")
     w.kill()
     import sqlite3
 
