@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from ._disk import free_space, nearest_existing
 from ._exceptions import BackgroundFetchError, QuotaExceededError
 
 __all__ = ["ARCHIVE_FORMATS", "UnsafeArchiveError", "detect_archive_format", "extract"]
@@ -400,12 +401,9 @@ def _validate(archive: Path, entries: list[_Entry], root: Path) -> None:
 
 def _check_space(archive: Path, entries: list[_Entry], root: Path) -> None:
     needed = sum(entry.size for entry in entries if entry.kind in ("file", "hardlink"))
-    probe = root
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        free = shutil.disk_usage(probe).free
-    except OSError:
+    probe = nearest_existing(root)
+    free = free_space(root)
+    if free is None:
         return
     if needed > free:
         raise QuotaExceededError(

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ._disk import free_space, nearest_existing
 from ._engine import Engine
 from ._events import (
     MANAGER_EVENTS,
@@ -31,7 +32,7 @@ from ._models import Request
 from ._names import NameReservations, safe_filename
 from ._output import output_to
 from ._records import RecordData
-from ._registration import BackgroundFetchRegistration, _check_icons, free_space
+from ._registration import BackgroundFetchRegistration, _check_icons
 from ._retry import RetryPolicy
 from ._sizes import format_size, parse_size
 from ._store import (
@@ -415,9 +416,7 @@ class BackgroundFetchManager:
             if not isinstance(dest, (str, os.PathLike)):
                 raise FetchError(f"dest must be a folder path, got {type(dest).__name__}")
             folder = Path(dest).expanduser().absolute()
-        probe = folder
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
+        probe = nearest_existing(folder)
         if not create:
             if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
                 raise FetchError(

@@ -10,7 +10,6 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
@@ -36,7 +35,7 @@ from ._transfer import RegistrationStopped, run_record
 if TYPE_CHECKING:
     from ._manager import BackgroundFetchManager
 
-__all__ = ["BackgroundFetchRegistration", "free_space"]
+__all__ = ["BackgroundFetchRegistration"]
 
 PROGRESS_INTERVAL = 0.1  # seconds: at most 10 progress events per second
 CHECKPOINT_INTERVAL = 1.0  # seconds between resume checkpoints in the database
@@ -702,13 +701,3 @@ def _check_icons(icons: Any) -> list[dict[str, str]]:
             raise FetchError(f"each icon needs a 'src' string, got {icon!r}")
         out.append({k: str(v) for k, v in icon.items() if k in ("src", "sizes", "type", "label")})
     return out
-
-
-def free_space(path: Path) -> int | None:
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        return shutil.disk_usage(probe).free
-    except OSError:
-        return None

@@ -29,6 +29,8 @@ from typing import Any, Protocol
 import anywidget
 import traitlets
 
+from ._sizes import format_size
+
 __all__ = [
     "MAX_MANAGER_PANELS",
     "MAX_MANAGER_RECORDS",
@@ -69,7 +71,6 @@ class _Registration(Protocol):
 # Fallbacks without a widget front end
 # ---------------------------------------------------------------------------------------
 
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 _FAILURE_WORDS = {
     "": "failed",
@@ -84,14 +85,7 @@ _FAILURE_WORDS = {
 def _size(n: Any) -> str:
     if isinstance(n, bool) or not isinstance(n, (int, float)) or n < 0:
         return "?"
-    if n < 1024:
-        return f"{int(n)} B"
-    value = float(n)
-    unit = 0
-    while value >= 1024 and unit < len(_UNITS) - 1:
-        value /= 1024
-        unit += 1
-    return f"{value:.1f} {_UNITS[unit]}"
+    return format_size(int(n))
 
 
 def _total(snap: Mapping[str, Any]) -> int | None:
