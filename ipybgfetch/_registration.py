@@ -636,12 +636,12 @@ class BackgroundFetchRegistration:
 
     def _dispatch_progress(self, final: bool = False) -> None:
         """On the callback thread: run progress listeners, then the manager's."""
-        self._progress_queued = False
         if final:  # the result-change event keeps the spacing too (<= 10 per second)
             gap = self._last_dispatch + PROGRESS_INTERVAL - time.monotonic()
             if gap > 0:
                 time.sleep(gap)
-        self._last_dispatch = time.monotonic()
+        self._last_dispatch = time.monotonic()  # before the flag: the engine reads both
+        self._progress_queued = False
         event = BackgroundFetchEvent("progress", self)
         with output_to(self._output_target):
             for cb in self._listeners.get("progress"):
