@@ -38,7 +38,6 @@ MANAGER_EVENTS = (
     "backgroundfetchabort",
     "backgroundfetchclick",
 )
-REGISTRATION_EVENTS = ("progress",)
 
 
 class BackgroundFetchEvent:

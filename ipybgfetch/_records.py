@@ -75,7 +75,6 @@ class RecordData:
         self.part_path: Path | None = None
         self.etag = ""
         self.last_modified = ""
-        self.row_id: int | None = None
 
     @property
     def settled(self) -> bool:

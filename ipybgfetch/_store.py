@@ -262,9 +262,6 @@ class Store:
     def registrations(self) -> list[sqlite3.Row]:
         return self._db.execute("SELECT * FROM registrations ORDER BY created").fetchall()
 
-    def registration(self, key: str) -> sqlite3.Row | None:
-        return self._db.execute("SELECT * FROM registrations WHERE key = ?", (key,)).fetchone()
-
     def records(self, key: str) -> list[sqlite3.Row]:
         return self._db.execute(
             "SELECT * FROM records WHERE key = ? ORDER BY idx", (key,)

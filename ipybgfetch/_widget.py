@@ -17,6 +17,7 @@ anywhere else (plain Python, terminal IPython, nbconvert of a saved notebook).
 
 from __future__ import annotations
 
+import abc
 import html
 import logging
 import threading
@@ -378,7 +379,7 @@ class BackgroundFetchPanel(anywidget.AnyWidget):
         super().close()
 
 
-class _Controller:
+class _Controller(abc.ABC):
     """Feeds one panel and carries out its intents."""
 
     def __init__(self, widget: BackgroundFetchPanel, interval: float) -> None:
@@ -397,14 +398,16 @@ class _Controller:
             if self.widget.error != text:
                 self.widget.error = text
 
-    def flush(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Push the latest state to the widget (under the lock)."""
 
     def detach(self) -> None:
         self.throttle.close()
 
-    def resolve(self, content: Mapping[str, Any]) -> Any:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def resolve(self, content: Mapping[str, Any]) -> Any:
+        """The registration a front-end intent is about."""
 
     def handle_intent(self, content: Any) -> None:
         if not isinstance(content, Mapping) or content.get("type") not in INTENTS:

@@ -456,8 +456,6 @@ def test_extension_registers_line_and_cell_magic(shell: InteractiveShell) -> Non
 
 
 def test_load_ext_by_package_name(shell: InteractiveShell) -> None:
-    if not hasattr(ipybgfetch, "load_ipython_extension"):
-        pytest.skip("ipybgfetch/__init__.py does not re-export load_ipython_extension yet")
     unload_ipython_extension(shell)
     shell.extension_manager.loaded.discard("ipybgfetch")
     shell.run_line_magic("load_ext", "ipybgfetch")
