@@ -30,7 +30,7 @@ __all__ = ["BATCH", "PartFile"]
 BATCH = 2 * 1024 * 1024  # bytes handed to the writer thread at once
 MAX_DELAY = 0.1  # seconds: a slow download still reaches the disk (and survives kill -9)
 MAX_IN_FLIGHT = 2  # batches per file waiting for the writer: <= ~6 MiB per transfer
-INLINE_LIMIT = 512 * 1024  # a body this small is written on the loop when it completes
+INLINE_LIMIT = 64 * 1024  # a body this small is written on the loop when it completes
 _IOV_MAX = 512
 
 _writer: concurrent.futures.ThreadPoolExecutor | None = None

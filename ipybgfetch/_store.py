@@ -120,7 +120,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._confirmed_at = float("-inf")
+        self._confirmed: dict[str, float] = {}  # key -> monotonic time we last knew we held it
         self._lost: set[str] = set()
         self.owner = new_owner()
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -169,6 +169,7 @@ class Store:
                     [(row["key"], *r.values()) for r in rows],
                 )
             db.execute("COMMIT")
+            self._confirmed[row["key"]] = time.monotonic()
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -210,6 +211,7 @@ class Store:
     def heartbeat(self, keys: Iterable[str]) -> list[str]:
         """Renew the leases of ``keys``; return the keys this process no longer holds
         (another process took them over while this one was stopped or stalled)."""
+        keys = list(keys)
         now = time.time()
         lost = []
         db = self._db
@@ -226,7 +228,10 @@ class Store:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self._confirmed_at = time.monotonic()
+        now_mono = time.monotonic()
+        for key in keys:
+            if key not in lost:
+                self._confirmed[key] = now_mono
         self._lost.update(lost)
         return lost
 
@@ -237,7 +242,8 @@ class Store:
         query (monotonic time also advances while the process is stopped, so a process that
         was frozen past its lease always asks the database).
         """
-        if key not in self._lost and time.monotonic() - self._confirmed_at < lease_timeout() / 4:
+        confirmed = self._confirmed.get(key, float("-inf"))
+        if key not in self._lost and time.monotonic() - confirmed < lease_timeout() / 4:
             return True
         row = self._db.execute("SELECT owner FROM registrations WHERE key = ?", (key,)).fetchone()
         return row is not None and row["owner"] == self.owner
@@ -250,7 +256,11 @@ class Store:
             "(owner IS NULL OR owner = ? OR heartbeat IS NULL OR heartbeat < ?)",
             (self.owner, now, key, self.owner, now - lease_timeout()),
         )
-        return cur.rowcount == 1
+        if cur.rowcount == 1:
+            self._confirmed[key] = time.monotonic()
+            self._lost.discard(key)
+            return True
+        return False
 
     def release(self, key: str) -> None:
         self._db.execute(
