@@ -43,6 +43,7 @@ from typing import IO, Literal
 
 from ._disk import free_space, nearest_existing
 from ._exceptions import BackgroundFetchError, QuotaExceededError
+from ._frames import compression_from_magic
 
 __all__ = ["ARCHIVE_FORMATS", "UnsafeArchiveError", "detect_archive_format", "extract"]
 
@@ -127,16 +128,13 @@ class _Entry:
 # --- Detection ---------------------------------------------------------------------------
 
 
+_TAR_BY_COMPRESSION = {"gzip": "tar.gz", "xz": "tar.xz", "zstd": "tar.zst", "bz2": "tar.bz2"}
+
+
 def _compression_from_magic(head: bytes) -> str | None:
-    if head.startswith(b"\x1f\x8b"):
-        return "tar.gz"
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return "tar.xz"
-    if head.startswith(b"\x28\xb5\x2f\xfd"):
-        return "tar.zst"
-    if len(head) >= 4 and head.startswith(b"BZh") and head[3:4] in b"123456789":
-        return "tar.bz2"
-    return None
+    """The compressed-tar format these first bytes announce (the same table as the readers)."""
+    compression = compression_from_magic(head)
+    return _TAR_BY_COMPRESSION.get(compression) if compression else None
 
 
 def detect_archive_format(archive: str | os.PathLike[str], format: str | None = None) -> str:

@@ -274,7 +274,7 @@ def _read_head(path: Path, n: int = 16) -> bytes:
         return b""
 
 
-def _compression_from_magic(head: bytes) -> str | None:
+def compression_from_magic(head: bytes) -> str | None:
     for magic, name in _MAGIC_COMPRESSIONS:
         if head.startswith(magic):
             return name
@@ -410,7 +410,7 @@ def detect_format(
 
     # Compression: magic bytes first (authoritative), then Content-Type, then extension.
     head = _read_head(path)
-    magic_compression = _compression_from_magic(head)
+    magic_compression = compression_from_magic(head)
     readable = bool(head)
     ext_format: str | None = None
     ext_compression: str | None = None
@@ -484,7 +484,7 @@ def _resolve(
             fmt = detected_fmt
         else:
             head = _read_head(path)
-            detected_comp = _compression_from_magic(head)
+            detected_comp = compression_from_magic(head)
             if not head:
                 detected_comp = _CONTENT_TYPE_COMPRESSIONS.get(_media_type(content_type))
         if compression is None:

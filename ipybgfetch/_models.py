@@ -58,7 +58,9 @@ def validate_url(url: object) -> str:
             "such as 'https://example.org/a.csv'"
         )
     if not parts.hostname:
-        raise FetchError(f"invalid URL {text!r}: it has no host; e.g. 'https://example.org/a.csv'")
+        raise FetchError(
+            f"invalid URL {text!r}: it has no host, so it is not an absolute http(s) URL; e.g. 'https://example.org/a.csv'"
+        )
     if parts.username is not None or parts.password is not None:
         raise FetchError(
             "URLs with credentials (user:password@host) are not allowed, because they would "

@@ -20,14 +20,12 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple, overload
-from urllib.parse import urlsplit
 
-from ._exceptions import BackgroundFetchError
+from ._exceptions import BackgroundFetchError, FetchError
 from ._integrity import parse_integrity
+from ._models import validate_url
 
 __all__ = ["Registry", "RegistryEntry", "RegistryError"]
-
-_SCHEMES = ("http", "https")
 
 
 class RegistryError(BackgroundFetchError, ValueError):
@@ -47,21 +45,13 @@ class RegistryEntry(NamedTuple):
 
 
 def _check_url(url: object) -> str:
-    """Return ``url`` if it is an absolute http(s) URL without whitespace, else raise."""
-    if not isinstance(url, str):
-        raise ValueError(f"a URL must be a str, got {type(url).__name__}")
-    if not url or any(ch.isspace() for ch in url):
-        raise ValueError(f"{url!r} is not a URL (URLs cannot be empty or contain spaces)")
+    """Return ``url`` if fetch() would accept it (the same rule), else raise ValueError."""
+    if isinstance(url, str) and any(ch.isspace() for ch in url):
+        raise ValueError(f"{url!r} is not a URL (URLs cannot contain spaces)")
     try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise ValueError(f"{url!r} is not a valid URL ({exc})") from None
-    if parts.scheme.lower() not in _SCHEMES or not parts.netloc:
-        raise ValueError(
-            f"{url!r} is not an absolute http(s) URL; each entry must start with "
-            "'https://' or 'http://'"
-        )
-    return url
+        return validate_url(url)
+    except FetchError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _split_line(line: str) -> list[str]:
