@@ -75,7 +75,11 @@ def _check_lease(reg: BackgroundFetchRegistration) -> None:
 
 
 class _Hashes:
-    """sha256 of the body (for the record's ``sha256`` column) and the integrity hash."""
+    """sha256 of the body (for the record's ``sha256`` column) and the integrity hash.
+
+    Not ``_integrity.IntegrityHasher`` plus a sha256: when the integrity algorithm is
+    sha256 (the common case) one hash serves both, so each byte is hashed once.
+    """
 
     def __init__(self, integrity: str | None) -> None:
         self.expected = strongest_hashes(sri_to_hashes(integrity)) if integrity else []
