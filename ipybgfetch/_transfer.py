@@ -235,7 +235,7 @@ def _describe(exc: BaseException) -> str:
         isinstance(exc, httpx.RemoteProtocolError) and "complete message body" in str(exc)
     ):
         return "the body was truncated: the connection closed before it was complete"
-    if cause == "ServerDisconnectedError":
+    if cause == "ServerDisconnectedError" or "without sending a response" in str(exc):
         return "the server closed the connection before answering"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if isinstance(exc, httpx.TransportError) else text

@@ -1,5 +1,6 @@
-"""Both transports under the httpx client behave the same: aiohttp's (the default) and
-httpx's own (kept for http2=True, a custom transport, or IPYBGFETCH_TRANSPORT=httpx)."""
+"""Both transports under the httpx client behave the same: ipybgfetch's own HTTP/1.1
+transport (the default) and httpx's own (kept for http2=True, a proxy, a custom transport,
+or IPYBGFETCH_TRANSPORT=httpx)."""
 
 from __future__ import annotations
 
@@ -10,35 +11,39 @@ import httpx
 import pytest
 
 from ipybgfetch import BackgroundFetchManager, Request, RetryPolicy
+from ipybgfetch._http11 import Http11Transport
 from ipybgfetch._transport import make_transport
 from ipybgfetch.testing import DataServer
 
 FAST = RetryPolicy(retries=3, backoff=0.01, max_backoff=0.05, read_timeout=0.5)
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["native", "httpx"])
 def any_mgr(request, tmp_path: Path) -> Iterator[BackgroundFetchManager]:
-    options = {} if request.param == "aiohttp" else {"transport": httpx.AsyncHTTPTransport()}
+    options = {} if request.param == "native" else {"transport": httpx.AsyncHTTPTransport()}
     with BackgroundFetchManager(home=tmp_path / "h", retries=FAST, client_options=options) as m:
         yield m
 
 
-def test_the_default_is_aiohttp_and_falls_back_for_http2(monkeypatch):
-    assert type(make_transport({})).__name__ == "_Transport"
+def test_the_default_is_native_and_falls_back_for_http2_and_proxies(monkeypatch):
+    assert isinstance(make_transport({}), Http11Transport)
     assert make_transport({"http2": True}) is None
+    assert make_transport({"proxy": "http://127.0.0.1:3128"}) is None
+    assert isinstance(make_transport({"http2": False, "proxy": None}), Http11Transport)
     monkeypatch.setenv("IPYBGFETCH_TRANSPORT", "httpx")
     assert make_transport({}) is None
 
 
-def test_transport_options_move_to_the_transport():
+def test_transport_options_reach_the_transport_and_stay_on_the_client():
     options = {"verify": False, "follow_redirects": True}
-    assert make_transport(options) is not None
-    assert options == {"follow_redirects": True}
+    transport = make_transport(options)
+    assert isinstance(transport, Http11Transport) and transport._verify is False
+    assert options == {"verify": False, "follow_redirects": True}  # for env-proxy mounts
 
 
 def test_bytes_resume_truncation_stall_and_refusal(any_mgr, server):
     size = 3 * 2**20 + 5
-    tag = "httpx" if any_mgr._client_options else "aiohttp"  # fresh fault counters
+    tag = "httpx" if any_mgr._client_options else "native"  # fresh fault counters
     reqs = [
         server.url("t-ok.bin", size),
         server.url("t-drop.bin", size, drop_after=2**20, drop_times=1, tag=tag),
