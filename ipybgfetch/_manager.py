@@ -43,7 +43,7 @@ from ._store import (
     lease_timeout,
     public_headers,
 )
-from ._transport import make_transport
+from ._transport import make_client
 
 __all__ = ["BackgroundFetchManager", "default_home", "manager"]
 
@@ -396,10 +396,7 @@ class BackgroundFetchManager:
             "timeout": self._policy.timeout(),
         }
         options.update(self._client_options)
-        transport = make_transport(options)
-        if transport is not None:
-            options["transport"] = transport
-        return httpx.AsyncClient(**options)
+        return make_client(options)
 
     def _host_semaphore(self, url: str) -> asyncio.Semaphore:
         u = urlsplit(url)

@@ -69,6 +69,7 @@ class BackgroundFetchRegistration:
         self._icons = [dict(i) for i in icons]
         self._download_total = download_total
         self._dest = dest
+        self._dest_made = False
         self._headers = headers
         self._auth = auth
         self._policy = policy
@@ -671,8 +672,14 @@ class BackgroundFetchRegistration:
             yield
 
     def _reserve_name(self, name: str) -> Path:
-        self._dest.mkdir(parents=True, exist_ok=True)
+        if not self._dest_made:  # once: mkdir(exist_ok=True) costs an exception per call
+            self._make_dest()
         return self._manager._names.reserve(self._dest, name)
+
+    def _make_dest(self) -> None:
+        """(Re)create the destination folder (again if the user deleted it meanwhile)."""
+        self._dest.mkdir(parents=True, exist_ok=True)
+        self._dest_made = True
 
     def _update_ui(self, title: str | None, icons: Sequence[dict[str, str]] | None) -> None:
         if title is not None and not isinstance(title, str):

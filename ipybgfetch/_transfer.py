@@ -443,7 +443,11 @@ async def _receive(
     assert data.part_path is not None
     if offset and not data.part_path.exists():
         raise _Retry("the partial file disappeared; restarting")
-    part = PartFile(data.part_path, offset, hashes)
+    try:
+        part = PartFile(data.part_path, offset, hashes)
+    except FileNotFoundError:  # the folder was deleted during the download
+        reg._make_dest()
+        part = PartFile(data.part_path, offset, hashes)
     try:
         chunks = resp.aiter_bytes() if _encoded(resp) else resp.aiter_raw()
         limit = reg.download_total

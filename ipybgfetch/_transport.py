@@ -19,7 +19,7 @@ import httpx
 
 from ._http11 import Http11Transport
 
-__all__ = ["make_transport"]
+__all__ = ["make_client", "make_transport"]
 
 #: client options that need httpx's own transport
 HTTPX_ONLY = frozenset({"transport", "mounts", "http2", "uds", "app", "proxy"})
@@ -34,3 +34,28 @@ def make_transport(options: dict[str, Any]) -> httpx.AsyncBaseTransport | None:
     if any(options.get(name) not in (None, False) for name in HTTPX_ONLY):
         return None
     return Http11Transport(**{k: options[k] for k in TRANSPORT_OPTIONS if k in options})
+
+
+class _Cookies(httpx.Cookies):
+    """The client's cookie jar, skipping the jar's work for a response without cookies.
+
+    httpx wraps every response in urllib objects to look for ``Set-Cookie`` (~15 % of the
+    engine's time on 500 small files); most download responses set none.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        if "set-cookie" in response.headers:
+            super().extract_cookies(response)
+
+
+def make_client(options: dict[str, Any]) -> httpx.AsyncClient:
+    """The httpx client for a manager: these options, the fastest transport that serves
+    them, and the cheaper cookie jar."""
+    options = dict(options)
+    transport = make_transport(options)
+    if transport is not None:
+        options["transport"] = transport
+    client = httpx.AsyncClient(**options)
+    if type(getattr(client, "_cookies", None)) is httpx.Cookies:  # httpx's private slot
+        client._cookies = _Cookies(client._cookies)
+    return client

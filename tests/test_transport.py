@@ -65,3 +65,43 @@ def test_bytes_resume_truncation_stall_and_refusal(any_mgr, server):
     assert recs[4].response.read() == DataServer.content("t-redir.bin", 1000)
     assert recs[5].response.read() == b"x" * 100_000
     assert recs[6].state == "failure" and "ConnectError" in recs[6].error
+
+
+def test_the_cookie_jar_still_keeps_cookies_across_requests():
+    """make_client's jar skips responses without Set-Cookie, and still keeps real cookies."""
+    import asyncio
+    import http.server
+    import threading
+
+    from ipybgfetch._transport import make_client
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = (self.headers.get("Cookie") or "none").encode()
+            self.send_response(200)
+            if self.path == "/login":
+                self.send_header("Set-Cookie", "session=abc123; Path=/")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    async def main() -> list[str]:
+        async with make_client({}) as client:
+            assert type(client.cookies).__name__ == "_Cookies"
+            seen = [(await client.get(f"{base}/plain")).text]
+            seen.append((await client.get(f"{base}/login")).text)
+            seen.append((await client.get(f"{base}/after")).text)
+            return seen
+
+    try:
+        assert asyncio.run(main()) == ["none", "none", "session=abc123"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
