@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -22,3 +23,17 @@ def free_space(path: Path) -> int | None:
         return shutil.disk_usage(nearest_existing(path)).free
     except OSError:
         return None
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the renames in a folder durable (best effort: some file systems refuse)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

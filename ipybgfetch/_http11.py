@@ -207,20 +207,26 @@ class _Connection(asyncio.Protocol):
     # -- receiving ------------------------------------------------------------------------
 
     def _receive_head(self, data: bytes) -> None:
-        start = max(0, len(self._head_buf) - 3)
-        self._head_buf += data
-        end = self._head_buf.find(b"\r\n\r\n", start)
+        if self._head_buf:  # the head came in pieces: look in what we have so far
+            start = max(0, len(self._head_buf) - 3)
+            self._head_buf += data
+            data = bytes(self._head_buf)
+            self._head_buf.clear()
+            end = data.find(b"\r\n\r\n", start)
+        else:  # the usual case: the whole head in one read (with the body's first bytes)
+            end = data.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
         if end < 0:
-            if len(self._head_buf) > MAX_HEAD:
+            if len(data) > MAX_HEAD:
                 self._fail(httpx.RemoteProtocolError(f"response head over {MAX_HEAD} bytes"))
+            else:
+                self._head_buf += data
             return
         try:
-            head = parse_head(bytes(self._head_buf[:end]))
+            head = parse_head(data[:end])
         except httpx.RemoteProtocolError as exc:
             self._fail(exc)
             return
-        rest = bytes(self._head_buf[end + 4 :])
-        self._head_buf.clear()
+        rest = data[end + 4 :]
         status = head[0]
         if 100 <= status < 200:
             if status == 101:

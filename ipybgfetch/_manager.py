@@ -7,6 +7,7 @@ import asyncio
 import atexit
 import contextlib
 import os
+import re
 import threading
 import time
 import uuid
@@ -14,7 +15,6 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -46,6 +46,8 @@ from ._store import (
 from ._transport import make_client
 
 __all__ = ["BackgroundFetchManager", "default_home", "manager"]
+
+_ORIGIN = re.compile(r"[^:/?#]+://[^/?#]*")  # scheme://authority of a URL
 
 DEFAULT_CONNECTIONS_PER_HOST = 6  # what browsers use
 
@@ -103,7 +105,7 @@ class BackgroundFetchManager:
         self._store: Store | None = None
         self._http: httpx.AsyncClient | None = None
         self._http_building: asyncio.Future[httpx.AsyncClient] | None = None
-        self._semaphores: dict[tuple[str, str, int | None], asyncio.Semaphore] = {}
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._started = False
         self._closed = False
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -399,8 +401,9 @@ class BackgroundFetchManager:
         return make_client(options)
 
     def _host_semaphore(self, url: str) -> asyncio.Semaphore:
-        u = urlsplit(url)
-        key = (u.scheme.lower(), (u.hostname or "").lower(), u.port)
+        """The connection limit of the URL's origin (scheme://host:port, as written)."""
+        m = _ORIGIN.match(url)
+        key = m.group(0).lower() if m else url
         sem = self._semaphores.get(key)
         if sem is None:
             sem = self._semaphores[key] = asyncio.Semaphore(self._per_host)

@@ -100,8 +100,8 @@ class NameReservations:
             key = os.path.normcase(str(path))
             if (
                 key not in self._taken
-                and not path.exists()
-                and not Path(str(path) + ".part").exists()
+                and not os.path.lexists(path)
+                and not os.path.lexists(f"{path}.part")
             ):
                 self._taken.add(key)
                 return path

@@ -12,12 +12,13 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ._disk import fsync_dir
 from ._events import BackgroundFetchEvent, ListenerSet
 from ._exceptions import AbortError, FetchError, InvalidStateError, NeedsCredentialsError
 from ._models import Request
@@ -70,6 +71,7 @@ class BackgroundFetchRegistration:
         self._download_total = download_total
         self._dest = dest
         self._dest_made = False
+        self._unsynced_dirs: set[Path] = set()
         self._headers = headers
         self._auth = auth
         self._policy = policy
@@ -565,7 +567,7 @@ class BackgroundFetchRegistration:
         # The final progress event (for the result change), then the manager's event,
         # then wake the waiters: all in order on the callback thread.
         callbacks = self._manager._callbacks
-        callbacks.post(self._dispatch_progress, True)
+        callbacks.post(self._dispatch_progress)
         callbacks.post(self._manager._dispatch_settled, self, event_type)
         callbacks.post(self._mark_done)
 
@@ -635,12 +637,13 @@ class BackgroundFetchRegistration:
             self._progress_queued = True
             self._manager._callbacks.post(self._dispatch_progress)
 
-    def _dispatch_progress(self, final: bool = False) -> None:
+    def _dispatch_progress(self) -> None:
         """On the callback thread: run progress listeners, then the manager's."""
-        if final:  # the result-change event keeps the spacing too (<= 10 per second)
-            gap = self._last_dispatch + PROGRESS_INTERVAL - time.monotonic()
-            if gap > 0:
-                time.sleep(gap)
+        # <= 10 per second as listeners see them: the engine spaces emissions, and this
+        # absorbs the callback thread's own delays (and spaces the final result change)
+        gap = self._last_dispatch + PROGRESS_INTERVAL - time.monotonic()
+        if gap > 0:
+            time.sleep(gap)
         self._last_dispatch = time.monotonic()  # before the flag: the engine reads both
         self._progress_queued = False
         event = BackgroundFetchEvent("progress", self)
@@ -660,16 +663,21 @@ class BackgroundFetchRegistration:
         self._last_checkpoint = now
         dirty = [self._records[i] for i in sorted(self._dirty)]
         self._dirty.clear()
+        for folder in self._unsynced_dirs:  # a row never says "done" before its rename
+            fsync_dir(folder)  # is durable; one fsync per folder covers every rename
+        self._unsynced_dirs.clear()
         self._manager._store_records(self, dirty)
+
+    def _renamed_in(self, folder: Path) -> None:
+        self._unsynced_dirs.add(folder)
 
     def _persist_registration(self) -> None:
         self._manager._store_registration(self)
 
     # -- used by transfers -----------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def _host_slot(self, url: str) -> AsyncIterator[None]:
-        async with self._manager._host_semaphore(url):
-            yield
+    def _host_slot(self, url: str) -> asyncio.Semaphore:
+        """``async with reg._host_slot(url):`` one of the origin's connections."""
+        return self._manager._host_semaphore(url)
 
     def _reserve_name(self, name: str) -> Path:
         if not self._dest_made:  # once: mkdir(exist_ok=True) costs an exception per call

@@ -22,6 +22,7 @@ import concurrent.futures
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -48,19 +49,50 @@ class Hasher(Protocol):
 
 
 class PartFile:
-    """A ``.part`` file receiving a body from ``offset`` on; feeds ``hashes`` in order."""
+    """A ``.part`` file receiving a body from ``offset`` on; feeds ``hashes`` in order.
 
-    def __init__(self, path: Path, offset: int, hashes: Hasher) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | (0 if offset else os.O_TRUNC), 0o644)
-        if offset:
-            os.ftruncate(self._fd, offset)
-            os.lseek(self._fd, offset, os.SEEK_SET)
+    The file is opened by the first write job, on the writer thread (one system call less
+    on the event loop per file); ``make_folder`` re-creates a destination folder that was
+    deleted meanwhile.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        offset: int,
+        hashes: Hasher,
+        make_folder: Callable[[], None] | None = None,
+    ) -> None:
+        self._path = path
+        self._offset = offset
+        self._make_folder = make_folder
+        self._fd = -1
+        self._closed = False
         self._hashes = hashes
         self._buf: list[bytes] = []
         self._size = 0
         self._submitted = False
         self._last_submit = time.monotonic()
         self._inflight: collections.deque[concurrent.futures.Future[None]] = collections.deque()
+
+    def _open(self) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | (0 if self._offset else os.O_TRUNC)
+        try:
+            fd = os.open(self._path, flags, 0o644)
+        except FileNotFoundError:
+            if self._make_folder is None:
+                raise
+            self._make_folder()
+            fd = os.open(self._path, flags, 0o644)
+        if self._offset:
+            try:
+                os.ftruncate(fd, self._offset)
+                os.lseek(fd, self._offset, os.SEEK_SET)
+            except OSError:
+                os.close(fd)
+                raise
+        self._fd = fd
+        return fd
 
     def write(self, chunk: bytes) -> concurrent.futures.Future[None] | None:
         """Take a chunk. Returns a future to await first when too much is in flight."""
@@ -88,8 +120,9 @@ class PartFile:
     def close(self) -> None:
         """Stop early (pause, a dropped connection): keep every byte received so far on
         disk and in the hashes, so that a resume continues exactly; then close."""
-        if self._fd < 0:
+        if self._closed:
             return
+        self._closed = True
         try:
             failed = any(fut.exception() is not None for fut in self._inflight)  # waits
             if self._buf and not failed:
@@ -97,8 +130,9 @@ class PartFile:
                     self._job(self._take(), fsync=False)  # means a resume restarts it
         finally:
             self._inflight.clear()
-            os.close(self._fd)
-            self._fd = -1
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def _take(self) -> list[bytes]:
         chunks, self._buf, self._size = self._buf, [], 0
@@ -110,7 +144,7 @@ class PartFile:
         self._inflight.append(_pool().submit(self._job, self._take(), False))
 
     def _job(self, chunks: list[bytes], fsync: bool) -> None:
-        fd = self._fd
+        fd = self._fd if self._fd >= 0 else self._open()
         for i in range(0, len(chunks), _IOV_MAX):
             part = chunks[i : i + _IOV_MAX]
             done = os.writev(fd, part) if part else 0

@@ -18,7 +18,6 @@ import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -321,8 +320,9 @@ async def _attempt(
 ) -> None:
     _check_lease(reg)
     request = data.request
-    headers = httpx.Headers(reg._headers)
-    headers.update(request.headers)
+    headers = httpx.Headers(reg._headers) if reg._headers else httpx.Headers()
+    if request.headers:
+        headers.update(request.headers)
     offset = data.downloaded
     if offset and not _resumable(data, offset):
         _restart_from_zero(reg, data, hashes)
@@ -443,11 +443,7 @@ async def _receive(
     assert data.part_path is not None
     if offset and not data.part_path.exists():
         raise _Retry("the partial file disappeared; restarting")
-    try:
-        part = PartFile(data.part_path, offset, hashes)
-    except FileNotFoundError:  # the folder was deleted during the download
-        reg._make_dest()
-        part = PartFile(data.part_path, offset, hashes)
+    part = PartFile(data.part_path, offset, hashes, reg._make_dest)
     try:
         chunks = resp.aiter_bytes() if _encoded(resp) else resp.aiter_raw()
         limit = reg.download_total
@@ -476,26 +472,15 @@ async def _finish(reg: BackgroundFetchRegistration, data: RecordData, hashes: _H
     if ok and not hashes.matches():
         raise _IntegrityMismatch()
     data.sha256 = hashes.sha256.hexdigest()
-    if not data.part_path.exists():  # a 0-byte body with no write still gets a file
+    try:
+        os.replace(data.part_path, data.final_path)
+    except FileNotFoundError:  # a 0-byte body with no write still gets a file
         data.part_path.touch()
-    os.replace(data.part_path, data.final_path)
-    _fsync_dir(data.final_path.parent)
+        os.replace(data.part_path, data.final_path)
+    reg._renamed_in(data.final_path.parent)  # made durable before the record's row is
     if ok:
         data.error = ""
         reg._settle_record(data, "success", "")
     else:
         data.error = f"the server answered {data.status}"
         reg._settle_record(data, "failure", "bad-status")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
