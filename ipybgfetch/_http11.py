@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -38,6 +39,7 @@ READ_LOW = 1024 * 1024  # ... and read again once the consumer took it below thi
 WRITE_CHUNK = 256 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_BODY_STATUS = (204, 304)
+_HEAD_END = re.compile(rb"\r?\n\r?\n")  # RFC 9112 2.2: a recipient MAY take a bare LF
 
 
 class _Stale(Exception):
@@ -47,13 +49,13 @@ class _Stale(Exception):
 def parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
     """``HTTP/1.1 200 OK\\r\\nName: value...`` (without the blank line) ->
     (status, reason, headers, version). Raises httpx.RemoteProtocolError if malformed."""
-    lines = head.split(b"\r\n")
+    lines = [line.removesuffix(b"\r") for line in head.split(b"\n")]
     status_line = lines[0]
     parts = status_line.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[0]) != 8:
         raise httpx.RemoteProtocolError(f"not an HTTP/1.x status line: {status_line[:80]!r}")
     code = parts[1]
-    if len(code) != 3 or not code.isdigit():
+    if len(code) != 3 or not code.isdigit() or code[0:1] == b"0":
         raise httpx.RemoteProtocolError(f"bad status code in {status_line[:80]!r}")
     headers: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:
@@ -176,7 +178,12 @@ class _Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._eof = True
-        if self._head is not None and not self.body_done and self._framing == "close":
+        if (
+            self._exc is None
+            and self._head is not None
+            and not self.body_done
+            and self._framing == "close"
+        ):
             self._finish_body()
         self.reusable = False
         self._wake()
@@ -188,7 +195,12 @@ class _Connection(asyncio.Protocol):
         if exc is not None and self._exc is None:
             self._exc = exc
         self._eof = True
-        if self._head is not None and not self.body_done and self._framing == "close":
+        if (
+            self._exc is None
+            and self._head is not None
+            and not self.body_done
+            and self._framing == "close"
+        ):
             self._finish_body()
         self._wake()
         drain, self._drain = self._drain, None
@@ -212,36 +224,37 @@ class _Connection(asyncio.Protocol):
             self._head_buf += data
             data = bytes(self._head_buf)
             self._head_buf.clear()
-            end = data.find(b"\r\n\r\n", start)
         else:  # the usual case: the whole head in one read (with the body's first bytes)
-            end = data.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
-        if end < 0:
-            if len(data) > MAX_HEAD:
-                self._fail(httpx.RemoteProtocolError(f"response head over {MAX_HEAD} bytes"))
-            else:
-                self._head_buf += data
-            return
-        try:
-            head = parse_head(data[:end])
-        except httpx.RemoteProtocolError as exc:
-            self._fail(exc)
-            return
-        rest = data[end + 4 :]
-        status = head[0]
-        if 100 <= status < 200:
+            start = 0
+        while True:
+            found = _HEAD_END.search(data, start, MAX_HEAD + 4)
+            end = found.start() if found else -1
+            if end < 0:
+                if len(data) > MAX_HEAD:
+                    self._fail(httpx.RemoteProtocolError(f"response head over {MAX_HEAD} bytes"))
+                else:
+                    self._head_buf += data
+                return
+            try:
+                head = parse_head(data[:end])
+            except httpx.RemoteProtocolError as exc:
+                self._fail(exc)
+                return
+            rest = data[found.end() :]
+            status = head[0]
+            if not 100 <= status < 200:
+                break
             if status == 101:
                 self._fail(httpx.RemoteProtocolError("the server switched protocols (101)"))
                 return
-            if rest:  # an interim answer: the real one follows
-                self._receive_head(rest)
-            return
-        self._in_head = False
-        self._head = head
+            data, start = rest, 0  # an interim answer: the real one follows
         try:
             self._set_framing(head)
         except httpx.RemoteProtocolError as exc:
-            self._fail(exc)
+            self._fail(exc)  # _head stays None: head() raises exc, no 200 with no body
             return
+        self._in_head = False
+        self._head = head
         if rest and not self.body_done:
             self._receive_body(rest)
         elif rest:
@@ -259,13 +272,13 @@ class _Connection(asyncio.Protocol):
             return
         encodings = [v for n, v in headers if n.lower() == b"transfer-encoding"]
         if encodings:
-            last = b",".join(encodings).split(b",")[-1].strip().lower()
-            if last == b"chunked":
-                self._framing = "chunked"
-                self._chunked = ChunkedDecoder()
-            else:
-                self._framing = "close"
-                self.reusable = False
+            codings = [c.strip().lower() for c in b",".join(encodings).split(b",")]
+            if codings != [b"chunked"]:  # gzip/deflate/identity...: not decoded here
+                raise httpx.RemoteProtocolError(f"unsupported Transfer-Encoding: {codings!r}")
+            self._framing = "chunked"
+            self._chunked = ChunkedDecoder()
+            if any(n.lower() == b"content-length" for n, _ in headers):
+                self.reusable = False  # RFC 9112 6.1: both framings: close after this one
             return
         lengths = {v.strip() for n, v in headers if n.lower() == b"content-length"}
         if not lengths:
@@ -367,6 +380,9 @@ class _Connection(asyncio.Protocol):
         self._body.clear()
         self._buffered = 0
         self.body_done = False
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
 
     async def send(self, request: httpx.Request, timeouts: dict[str, Any]) -> None:
         assert self.transport is not None
@@ -425,7 +441,9 @@ class _Connection(asyncio.Protocol):
         if self.closed and self._writing_paused:
             raise _write_error(self._exc)
 
-    async def head(self, timeout: float | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def head(
+        self, timeout: float | None
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
         while self._head is None:
             if self._exc is not None:
                 if isinstance(self._exc, httpx.HTTPError):
@@ -442,8 +460,8 @@ class _Connection(asyncio.Protocol):
                     )
                 raise httpx.RemoteProtocolError("the connection closed in the response head")
             await self._wait(timeout, "waiting for the response")
-        status, reason, headers, _ = self._head
-        return status, reason, headers
+        status, reason, headers, version = self._head
+        return status, reason, headers, version
 
     async def take(self, timeout: float | None) -> collections.deque[bytes] | None:
         """The body bytes received so far (waiting for some); None once it is complete."""
@@ -512,7 +530,8 @@ class _Body(httpx.AsyncByteStream):
                 for chunk in chunks:
                     yield chunk
         except BaseException:
-            conn.close()
+            if self._conn is conn:  # still ours: not handed back to the pool yet
+                conn.close()
             raise
         await self.aclose()
 
@@ -564,8 +583,11 @@ class Http11Transport(httpx.AsyncBaseTransport):
                 conn = self._pop_idle(key) or await self._connect(key, timeouts.get("connect"))
                 conn.start(expect_body)
                 try:
-                    await conn.send(request, timeouts)
-                    status, reason, headers = await conn.head(timeouts.get("read"))
+                    try:
+                        await conn.send(request, timeouts)
+                    except httpx.WriteError:
+                        conn.reusable = False  # an early answer (413, 401...) may be waiting
+                    status, reason, headers, version = await conn.head(timeouts.get("read"))
                 except _Stale:
                     conn.close()
                     if replayable:
@@ -584,7 +606,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
             status,
             headers=headers,
             stream=_Body(self, conn, timeouts.get("read")),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+            extensions={"http_version": b"HTTP/" + version, "reason_phrase": reason},
         )
 
     async def _acquire(self, timeout: float | None) -> None:

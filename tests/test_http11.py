@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import itertools
 import socket
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -123,6 +125,14 @@ class Peer:
             self.server.requests.append(req)
         return req
 
+    def read_head(self) -> bytes:
+        """Just the next request's head (its body, if any, stays unread)."""
+        while b"\r\n\r\n" not in self._buf:
+            if not self._fill():
+                raise ConnectionError("client closed inside a head")
+        head, self._buf = self._buf.split(b"\r\n\r\n", 1)
+        return head
+
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
@@ -144,7 +154,7 @@ class Peer:
 
     def reset(self) -> None:
         """Close with an RST (SO_LINGER 0) instead of a FIN."""
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
 
 
@@ -161,7 +171,6 @@ class ScriptServer:
         self.requests: list[RawRequest] = []
         self.accepts = 0
         self.errors: list[BaseException] = []
-        self.done = threading.Event()  # set by a handler when the scenario reached its end
         self._socks: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -169,7 +178,9 @@ class ScriptServer:
         self._listener.settimeout(0.02)
         self.port = self._listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._acceptor = threading.Thread(target=self._accept_loop, name="raw-server-accept")
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, name="raw-server-accept", daemon=True
+        )
         self._acceptor.start()
 
     def _accept_loop(self) -> None:
@@ -185,8 +196,9 @@ class ScriptServer:
                 index = self.accepts
                 self.accepts += 1
                 self._socks.append(sock)
+            peer = Peer(sock, index, self)
             thread = threading.Thread(
-                target=self._serve, args=(Peer(sock, index, self),), name="raw-server-conn"
+                target=self._serve, args=(peer,), name="raw-server-conn", daemon=True
             )
             self._threads.append(thread)
             thread.start()
@@ -248,8 +260,22 @@ def raw() -> Iterator[Callable[[Callable[[Peer], None]], ScriptServer]]:
         return srv
 
     yield make
+    errors = []
     for srv in servers:
-        srv.close()
+        try:
+            srv.close()
+        except BaseException as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A port held by a bound socket that doesn't listen: connecting to it is refused."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield holder.getsockname()[1]
 
 
 def run(coro: Coroutine[Any, Any, Any], timeout: float = 10) -> Any:
@@ -287,14 +313,15 @@ async def get_all(url: str, n: int, **limits: Any) -> list[httpx.Response]:
 TOKEN = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 tokens = st.text(alphabet=TOKEN, min_size=1, max_size=8)
 quoted = st.text(alphabet="abc ;=,xyz", max_size=6).map(lambda s: f'"{s}"')
+bws = st.sampled_from(["", " ", "\t"])
 extensions = st.lists(
-    st.tuples(tokens, st.none() | tokens | quoted).map(
-        lambda kv: f";{kv[0]}" + ("" if kv[1] is None else f"={kv[1]}")
+    st.tuples(bws, tokens, st.none() | tokens | quoted).map(
+        lambda e: f"{e[0]};{e[1]}" + ("" if e[2] is None else f"={e[2]}")
     ),
     max_size=3,
 ).map("".join)
-field_values = st.binary(max_size=30).map(
-    lambda b: bytes(c for c in b if c >= 0x21 and c != 0x7F).strip()
+field_values = st.binary(max_size=30).map(  # visible bytes, inner spaces and tabs
+    lambda b: bytes(c for c in b if (c >= 0x21 and c != 0x7F) or c in b" \t").strip(b" \t")
 )
 trailer_lines = st.lists(
     st.tuples(tokens, field_values).map(lambda kv: kv[0].encode() + b": " + kv[1] + b"\r\n"),
@@ -315,7 +342,7 @@ def chunked_messages(draw: st.DrawFn) -> tuple[bytes, bytes, bytes]:
         zeros = "0" * draw(st.integers(0, 2))
         return f"{zeros}{digits}{draw(extensions)}\r\n".encode()
 
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         if end > start:
             wire += size_line(end - start) + body[start:end] + b"\r\n"
     wire += size_line(0) + draw(trailer_lines) + b"\r\n"
@@ -328,7 +355,7 @@ def feed_split(data: bytes, splits: list[int]) -> tuple[ChunkedDecoder, bytes, b
     decoder = ChunkedDecoder()
     decoded, rest = [], b""
     bounds = [0, *sorted(s % (len(data) + 1) for s in splits), len(data)]
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         was_done = decoder.done
         pieces, after = decoder.feed(data[start:end])
         assert all(isinstance(p, bytes | memoryview) for p in pieces)
@@ -388,6 +415,7 @@ def test_chunked_decoder_only_ever_raises_remote_protocol_error(data, splits):
         b"3\r\nabc\r\n" + b"1" * 9000,  # a size line that never ends
         b"5;" + b"e" * 9000 + b"\r\nhello\r\n",
     ],
+    ids=lambda wire: repr(wire[:12]) + (f"+{len(wire) - 12}" if len(wire) > 12 else ""),
 )
 def test_chunked_decoder_rejects_malformed_framing(wire):
     with pytest.raises(httpx.RemoteProtocolError):
@@ -435,18 +463,17 @@ def test_parse_head_unfolds_obsolete_line_folding():
 
 
 def _corrupt(kind: str, junk: bytes) -> bytes:
+    junk = bytes(c for c in junk if c not in b"\r\n ")
     good = [b"HTTP/1.1 200 OK", b"Content-Length: 3"]
     if kind == "prefix":
-        good[0] = b"HTTX/1.1" + junk.replace(b"\r\n", b"") + b" 200 OK"
+        good[0] = b"HTTX/1.1" + junk + b" 200 OK"
     elif kind == "version":
-        good[0] = b"HTTP/1.1" + (junk.replace(b"\r\n", b"") or b"1") + b" 200 OK"
+        good[0] = b"HTTP/1.1" + (junk or b"1") + b" 200 OK"
     elif kind == "code":
-        code = junk.replace(b"\r\n", b"").replace(b" ", b"")
-        if len(code) == 3 and code.isdigit():
-            code += b"0"
+        code = junk + b"0" if len(junk) == 3 and junk.isdigit() else junk
         good[0] = b"HTTP/1.1 " + code + b" OK"
     elif kind == "no colon":
-        good.append(b"X" + junk.replace(b":", b"").replace(b"\r\n", b""))
+        good.append(b"X" + junk.replace(b":", b""))
     elif kind == "space in name":
         good.append(b"Bad Name: x")
     elif kind == "space before colon":
@@ -515,7 +542,9 @@ def test_chunked_body_in_pieces_with_extensions_and_trailers(raw):
     def handler(peer: Peer) -> None:
         peer.read_request()
         wire = response(headers=("Transfer-Encoding: chunked",), length=False)
-        wire += chunked(*pieces, trailers=b"X-Trailer: yes\r\n").replace(b"6\r\n", b"6;a=b\r\n")
+        wire += b"6;a=b\r\nhello \r\n" + b'7 ;x;y="1;2"\r\nchunked\r\n'
+        wire += b"1388\r\n" + pieces[2] + b"\r\n" + b"5\r\nworld\r\n"
+        wire += b"0\r\nX-Trailer: yes\r\n\r\n"
         for i in range(0, len(wire), 7):  # split across many TCP writes
             peer.send(wire[i : i + 7])
             if i % 700 == 0:
@@ -587,7 +616,7 @@ def test_head_with_content_length_reads_no_body_and_keeps_the_connection(raw):
 
 @pytest.mark.parametrize("status", ["204 No Content", "304 Not Modified"])
 def test_204_and_304_have_no_body(raw, status):
-    no_body = f"HTTP/1.1 {status}\r\nContent-Length: 50\r\nETag: \"x\"\r\n\r\n".encode()
+    no_body = f'HTTP/1.1 {status}\r\nContent-Length: 50\r\nETag: "x"\r\n\r\n'.encode()
     srv = raw(replies(no_body, response(b"next")))
     responses = run(get_all(srv.url, 2))
     assert responses[0].status_code == int(status[:3]) and responses[0].content == b""
@@ -772,7 +801,7 @@ def test_closing_the_transport_closes_idle_connections(raw):
     assert srv.accepts == 1
 
 
-def test_pool_limit_and_slots_freed_after_errors(raw):
+def test_pool_limit_and_slots_freed_after_errors(raw, refused_port):
     def handler(peer: Peer) -> None:
         req = peer.read_request()
         if req is None:
@@ -796,7 +825,7 @@ def test_pool_limit_and_slots_freed_after_errors(raw):
                 with pytest.raises(httpx.RemoteProtocolError):
                     await c.get(srv.url + "/truncated")
             with pytest.raises(httpx.ConnectError):
-                await c.get(f"http://127.0.0.1:{refused_port()}/")
+                await c.get(f"http://127.0.0.1:{refused_port}/")
             assert (await c.get(srv.url + "/ok")).content == b"ok"
             async with c.stream("GET", srv.url + "/hold"):  # holds the only slot
                 with pytest.raises(httpx.PoolTimeout):
@@ -825,6 +854,30 @@ def test_closing_a_response_before_its_body_does_not_pool_the_connection(raw):
 
     assert run(main()) == b"second"
     assert srv.accepts == 2
+
+
+def test_cancelled_requests_give_their_slot_and_connection_back(raw):
+    def handler(peer: Peer) -> None:
+        while (req := peer.read_request()) is not None:
+            if req.request_line.split()[1] == b"/slow":
+                peer.read_to_eof()  # never answers; the client cancels
+                return
+            peer.send(response(b"ok"))
+
+    srv = raw(handler)
+
+    async def main() -> bytes:
+        async with client(max_connections=1) as c:
+            c.timeout = httpx.Timeout(3.0, pool=0.5)
+            task = asyncio.create_task(c.get(srv.url + "/slow"))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return (await c.get(srv.url + "/fast")).content
+
+    assert run(main()) == b"ok"
+    assert srv.accepts == 2  # the cancelled request's connection was not reused
 
 
 # ---------------------------------------------------------------------------------------
@@ -875,7 +928,8 @@ def test_post_async_iterator_body_is_sent_chunked_byte_exact(raw):
 
 
 def test_streamed_upload_to_data_server_echo(server):
-    parts = [DataServer.content("up.bin", 3 * 2**20)[i : i + 2**18] for i in range(0, 3 * 2**20, 2**18)]
+    data = DataServer.content("up.bin", 3 * 2**20)
+    parts = [data[i : i + 2**18] for i in range(0, len(data), 2**18)]
 
     async def stream() -> AsyncIterator[bytes]:
         for part in parts:
@@ -939,6 +993,23 @@ def test_truncated_chunked_body_missing_only_the_last_chunk(raw):
         run(get_all(srv.url, 1))
 
 
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_reset_during_a_framed_body_is_an_error(raw, framing):
+    def handler(peer: Peer) -> None:
+        peer.read_request()
+        if framing == "length":
+            peer.send(response(b"x" * 1000)[:-500])
+        else:
+            head = response(headers=("Transfer-Encoding: chunked",), length=False)
+            peer.send(head + b"100\r\n" + b"x" * 100)
+        time.sleep(0.2)
+        peer.reset()
+
+    srv = raw(handler)
+    with pytest.raises(httpx.ReadError):
+        run(get_all(srv.url, 1))
+
+
 def test_malformed_chunked_body(raw):
     head = response(headers=("Transfer-Encoding: chunked",), length=False)
     srv = raw(replies(head + b"5\r\nhello\r\nzz\r\n"))
@@ -986,11 +1057,6 @@ def test_endless_response_head_is_refused(raw):
         run(get_all(srv.url, 1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: MAX_HEAD is only checked while the terminator is missing: a head over 64 KiB "
-    "whose last read brings the blank line is accepted (_Connection._receive_head)",
-)
 def test_complete_response_head_over_the_limit_is_refused(raw):
     big = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (MAX_HEAD - 5000)
 
@@ -1058,18 +1124,9 @@ def test_read_timeout_inside_the_body(raw):
     assert time.monotonic() - start < 2
 
 
-def refused_port() -> int:
-    """A port with a bound socket that doesn't listen: connecting to it is refused."""
-    return _HOLDER.getsockname()[1]
-
-
-_HOLDER = socket.socket()
-_HOLDER.bind(("127.0.0.1", 0))
-
-
-def test_connection_refused():
+def test_connection_refused(refused_port):
     with pytest.raises(httpx.ConnectError, match="cannot connect"):
-        run(get_all(f"http://127.0.0.1:{refused_port()}/x", 1))
+        run(get_all(f"http://127.0.0.1:{refused_port}/x", 1))
 
 
 def test_unsupported_scheme_is_refused():
@@ -1120,15 +1177,10 @@ def test_flow_control_stops_reading_when_the_consumer_does_not_take(server):
 
 
 # ---------------------------------------------------------------------------------------
-# Bugs (xfail strict: each one passes once the bug is fixed)
+# Regressions: bugs these tests found in the first version of _http11.py
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a response closed unread with its whole body buffered past READ_HIGH goes "
-    "back to the pool with reading paused; the next request on it never sees its answer",
-)
 def test_connection_pooled_with_reading_paused_still_answers(raw):
     size = READ_HIGH + 1  # the read that crosses READ_HIGH is the one that ends the body
     sent = threading.Event()
@@ -1154,11 +1206,6 @@ def test_connection_pooled_with_reading_paused_still_answers(raw):
     assert run(main()) == b"second"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an abandoned body iterator, finalized after its connection went back to the "
-    "pool, closes that connection under the next request (_Body.__aiter__'s except)",
-)
 def test_abandoned_body_iterator_does_not_close_a_reused_connection(raw):
     def handler(peer: Peer) -> None:
         while (req := peer.read_request()) is not None:
@@ -1181,11 +1228,6 @@ def test_abandoned_body_iterator_does_not_close_a_reused_connection(raw):
     assert run(main()) == b"stored:data"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a reset (RST) during a read-until-close body ends it like a clean close: "
-    "the truncated body is returned as complete (connection_lost ignores exc)",
-)
 def test_reset_during_read_until_close_body_is_an_error(raw):
     def handler(peer: Peer) -> None:
         peer.read_request()
@@ -1198,15 +1240,9 @@ def test_reset_during_read_until_close_body_is_an_error(raw):
         run(get_all(srv.url, 1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an early final answer (413 + Connection: close, then a half-close) while a "
-    "streamed body is being sent surfaces as WriteError; httpx's own transport returns the 413",
-)
 def test_early_answer_during_a_streamed_upload_is_returned(raw):
     def handler(peer: Peer) -> None:
-        while b"\r\n\r\n" not in peer._buf:
-            peer._fill()
+        peer.read_head()
         peer.send(response(b"too big", "413 Payload Too Large", ("Connection: close",)))
         peer.half_close()
         peer.read_to_eof()  # keeps reading (and dropping) the upload
@@ -1223,3 +1259,27 @@ def test_early_answer_during_a_streamed_upload_is_returned(raw):
             return (await c.post(srv.url, content=upload())).status_code
 
     assert run(main()) == 413
+
+
+def test_many_interim_answers_in_one_read(raw):
+    many = b"HTTP/1.1 100 Continue\r\n\r\n" * 2000 + response(b"ok")
+    srv = raw(replies(many))
+    assert run(get_all(srv.url, 1))[0].content == b"ok"
+
+
+def test_bare_lf_response_head(raw):
+    srv = raw(replies(b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok"))
+
+    async def main() -> bytes:
+        async with client() as c:
+            return (await c.get(srv.url, timeout=httpx.Timeout(3.0, read=0.5))).content
+
+    assert run(main()) == b"ok"
+
+
+def test_unsupported_transfer_coding_is_refused(raw):
+    body = gzip.compress(b"payload")
+    head = response(headers=("Transfer-Encoding: gzip, chunked",), length=False)
+    srv = raw(replies(head + chunked(body)))
+    with pytest.raises(httpx.RemoteProtocolError):
+        run(get_all(srv.url, 1))
