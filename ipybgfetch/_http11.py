@@ -25,12 +25,14 @@ import collections
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
 
 import httpx
 
 __all__ = ["ChunkedDecoder", "Http11Transport", "parse_head"]
+
+T = TypeVar("T")
 
 MAX_HEAD = 64 * 1024  # bytes: a longer status line + headers is refused
 MAX_CHUNK_LINE = 8 * 1024  # bytes: a chunk-size line (with extensions) or a trailer line
@@ -433,11 +435,15 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             raise _write_error(self._exc)
         self._drain = drain = self._loop.create_future()
+        handle = self._loop.call_later(timeout, _expire, drain) if timeout is not None else None
         try:
-            await asyncio.wait_for(drain, timeout)
+            await drain
         except asyncio.TimeoutError:
             self.reusable = False
             raise httpx.WriteTimeout(f"could not send for {timeout:g} s") from None
+        finally:
+            if handle is not None:
+                handle.cancel()
         if self.closed and self._writing_paused:
             raise _write_error(self._exc)
 
@@ -497,6 +503,38 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.close()
         self.closed = True
+
+
+async def _bounded(
+    coro: Coroutine[Any, Any, T], timeout: float | None, cleanup: Callable[[T], None]
+) -> T:
+    """``await coro`` within ``timeout`` seconds (asyncio.TimeoutError after it).
+
+    Not ``asyncio.wait_for``: before Python 3.12 it can swallow a cancellation that
+    arrives as the inner call completes (the task then runs on, uncancelled: a paused
+    download that keeps going). A result nobody will use is handed to ``cleanup``.
+    """
+    if timeout is None:
+        return await coro
+    task = asyncio.ensure_future(coro)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except BaseException:
+        _abandon(task, cleanup)
+        raise
+    if not done:
+        _abandon(task, cleanup)
+        raise asyncio.TimeoutError()
+    return task.result()
+
+
+def _abandon(task: asyncio.Future[T], cleanup: Callable[[T], None]) -> None:
+    def done(t: asyncio.Future[T]) -> None:
+        if not t.cancelled() and t.exception() is None:
+            cleanup(t.result())
+
+    task.cancel()
+    task.add_done_callback(done)
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -614,8 +652,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
             return
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._max_connections)
+        slots = self._slots
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout)
+            await _bounded(slots.acquire(), timeout, cleanup=lambda _: slots.release())
         except asyncio.TimeoutError:
             raise httpx.PoolTimeout(f"no free connection within {timeout:g} s") from None
 
@@ -659,7 +698,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
             if context is None:
                 context = self._ssl = await loop.run_in_executor(None, self._make_ssl_context)
         try:
-            _, conn = await asyncio.wait_for(
+            _, conn = await _bounded(
                 loop.create_connection(
                     lambda: _Connection(key),
                     host,
@@ -668,6 +707,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
                     server_hostname=host if context is not None else None,
                 ),
                 timeout,
+                cleanup=lambda made: made[0].close(),
             )
         except asyncio.TimeoutError:
             raise httpx.ConnectTimeout(

@@ -1283,3 +1283,36 @@ def test_unsupported_transfer_coding_is_refused(raw):
     srv = raw(replies(head + chunked(body)))
     with pytest.raises(httpx.RemoteProtocolError):
         run(get_all(srv.url, 1))
+
+
+def test_a_cancel_arriving_as_a_connect_completes_is_never_swallowed():
+    """asyncio.wait_for (Python < 3.12) returns the result and drops the cancel when both
+    land in one loop iteration: a paused download then ran on. _bounded re-raises the
+    cancel and hands the unused result (a new connection) to its cleanup."""
+    from ipybgfetch._http11 import _bounded
+
+    async def main() -> tuple[bool, list[str]]:
+        loop = asyncio.get_running_loop()
+        inner: asyncio.Future[str] = loop.create_future()
+        cleaned: list[str] = []
+
+        async def connect() -> str:
+            return await inner
+
+        outer = asyncio.ensure_future(_bounded(connect(), 10, cleaned.append))
+        await asyncio.sleep(0.01)  # outer is waiting for the connection
+
+        def both() -> None:
+            inner.set_result("connection")
+            outer.cancel()
+
+        loop.call_soon(both)
+        try:
+            await outer
+            cancelled = False
+        except asyncio.CancelledError:
+            cancelled = True
+        await asyncio.sleep(0.01)
+        return cancelled, cleaned
+
+    assert asyncio.run(main()) == (True, ["connection"])
