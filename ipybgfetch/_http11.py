@@ -41,6 +41,11 @@ READ_LOW = 1024 * 1024  # ... and read again once the consumer took it below thi
 WRITE_CHUNK = 256 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_BODY_STATUS = (204, 304)
+# `b"x" in some_bytes` first tries the operand as an int and formats a TypeError: ~10x a
+# regex search, and these run for every header of every response
+_VIEW_OVER = 16 * 1024  # bytes of body after the head: passed on as a view, not a copy
+_BLANK = re.compile(rb"[ \t]")
+_CR_LF = re.compile(rb"[\r\n]")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")  # RFC 9112 2.2: a recipient MAY take a bare LF
 
 
@@ -62,7 +67,7 @@ def parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]], byte
     headers: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip() or b" " in name or b"\t" in name:
+        if not sep or not name or name != name.strip() or _BLANK.search(name):
             if line[:1] in (b" ", b"\t") and headers:  # obsolete line folding (RFC 9112 5.2)
                 last_name, last_value = headers[-1]
                 headers[-1] = (last_name, last_value + b" " + line.strip())
@@ -154,6 +159,7 @@ class _Connection(asyncio.Protocol):
         self._received = 0
         self._expected = 0
         self._chunked: ChunkedDecoder | None = None
+        self._encoded = False  # a Content-Encoding: httpx decodes it from bytes
         self._body: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self.body_done = False
@@ -242,14 +248,14 @@ class _Connection(asyncio.Protocol):
             except httpx.RemoteProtocolError as exc:
                 self._fail(exc)
                 return
-            rest = data[found.end() :]
+            body_start = found.end()
             status = head[0]
             if not 100 <= status < 200:
                 break
             if status == 101:
                 self._fail(httpx.RemoteProtocolError("the server switched protocols (101)"))
                 return
-            data, start = rest, 0  # an interim answer: the real one follows
+            data, start = data[body_start:], 0  # an interim answer: the real one follows
         try:
             self._set_framing(head)
         except httpx.RemoteProtocolError as exc:
@@ -257,16 +263,26 @@ class _Connection(asyncio.Protocol):
             return
         self._in_head = False
         self._head = head
-        if rest and not self.body_done:
-            self._receive_body(rest)
-        elif rest:
+        extra = len(data) - body_start
+        if extra and self.body_done:
             self.reusable = False  # bytes after a body-less answer: don't trust the stream
+        elif extra:
+            # The body's first bytes came with the head (often all of a small body): a
+            # plain body takes them as a view of the read, not a copy; chunked and
+            # content-encoded bodies go through byte methods, so they get bytes.
+            plain = self._chunked is None and not self._encoded
+            view = plain and extra >= _VIEW_OVER
+            self._receive_body(memoryview(data)[body_start:] if view else data[body_start:])
         self._wake()
 
     def _set_framing(self, head: tuple[int, bytes, list[tuple[bytes, bytes]], bytes]) -> None:
         status, _, headers, version = head
+        self._encoded = any(
+            n.lower() == b"content-encoding" and v.strip().lower() not in (b"", b"identity")
+            for n, v in headers
+        )
         connection = b",".join(v for n, v in headers if n.lower() == b"connection").lower()
-        if version != b"1.1" or b"close" in connection:
+        if version != b"1.1" or connection.find(b"close") >= 0:
             self.reusable = False
         if not self._expect_body or status in _NO_BODY_STATUS:
             self._framing = "length"
@@ -392,7 +408,7 @@ class _Connection(asyncio.Protocol):
         lines = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
         chunked = False
         for name, value in request.headers.raw:
-            if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name:
+            if _CR_LF.search(value) or _CR_LF.search(name):
                 raise httpx.LocalProtocolError(f"illegal header {name!r}: CR/LF in it")
             lines += (name, b": ", value, b"\r\n")
             if name.lower() == b"transfer-encoding" and value.lower() == b"chunked":

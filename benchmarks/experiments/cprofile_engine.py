@@ -2,25 +2,22 @@
 
     python benchmarks/experiments/cprofile_engine.py [--case 2] [--top 40]
 
-py-spy samples (profile.py) show where the time goes across threads; this counts every call
+py-spy samples (pyspy_profile.py) show where the time goes across threads; this counts every call
 on the engine loop thread, which is what per-record overhead is made of. cProfile slows
 Python code ~2x, so read the shares, not the seconds.
 """
 
 from __future__ import annotations
 
+import argparse
+import cProfile
+import pstats
+import shutil
 import sys
+import threading
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# this folder's profile.py would shadow the standard library's (cProfile imports it)
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-
-import argparse  # noqa: E402
-import cProfile  # noqa: E402
-import pstats  # noqa: E402
-import shutil  # noqa: E402
-import threading  # noqa: E402
 
 BENCH = HERE.parent
 sys.path.insert(0, str(BENCH))

@@ -1,6 +1,6 @@
 """Profile ipybgfetch on benchmark cases 1-3 with py-spy (every thread, optionally native).
 
-    python benchmarks/experiments/profile.py --case 1 [--native] [--variant JSON]
+    python benchmarks/experiments/pyspy_profile.py --case 1 [--native] [--variant JSON]
 
 Starts the same static server as ``run.py`` on the same generated data (kept in
 ``/dev/shm/ipybgfetch-bench/www``), runs one ``_worker.py`` download under
