@@ -26,6 +26,8 @@ __all__ = ["Body", "Request", "Response", "validate_url"]
 Body = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", None]
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _BAD_URL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# http(s)://host[:port][/printable ASCII, no space]: valid as it is (urlsplit not needed)
+_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9][A-Za-z0-9.-]*(?::(\d{1,5}))?(?:/[!-~]*)?\Z")
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
@@ -40,6 +42,13 @@ def validate_url(url: object) -> str:
             f"a URL must be a str (or an ipybgfetch.Request), got {type(url).__name__}: {url!r}"
         )
     text = url.strip()
+    plain = _PLAIN_URL.match(text)
+    if plain and (plain.group(1) is None or int(plain.group(1)) <= 65535):
+        return text  # the common case, decided without urlsplit (same answer: tested)
+    return _validate_slowly(text)
+
+
+def _validate_slowly(text: str) -> str:
     if not text:
         raise FetchError("empty URL; pass an absolute URL such as 'https://example.org/a.csv'")
     try:

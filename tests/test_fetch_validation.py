@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ipybgfetch
 from ipybgfetch import FetchError, QuotaExceededError, Request
@@ -168,3 +170,81 @@ def test_quota_error_creates_no_folder(mgr, server, tmp_path):
     with pytest.raises(QuotaExceededError):
         mgr.fetch("q", [server.url("a", 1)], download_total=2**62, dest=dest)
     assert not (tmp_path / "never").exists()
+
+
+# validate_url decides plain URLs with one regex and everything else with urlsplit; both
+# paths must give the same answer (the URL, or a FetchError) for any input.
+_URL_PIECES = st.sampled_from(
+    [
+        "http",
+        "https",
+        "HTTP",
+        "ftp",
+        "",
+        "://",
+        ":",
+        "/",
+        "//",
+        "?",
+        "#",
+        "@",
+        "user:pw@",
+        "[::1]",
+        "example.org",
+        "a.b-c",
+        "-x",
+        "127.0.0.1",
+        ":80",
+        ":65535",
+        ":65536",
+        ":0",
+        ":x",
+        " ",
+        "%20",
+        "\t",
+        "\n",
+        "é",
+        "~",
+        "\\",
+        "path",
+        "q=1&r=2",
+        "\x7f",
+    ]
+)
+
+
+@given(st.lists(_URL_PIECES, min_size=1, max_size=8).map("".join))
+@settings(max_examples=400, deadline=None)
+def test_the_fast_url_check_agrees_with_the_full_one(url):
+    from ipybgfetch._models import _validate_slowly, validate_url
+
+    def outcome(check):
+        try:
+            return ("ok", check(url))
+        except FetchError:
+            return ("error", None)
+
+    assert outcome(validate_url) == outcome(lambda u: _validate_slowly(u.strip()))
+
+
+@given(
+    st.sampled_from(["http", "https"]),
+    st.from_regex(r"[a-z0-9][a-z0-9.-]{0,20}", fullmatch=True),
+    st.one_of(st.none(), st.integers(0, 99999)),
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=30),
+)
+@settings(max_examples=300, deadline=None)
+def test_plain_urls_take_the_fast_path_with_the_same_answer(scheme, host, port, path):
+    from ipybgfetch._models import _PLAIN_URL, _validate_slowly, validate_url
+
+    url = f"{scheme}://{host}" + (f":{port}" if port is not None else "") + "/" + path
+    assert _PLAIN_URL.match(url)  # this test is about the fast path
+    try:
+        expected = ("ok", _validate_slowly(url))
+    except FetchError:
+        expected = ("error", None)
+    try:
+        got = ("ok", validate_url(url))
+    except FetchError:
+        got = ("error", None)
+    assert got == expected
