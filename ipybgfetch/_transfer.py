@@ -457,7 +457,7 @@ async def _receive(
             backlog = part.write(chunk)
             reg._add_downloaded(data, n)
             if backlog is not None:  # the disk is behind the network: let it catch up
-                await asyncio.wrap_future(backlog)
+                await backlog
         await part.finish()
     finally:
         part.close()
