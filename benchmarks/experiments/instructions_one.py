@@ -23,10 +23,6 @@ from _servers import StaticServer
 
 import ipybgfetch
 
-if os.environ.get("STUBS"):
-    sys.path.insert(0, "/tmp/exp")
-    import stubs  # noqa: F401
-
 
 def instrument(state: str) -> None:
     if os.environ.get("CG"):
