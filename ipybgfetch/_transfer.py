@@ -115,8 +115,8 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
     return start, end, total
 
 
-def _content_length(resp: httpx.Response) -> int | None:
-    value = resp.headers.get("content-length")
+def _content_length(headers: dict[str, str]) -> int | None:
+    value = headers.get("content-length")
     if value is None or not value.strip().isdigit():
         return None
     return int(value)
@@ -124,10 +124,6 @@ def _content_length(resp: httpx.Response) -> int | None:
 
 def _encoding(value: str | None) -> bool:
     return (value or "").strip().lower() not in ("", "identity")
-
-
-def _encoded(resp: httpx.Response) -> bool:
-    return _encoding(resp.headers.get("content-encoding"))
 
 
 async def _upload_stream(
@@ -375,16 +371,18 @@ async def _receive(
 ) -> None:
     policy = reg._policy
     status = resp.status_code
+    headers = dict(resp.headers.items())  # lower-case names, repeated values joined: one pass
     if status in policy.statuses and retry_status:
-        retry_after = parse_retry_after(resp.headers.get("retry-after"))
+        retry_after = parse_retry_after(headers.get("retry-after"))
         raise _Retry(f"the server answered {status} {resp.reason_phrase}", retry_after)
 
-    etag = resp.headers.get("etag", "")
-    last_modified = resp.headers.get("last-modified", "")
-    length = None if _encoded(resp) else _content_length(resp)
+    etag = headers.get("etag", "")
+    last_modified = headers.get("last-modified", "")
+    encoded = _encoding(headers.get("content-encoding"))
+    length = None if encoded else _content_length(headers)
     resumed = False
     if offset:
-        content_range = parse_content_range(resp.headers.get("content-range"))
+        content_range = parse_content_range(headers.get("content-range"))
         sent = _validator(data)
         same_validator = (sent == data.etag and etag == data.etag) or (
             sent != data.etag and last_modified and last_modified == data.last_modified
@@ -394,7 +392,7 @@ async def _receive(
             and content_range is not None
             and content_range[0] == offset
             and same_validator
-            and not _encoded(resp)
+            and not encoded
             and (data.total is None or content_range[2] in (None, data.total))
         ):
             resumed = True
@@ -415,7 +413,7 @@ async def _receive(
     else:
         total = length
         if status == 206:
-            content_range = parse_content_range(resp.headers.get("content-range"))
+            content_range = parse_content_range(headers.get("content-range"))
             if content_range is None or content_range[0] != 0:
                 raise _Retry(f"the server sent a part ({status}) that was not asked for")
             total = content_range[2]
@@ -428,8 +426,8 @@ async def _receive(
     data.etag, data.last_modified = etag, last_modified
     data.total = total
     if data.final_path is None:
-        name = filename_from_disposition(resp.headers.get("content-disposition"))
-        name = name or filename_from_url(str(resp.url))
+        name = filename_from_disposition(headers.get("content-disposition"))
+        name = name or filename_from_url(data.response_url or str(resp.url))
         data.final_path = reg._reserve_name(name)
         data.part_path = data.final_path.with_name(data.final_path.name + ".part")
     if data.response is None:
@@ -445,7 +443,7 @@ async def _receive(
         raise _Retry("the partial file disappeared; restarting")
     part = PartFile(data.part_path, offset, hashes, reg._make_dest)
     try:
-        chunks = resp.aiter_bytes() if _encoded(resp) else resp.aiter_raw()
+        chunks = resp.aiter_bytes() if encoded else resp.aiter_raw()
         limit = reg.download_total
         async for chunk in chunks:
             n = len(chunk)

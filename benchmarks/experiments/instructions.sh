@@ -9,6 +9,6 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 PY=$(python -c "import sys; print(sys.executable)")  # the real binary, not a pyenv shim
 out=/tmp/callgrind-$1.out; shift
-env "$@" CG=1 N=200 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
+PYTHONPATH="$here/../.." env "$@" CG=1 N=200 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
     "$PY" "$here/instructions_one.py" >/dev/null 2>&1
 callgrind_annotate $out 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); t=$1} /libcrypto/{gsub(",","",$1); c+=$1} END{printf "total %.1fM  non-crypto %.1fM\n", t/1e6, (t-c)/1e6}'
