@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import re
 import ssl
 import time
@@ -263,6 +264,9 @@ class _Connection(asyncio.Protocol):
             return
         self._in_head = False
         self._head = head
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)  # an answer while sending: send() stops (RFC 9112 9.5)
         extra = len(data) - body_start
         if extra and self.body_done:
             self.reusable = False  # bytes after a body-less answer: don't trust the stream
@@ -429,6 +433,9 @@ class _Connection(asyncio.Protocol):
             return
         self._write(b"".join(lines))
         async for part in stream:  # type: ignore[union-attr]
+            if self._head is not None:  # answered before the body was sent: stop
+                self.reusable = False
+                return
             if not part:
                 continue
             if chunked:
@@ -450,6 +457,9 @@ class _Connection(asyncio.Protocol):
             return
         if self.closed:
             raise _write_error(self._exc)
+        if self._head is not None:
+            self.reusable = False
+            return
         self._drain = drain = self._loop.create_future()
         handle = self._loop.call_later(timeout, _expire, drain) if timeout is not None else None
         try:
@@ -462,6 +472,8 @@ class _Connection(asyncio.Protocol):
                 handle.cancel()
         if self.closed and self._writing_paused:
             raise _write_error(self._exc)
+        if self._writing_paused and self._head is not None:
+            self.reusable = False
 
     async def head(
         self, timeout: float | None
@@ -517,7 +529,7 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         self.reusable = False
         if self.transport is not None and not self.closed:
-            self.transport.close()
+            self.transport.abort()
         self.closed = True
 
 
@@ -730,7 +742,10 @@ class Http11Transport(httpx.AsyncBaseTransport):
                 f"could not connect to {host}:{port} within {timeout:g} s"
             ) from None
         except (OSError, ssl.SSLError) as exc:
-            raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
+            reason: object = exc
+            if exc.errno and exc.errno > 0 and not isinstance(exc, ssl.SSLError):
+                reason = os.strerror(exc.errno)  # not asyncio's "Connect call failed (...)"
+            raise httpx.ConnectError(f"cannot connect to {host}:{port}: {reason}") from exc
         return conn
 
     def _make_ssl_context(self) -> ssl.SSLContext:

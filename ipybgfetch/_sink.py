@@ -182,7 +182,8 @@ class PartFile:
             else:
                 self._inflight.append(_submit(self._job, self._take(), True))
                 while self._inflight:
-                    await self._inflight.popleft()
+                    await self._inflight[0]  # still listed: a cancel here leaves it to close()
+                    self._inflight.popleft()
         finally:
             self.close()
 
@@ -193,7 +194,8 @@ class PartFile:
             return
         self._closed = True
         try:
-            failed = any(job.wait() is not None for job in self._inflight)
+            errors = [job.wait() for job in self._inflight]  # all: none may outlive the fd
+            failed = any(e is not None for e in errors)
             if self._buf and not failed:
                 with contextlib.suppress(OSError):  # best effort: a shorter file only
                     self._job(self._take(), fsync=False)  # means a resume restarts it

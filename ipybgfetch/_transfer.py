@@ -146,6 +146,16 @@ async def _upload_stream(
             yield chunk
 
 
+class _Upload:
+    """The request body; each iteration (a 307/308 redirect, an auth round) reads it anew."""
+
+    def __init__(self, reg: BackgroundFetchRegistration, data: RecordData) -> None:
+        self._reg, self._data = reg, data
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _upload_stream(self._reg, self._data)
+
+
 async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None:
     """Take ``data`` to a settled state (success or failure), or raise CancelledError."""
     policy = reg._policy
@@ -335,7 +345,7 @@ async def _attempt(
     content = None
     if request.body is not None:
         headers["Content-Length"] = str(request.body_size)
-        content = _upload_stream(reg, data)
+        content = _Upload(reg, data)
 
     async with reg._host_slot(request.url):
         if data.started is None:

@@ -33,7 +33,15 @@ def make_transport(options: dict[str, Any]) -> httpx.AsyncBaseTransport | None:
         return None
     if any(options.get(name) not in (None, False) for name in HTTPX_ONLY):
         return None
+    if options.get("trust_env", True) and _environment_proxies():
+        return None  # httpx mounts HTTP(S)_PROXY/ALL_PROXY only when it owns the transport
     return Http11Transport(**{k: options[k] for k in TRANSPORT_OPTIONS if k in options})
+
+
+def _environment_proxies() -> bool:
+    import urllib.request
+
+    return any(urllib.request.getproxies().get(k) for k in ("http", "https", "all"))
 
 
 class _Cookies(httpx.Cookies):
