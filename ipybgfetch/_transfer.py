@@ -16,6 +16,7 @@ import hmac
 import os
 import re
 import sqlite3
+import ssl
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -213,6 +214,9 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
                 return
             message = _describe(exc)
             data.error = message
+            if _permanent(exc):  # the same request can only fail the same way again
+                _settle_failure(reg, data, "fetch-error", message + " (not retried)")
+                return
             if data.downloaded > before:
                 failures_without_progress = 0
             failures_without_progress += 1
@@ -229,6 +233,18 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
             delay = policy.delay(failures_without_progress, retry_after)
             reg._record_changed(data)
             await asyncio.sleep(delay)
+
+
+def _permanent(exc: BaseException) -> bool:
+    """A failure no retry can fix: an untrusted certificate, an illegal request."""
+    if isinstance(exc, (httpx.LocalProtocolError, httpx.UnsupportedProtocol)):
+        return True
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _describe(exc: BaseException) -> str:

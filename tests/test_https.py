@@ -109,6 +109,7 @@ def test_an_untrusted_certificate_fails_the_record_and_says_why(tmp_path, tls_se
     record = reg.match_all()[0]
     assert reg.result == "failure" and record.state == "failure"
     assert "certificate" in record.error.lower(), record.error
+    assert record.attempts == 1 and "not retried" in record.error  # retrying cannot help
     assert not any(p.suffix in (".bin", ".part") for p in (tmp_path / "h").rglob("*"))
 
 
