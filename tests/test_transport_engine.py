@@ -2,8 +2,8 @@
 proxies and the errors users read.
 
 Each test drives a real ``BackgroundFetchManager`` against real loopback servers
-(``DataServer`` or :class:`Script`, a tiny raw-socket server in this file whose handler
-writes exactly the bytes a scenario needs) and checks what a user sees: record states and
+(``DataServer``, or ``script_server_support.ScriptServer`` whose handlers write exactly
+the bytes a scenario needs) and checks what a user sees: record states and
 errors, files on disk, sockets left open, what the server received. Nothing is mocked.
 
 A slow or stuck disk is played by :class:`WriterBlocker`: a record whose ``.part`` path
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from script_server_support import Peer, ScriptServer, raw_servers, response
 
 from ipybgfetch import BackgroundFetchManager, Request, RetryPolicy
 from ipybgfetch.testing import DataServer
@@ -51,138 +52,13 @@ linux_only = pytest.mark.skipif(
 # ---------------------------------------------------------------------------------------
 
 
-class Peer:
-    """The server's end of one accepted connection."""
-
-    def __init__(self, sock: socket.socket, index: int) -> None:
-        self.sock = sock
-        self.index = index
-        self.buf = b""
-
-    def _fill(self) -> bool:
-        data = self.sock.recv(256 * KiB)
-        self.buf += data
-        return bool(data)
-
-    def read_head(self) -> bytes | None:
-        """The next request's head (request line + headers); None if the client closed."""
-        while b"\r\n\r\n" not in self.buf:
-            if not self._fill():
-                return None
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        return head
-
-    def read_request(self) -> tuple[bytes, bytes] | None:
-        """(head, body) of the next request (Content-Length bodies), or None."""
-        head = self.read_head()
-        if head is None:
-            return None
-        length = int(header(head, "content-length") or 0)
-        while len(self.buf) < length:
-            if not self._fill():
-                raise ConnectionError("the client closed inside a request body")
-        body, self.buf = self.buf[:length], self.buf[length:]
-        return head, body
-
-    def read_to_eof(self) -> None:
-        while self._fill():
-            self.buf = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-
-def header(head: bytes, name: str) -> str | None:
-    for line in head.split(b"\r\n")[1:]:
-        key, _, value = line.partition(b":")
-        if key.strip().lower() == name.encode():
-            return value.strip().decode("latin-1")
-    return None
-
-
 def target(head: bytes) -> str:
     return head.split(b" ")[1].decode()
 
 
-def response(
-    body: bytes = b"", status: str = "200 OK", headers: tuple[str, ...] = (), version: str = "1.1"
-) -> bytes:
-    lines = [f"HTTP/{version} {status}", *headers, f"Content-Length: {len(body)}"]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-class Script:
-    """Listens on 127.0.0.1; runs ``handler(peer)`` in a thread per accepted connection."""
-
-    def __init__(self, handler: Callable[[Peer], None]) -> None:
-        self.handler = handler
-        self.accepts = 0
-        self.errors: list[BaseException] = []
-        self._lock = threading.Lock()
-        self._socks: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._stop = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.02)
-        self.port = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
-        self._acceptor.start()
-
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sock, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            sock.settimeout(IO_TIMEOUT)
-            with self._lock:
-                peer = Peer(sock, self.accepts)
-                self.accepts += 1
-                self._socks.append(sock)
-            thread = threading.Thread(target=self._serve, args=(peer,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _serve(self, peer: Peer) -> None:
-        try:
-            self.handler(peer)
-        except OSError:
-            pass  # the client went away
-        except BaseException as exc:
-            self.errors.append(exc)
-        finally:
-            with contextlib.suppress(OSError):
-                peer.sock.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._acceptor.join(IO_TIMEOUT)
-        self._listener.close()
-        with self._lock:
-            socks = list(self._socks)
-        for sock in socks:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        for thread in self._threads:
-            thread.join(IO_TIMEOUT)
-        if self.errors:
-            raise self.errors[0]
-
-
 @pytest.fixture
-def script() -> Iterator[Callable[[Callable[[Peer], None]], Script]]:
-    servers: list[Script] = []
-
-    def make(handler: Callable[[Peer], None]) -> Script:
-        servers.append(Script(handler))
-        return servers[-1]
-
-    yield make
-    for srv in servers:
-        srv.close()
+def script() -> Iterator[Callable[[Callable[[Peer], None]], ScriptServer]]:
+    yield from raw_servers(IO_TIMEOUT)
 
 
 @contextlib.contextmanager
@@ -525,7 +401,7 @@ def test_file_upload_retried_after_503_is_sent_whole_again(tmp_path, server):
 def test_upload_redirected_by_307_is_sent_again(tmp_path, script):
     def handler(peer: Peer) -> None:
         while (req := peer.read_request()) is not None:
-            head, body = req
+            head, body = req.head, req.body
             if target(head).startswith("/first"):
                 peer.send(response(status="307 Temporary Redirect", headers=("Location: /next",)))
             else:
@@ -599,7 +475,7 @@ def test_keep_alive_survives_close_404_and_short_records(tmp_path, script):
 
     def handler(peer: Peer) -> None:
         while (req := peer.read_request()) is not None:
-            path = target(req[0])
+            path = target(req.head)
             body = path.encode() * 50
             if "close" in path:
                 peer.send(response(body, headers=("Connection: close",)))
@@ -671,7 +547,7 @@ def test_pause_while_the_last_batch_waits_for_the_disk_keeps_the_part_intact(tmp
 
     def handler(peer: Peer) -> None:
         while (req := peer.read_request()) is not None:
-            rng = header(req[0], "range")
+            rng = req.header("range")
             if rng is None:
                 peer.send(response(body, headers=(f"ETag: {etag}",))[: -len(body) + 100_000])
                 time.sleep(0.3)
@@ -720,7 +596,7 @@ def test_a_proxy_from_the_environment_is_used(tmp_path, script, monkeypatch):
 
     def proxy(peer: Peer) -> None:
         while (req := peer.read_request()) is not None:
-            seen.append(req[0].split(b"\r\n")[0].decode())
+            seen.append(req.request_line.decode())
             peer.send(response(b"via the proxy"))
 
     srv = script(proxy)
