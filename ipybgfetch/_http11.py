@@ -37,9 +37,7 @@ T = TypeVar("T")
 
 MAX_HEAD = 64 * 1024  # bytes: a longer status line + headers is refused
 MAX_CHUNK_LINE = 8 * 1024  # bytes: a chunk-size line (with extensions) or a trailer line
-READ_HIGH = 8 * 1024 * 1024  # bytes of body not yet taken: stop reading the socket
-READ_LOW = 1024 * 1024  # ... and read again once the consumer took it below this
-WRITE_CHUNK = 256 * 1024
+READ_HIGH = 8 * 1024 * 1024  # bytes of body not yet taken: stop reading (until taken)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_BODY_STATUS = (204, 304)
 # `b"x" in some_bytes` first tries the operand as an int and formats a TypeError: ~10x a
@@ -186,24 +184,20 @@ class _Connection(asyncio.Protocol):
                 self.transport.close()
 
     def eof_received(self) -> bool:
-        self._eof = True
-        if (
-            self._exc is None
-            and self._head is not None
-            and not self.body_done
-            and self._framing == "close"
-        ):
-            self._finish_body()
-        self.reusable = False
-        self._wake()
+        self._end_of_stream()
         return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.reusable = False
         if exc is not None and self._exc is None:
             self._exc = exc
+        self._end_of_stream()
+        self._release_drain()
+
+    def _end_of_stream(self) -> None:
+        """The server sends no more: a read-until-close body ends here, unless it broke."""
         self._eof = True
+        self.reusable = False
         if (
             self._exc is None
             and self._head is not None
@@ -212,6 +206,9 @@ class _Connection(asyncio.Protocol):
         ):
             self._finish_body()
         self._wake()
+
+    def _release_drain(self) -> None:
+        """Wake send() if it waits for the socket to drain."""
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_result(None)
@@ -221,9 +218,7 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        drain, self._drain = self._drain, None
-        if drain is not None and not drain.done():
-            drain.set_result(None)
+        self._release_drain()
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -237,15 +232,14 @@ class _Connection(asyncio.Protocol):
             start = 0
         while True:
             found = _HEAD_END.search(data, start, MAX_HEAD + 4)
-            end = found.start() if found else -1
-            if end < 0:
+            if found is None:
                 if len(data) > MAX_HEAD:
                     self._fail(httpx.RemoteProtocolError(f"response head over {MAX_HEAD} bytes"))
                 else:
                     self._head_buf += data
                 return
             try:
-                head = parse_head(data[:end])
+                head = parse_head(data[: found.start()])
             except httpx.RemoteProtocolError as exc:
                 self._fail(exc)
                 return
@@ -264,9 +258,7 @@ class _Connection(asyncio.Protocol):
             return
         self._in_head = False
         self._head = head
-        drain, self._drain = self._drain, None
-        if drain is not None and not drain.done():
-            drain.set_result(None)  # an answer while sending: send() stops (RFC 9112 9.5)
+        self._release_drain()  # an answer while sending: send() stops (RFC 9112 9.5)
         extra = len(data) - body_start
         if extra and self.body_done:
             self.reusable = False  # bytes after a body-less answer: don't trust the stream
