@@ -342,7 +342,7 @@ async def _attempt(
 ) -> None:
     _check_lease(reg)
     request = data.request
-    headers = httpx.Headers(reg._headers) if reg._headers else httpx.Headers()
+    headers = httpx.Headers(reg._headers)
     if request.headers:
         headers.update(request.headers)
     offset = data.downloaded
