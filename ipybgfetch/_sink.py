@@ -174,8 +174,16 @@ class PartFile:
             return self._inflight.popleft()
         return None
 
+    @property
+    def unwritten(self) -> int:
+        """Bytes taken but not yet written, at most (a batch still queued counts whole)."""
+        return self._size + BATCH * sum(not job.finished for job in self._inflight)
+
     async def finish(self) -> None:
-        """Every byte written, hashed and fsync'd; then the file is closed."""
+        """Every byte written, hashed and fsync'd; then the file is closed. Once: a call
+        after the file was closed returns at once."""
+        if self._closed:
+            return
         try:
             if not self._submitted and self._size <= INLINE_LIMIT:
                 self._job(self._take(), fsync=True)

