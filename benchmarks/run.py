@@ -603,6 +603,23 @@ def _fmt(v: float | None, spec: str, dash: str = "–") -> str:
     return dash if v is None else format(v, spec)
 
 
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (``tmpfs``, ``ext4``...), from /proc/mounts."""
+    best, fs = "", "?"
+    target = str(path.resolve())
+    try:
+        with open("/proc/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                point = fields[1]
+                inside = target == point or target.startswith(point.rstrip("/") + "/")
+                if inside and len(point) > len(best):
+                    best, fs = point, fields[2]
+    except OSError:
+        pass
+    return fs
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = []
     m = results["machine"]
@@ -612,7 +629,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"ipybgfetch at {m.get('ipybgfetch_commit', '?')}"
     )
     lines.append(
-        f"server: {results['server']}; downloads into {results['work']} (tmpfs); "
+        f"server: {results['server']}; downloads into {results['work']} "
+        f"({results.get('work_fs', '?')}); "
         f"{results['reps']} rep(s), medians{'; QUICK sizes' if results['quick'] else ''}"
     )
     lines.append("")
@@ -865,7 +883,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, 1 rep (smoke test)")
     ap.add_argument("--cases", default="1,1d,2,3,4,k", help="comma list of 1,1d,2,3,4,k")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3; quick 1)")
-    ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help="tmpfs folder for data")
+    ap.add_argument(
+        "--work", type=Path, default=DEFAULT_WORK, help="folder for data and downloads (tmpfs)"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the generated data afterwards")
     ap.add_argument("--json", type=Path, default=None, help="where to write the JSON results")
     ap.add_argument(
@@ -910,6 +930,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "reps": reps,
         "work": str(work),
+        "work_fs": filesystem_type(work),
         "sizes": sizes.__dict__,
         "variants": variants,
         "server": static.describe(),

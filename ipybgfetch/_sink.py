@@ -7,8 +7,16 @@ the GIL, so receiving and writing overlap on two cores. At most :data:`MAX_IN_FL
 batches wait per file (bounded memory); the loop waits only when the disk is slower than
 the network. One writer thread for the whole process keeps every file's jobs in order.
 
-A small body (all of it under :data:`INLINE_LIMIT`) is written, hashed and fsync'd on the
-loop in one go: a thread hop would cost more than the work.
+A small body (all of it under :data:`INLINE_LIMIT`) is written and hashed on the loop in
+one go: a thread hop would cost more than the work.
+
+``fsync`` is where a real disk spends its time with many small files (about 1 ms each on
+ext4 here, where tmpfs takes microseconds). Each folder's recent fsync time is tracked:
+where it is quick, the fsync runs where the body was written; where it is slow, it goes
+to a pool of :data:`FLUSH_THREADS` threads, so that fsyncs of many files run side by side
+(a journaling filesystem commits them together) and neither the loop nor the writer
+thread waits for the disk. 10,000 x 4 KiB into ext4 on this VM (fsync ~0.25 ms): 10.7 ->
+9.6 s (3 interleaved runs each); tmpfs folders keep the inline fsync.
 
 Measured (docs/benchmarks.md, 1 GiB over loopback into tmpfs): 1.63 s -> 1.18 s at the
 same peak memory. The hand-off is a :class:`_Job` on a queue rather than an executor's
@@ -36,8 +44,13 @@ MAX_IN_FLIGHT = 2  # batches per file waiting for the writer: <= ~6 MiB per tran
 INLINE_LIMIT = 64 * 1024  # a body this small is written on the loop when it completes
 _IOV_MAX = 512
 
-_jobs: queue.SimpleQueue[_Job] | None = None
-_jobs_lock = threading.Lock()
+FLUSH_THREADS = 8  # fsyncs of different files at the same time
+FAST_FSYNC = 200e-6  # seconds: a folder whose fsyncs take less keeps them inline
+
+_workers_lock = threading.Lock()
+_jobs: queue.SimpleQueue[_Job] | None = None  # the writer thread's
+_flushes: queue.SimpleQueue[_Job] | None = None  # the fsync pool's
+_fsync_time: dict[str, float] = {}  # folder -> recent fsync duration in seconds (EWMA)
 
 
 class _Job:
@@ -93,24 +106,55 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 def _submit(fn: Callable[..., None], *args: object) -> _Job:
-    """Queue a job for the one writer thread (started on first use)."""
+    """Queue a job for the one writer thread (started on first use): jobs run in order."""
     global _jobs
     if _jobs is None:
-        with _jobs_lock:
+        with _workers_lock:
             if _jobs is None:
-                jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-                threading.Thread(
-                    target=_writer_main, args=(jobs,), name="ipybgfetch-writer", daemon=True
-                ).start()
-                _jobs = jobs
+                _jobs = _start_workers("ipybgfetch-writer", 1)
     job = _Job(fn, *args)
     _jobs.put(job)
     return job
 
 
-def _writer_main(jobs: queue.SimpleQueue[_Job]) -> None:
+def _submit_flush(fn: Callable[..., None], *args: object) -> _Job:
+    """Queue a job for the fsync pool (started on first use): jobs run side by side."""
+    global _flushes
+    if _flushes is None:
+        with _workers_lock:
+            if _flushes is None:
+                _flushes = _start_workers("ipybgfetch-fsync", FLUSH_THREADS)
+    job = _Job(fn, *args)
+    _flushes.put(job)
+    return job
+
+
+def _start_workers(name: str, count: int) -> queue.SimpleQueue[_Job]:
+    jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+    for i in range(count):
+        label = name if count == 1 else f"{name}-{i}"
+        threading.Thread(target=_work, args=(jobs,), name=label, daemon=True).start()
+    return jobs
+
+
+def _work(jobs: queue.SimpleQueue[_Job]) -> None:
     while True:
         jobs.get().run()
+
+
+def _timed_fsync(fd: int, folder: str) -> None:
+    started = time.perf_counter()
+    os.fsync(fd)
+    took = time.perf_counter() - started
+    before = _fsync_time.get(folder)
+    if before is None and len(_fsync_time) >= 1024:
+        _fsync_time.clear()  # many folders over a long session: forget, measure again
+    _fsync_time[folder] = took if before is None else 0.75 * before + 0.25 * took
+
+
+def fsync_is_quick(folder: str) -> bool:
+    """Whether fsyncs in ``folder`` took under :data:`FAST_FSYNC` lately (unknown: no)."""
+    return _fsync_time.get(folder, FAST_FSYNC) < FAST_FSYNC
 
 
 class Hasher(Protocol):
@@ -133,6 +177,7 @@ class PartFile:
         make_folder: Callable[[], None] | None = None,
     ) -> None:
         self._path = path
+        self._folder = os.path.dirname(path)
         self._offset = offset
         self._make_folder = make_folder
         self._fd = -1
@@ -185,15 +230,24 @@ class PartFile:
         if self._closed:
             return
         try:
+            quick = fsync_is_quick(self._folder)
             if not self._submitted and self._size <= INLINE_LIMIT:
-                self._job(self._take(), fsync=True)
+                self._job(self._take(), fsync=quick)
             else:
-                self._inflight.append(_submit(self._job, self._take(), True))
-                while self._inflight:
-                    await self._inflight[0]  # still listed: a cancel here leaves it to close()
-                    self._inflight.popleft()
+                self._inflight.append(_submit(self._job, self._take(), quick))
+            if not quick:  # behind the writes: the pool's job starts once they are done
+                self._inflight.append(_submit_flush(self._flush_after, list(self._inflight)))
+            while self._inflight:
+                await self._inflight[0]  # still listed: a cancel here leaves it to close()
+                self._inflight.popleft()
         finally:
             self.close()
+
+    def _flush_after(self, writes: list[_Job]) -> None:
+        """On the fsync pool: wait for this file's write jobs, then fsync it."""
+        if any(job.wait() is not None for job in writes):
+            return  # the write failed: its error is raised; nothing to make durable
+        _timed_fsync(self._fd, self._folder)
 
     def close(self) -> None:
         """Stop early (pause, a dropped connection): keep every byte received so far on
@@ -236,4 +290,4 @@ class PartFile:
         for chunk in chunks:
             update(chunk)
         if fsync:
-            os.fsync(fd)
+            _timed_fsync(fd, self._folder)

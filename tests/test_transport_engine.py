@@ -590,6 +590,50 @@ def test_a_body_whose_tail_is_large_keeps_its_connection_until_written(tmp_path,
     ]
 
 
+@pytest.mark.parametrize("slow_disk", [False, True], ids=["fsync-inline", "fsync-pool"])
+def test_files_are_fsynced_where_the_folder_says_and_errors_still_fail_the_record(
+    tmp_path, server, script, slow_disk, monkeypatch
+):
+    from ipybgfetch import _sink
+
+    where: list[str] = []  # the thread of every fsync (the real one still runs)
+    real_fsync = _sink._timed_fsync
+    planted = 0.01 if slow_disk else 0.0  # this folder's fsync time, kept as planted
+
+    def spy(fd: int, folder: str) -> None:
+        where.append(threading.current_thread().name)
+        real_fsync(fd, folder)
+        _sink._fsync_time[folder] = planted
+
+    monkeypatch.setattr(_sink, "_timed_fsync", spy)
+    dest = tmp_path / "d"
+    dest.mkdir()
+    # A folder whose fsyncs are slow sends them to the pool; a quick one keeps them inline.
+    _sink._fsync_time[str(dest)] = planted
+    sizes = [1, 50 * KiB, 300 * KiB, 3 * MiB]  # inline body, writer batches, several jobs
+    tag = str(time.monotonic_ns())
+    urls = [server.url(f"f{i}.bin", n, tag=tag) for i, n in enumerate(sizes)]
+    with manager(tmp_path / "h") as mgr:
+        reg = mgr.fetch("fsyncs", urls, dest=dest).wait(20)
+        assert reg.result == "success", [r.error for r in reg.match_all()]
+        for i, (record, n) in enumerate(zip(reg.match_all(), sizes, strict=True)):
+            assert record["sha256"] == DataServer.sha256(f"f{i}.bin", n)
+        assert len(where) == len(sizes)
+        in_pool = [name.startswith("ipybgfetch-fsync") for name in where]
+        assert in_pool == [slow_disk] * len(sizes), where
+        if sys.platform.startswith("linux"):
+            # A FIFO cannot be fsync'd (EINVAL): that error must reach the record from
+            # wherever the fsync ran.
+            blocker_dest = tmp_path / "b"
+            blocker_dest.mkdir()
+            _sink._fsync_time[str(blocker_dest)] = planted
+            with writer_blocker(mgr, blocker_dest, script) as blocker:
+                blocker.release()
+                record = blocker.reg.match_all()[0]
+                assert blocker.reg.failure_reason == "fetch-error"
+                assert "cannot write the file" in record.error, record.error
+
+
 @linux_only
 def test_pause_while_the_last_batch_waits_for_the_disk_keeps_the_part_intact(tmp_path, script):
     body = bytes(i % 251 for i in range(150_001))
