@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 __all__ = ["Body", "Request", "Response", "validate_url"]
 
 Body = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", None]
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# The WHATWG URL standard's forbidden host code points (and "%", "\x7f"): a browser
+# refuses a URL whose host has one.
+_BAD_HOST_CHARS = re.compile(r"[\x00-\x20#/<>?@\[\\\]^|%\x7f]")
 _BAD_URL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 # http(s)://host[:port][/printable ASCII, no space]: valid as it is (urlsplit not needed)
 _PLAIN_URL = re.compile(r"https?://[A-Za-z0-9][A-Za-z0-9.-]*(?::(\d{1,5}))?(?:/[!-~]*)?\Z")
@@ -70,6 +72,15 @@ def _validate_slowly(text: str) -> str:
         raise FetchError(
             f"invalid URL {text!r}: it has no host, so it is not an absolute http(s) URL; e.g. 'https://example.org/a.csv'"
         )
+    host = parts.netloc.rpartition("@")[2]
+    if not host.startswith("["):  # an IPv6 literal was checked by urlsplit
+        host = host.rpartition(":")[0] if ":" in host else host
+        bad_host = _BAD_HOST_CHARS.search(host)
+        if bad_host:
+            raise FetchError(
+                f"invalid URL {text!r}: its host {host!r} contains {bad_host.group()!r}, "
+                "which no host name may contain; check the URL for a typo"
+            )
     if parts.username is not None or parts.password is not None:
         raise FetchError(
             "URLs with credentials (user:password@host) are not allowed, because they would "
@@ -147,10 +158,6 @@ class Request:
         if isinstance(self.body, str):
             return len(self.body.encode("utf-8"))
         return Path(self.body).stat().st_size
-
-    @property
-    def idempotent(self) -> bool:
-        return self.method in IDEMPOTENT_METHODS and (self.body is None or self.method == "PUT")
 
     @classmethod
     def coerce(cls, item: object) -> Request:

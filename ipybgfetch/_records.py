@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import httpx
 
-from ._exceptions import InvalidStateError
+from ._exceptions import AbortError, FetchError, InvalidStateError
 from ._models import Request, Response
 
 if TYPE_CHECKING:
@@ -130,6 +130,23 @@ class RecordData:
     @property
     def settled(self) -> bool:
         return self.state in SETTLED_STATES
+
+    def resolve_ready(self) -> None:
+        """Settle ``response_ready`` from the settled record, as a browser does (Chromium's
+        ``BackgroundFetchRecord``): the response once the record succeeded or ended with an
+        error status (its body is then on disk), AbortError when it was aborted before it
+        finished, FetchError when it failed without a complete response."""
+        if self.ready.done() or not self.settled:
+            return
+        if self.response is not None and (self.state == "success" or self.failure == "bad-status"):
+            self.ready.set_result(self.response)
+        elif self.state == "aborted":
+            self.ready.set_exception(
+                AbortError(f"{self.request.url} was aborted before it finished")
+            )
+        else:
+            why = self.error or self.failure
+            self.ready.set_exception(FetchError(f"{self.request.url}: {why}"))
 
     def row(self) -> dict[str, Any]:
         started, finished = self.started, self.finished

@@ -20,7 +20,7 @@ import httpx
 
 from ._disk import fsync_dir
 from ._events import BackgroundFetchEvent, ListenerSet
-from ._exceptions import AbortError, FetchError, InvalidStateError, NeedsCredentialsError
+from ._exceptions import FetchError, InvalidStateError, NeedsCredentialsError
 from ._models import Request
 from ._output import output_target, output_to
 from ._records import (
@@ -245,15 +245,15 @@ class BackgroundFetchRegistration:
     # -- records ----------------------------------------------------------------------------
     def match(
         self,
-        request: Request | str,
+        url_or_request: Request | str,
         *,
         ignore_search: bool = False,
         ignore_method: bool = False,
         ignore_vary: bool = False,
     ) -> BackgroundFetchRecord | None:
-        """The first record matching ``request`` (see the spec's matching rule), or None."""
+        """The first record matching ``url_or_request`` (the spec's matching rule), or None."""
         found = self.match_all(
-            request,
+            url_or_request,
             ignore_search=ignore_search,
             ignore_method=ignore_method,
             ignore_vary=ignore_vary,
@@ -262,20 +262,20 @@ class BackgroundFetchRegistration:
 
     def match_all(
         self,
-        request: Request | str | None = None,
+        url_or_request: Request | str | None = None,
         *,
         ignore_search: bool = False,
         ignore_method: bool = False,
         ignore_vary: bool = False,
     ) -> RecordList:
-        """Every record (no argument) or the records matching ``request``."""
+        """Every record (no argument) or the records matching ``url_or_request``."""
         if not self._records_available:
             raise InvalidStateError(
                 f"the records of {self._id!r} are no longer available (it was deleted)"
             )
-        if request is None:
+        if url_or_request is None:
             return RecordList(BackgroundFetchRecord(d) for d in self._records)
-        query = query_request(request)
+        query = query_request(url_or_request)
         return RecordList(
             BackgroundFetchRecord(d)
             for d in self._records
@@ -425,8 +425,6 @@ class BackgroundFetchRegistration:
             data.error = f"internal error: {exc!r}"
             self._manager._callbacks.report(exc, self._run)
             self._settle_record(data, "failure", "fetch-error")
-            if not data.ready.done():
-                data.ready.set_exception(FetchError(f"{data.request.url}: {data.error}"))
 
     def _settle_record(self, data: RecordData, state: str, failure: str) -> None:
         if data.settled:
@@ -438,6 +436,7 @@ class BackgroundFetchRegistration:
         if state != "success":
             self._failed_count += 1
             self._remove_part(data)  # a settled record is never resumed
+        data.resolve_ready()
         self._mark_dirty(data)
         self._touch()
         self._maybe_settle()
@@ -483,13 +482,7 @@ class BackgroundFetchRegistration:
             self._done_count += 1
             self._failed_count += 1
             self._remove_part(d)
-            if not d.ready.done():
-                exc: Exception = (
-                    AbortError(f"{d.request.url} was aborted before its response arrived")
-                    if reason == "aborted"
-                    else FetchError(f"{d.request.url}: {message}")
-                )
-                d.ready.set_exception(exc)
+            d.resolve_ready()
             self._mark_dirty(d)
         self._stopping = False
         self._settle("failure", reason)

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from ._exceptions import AbortError, FetchError
 from ._models import Request, Response
 from ._records import RecordData
 from ._registration import BackgroundFetchRegistration
@@ -142,13 +141,7 @@ def _load_record(d: RecordData, r: sqlite3.Row) -> None:
     d.last_modified = r["last_modified"]
     if d.status and d.response is None:
         d.response = Response(d)
-    if d.settled and not d.ready.done():
-        if d.response is not None:
-            d.ready.set_result(d.response)
-        elif d.state == "aborted":
-            d.ready.set_exception(AbortError(f"{d.request.url} was aborted"))
-        else:
-            d.ready.set_exception(FetchError(f"{d.request.url}: {d.error or d.failure}"))
+    d.resolve_ready()  # a settled record's response_ready is settled too
 
 
 def _mark_settled(reg: BackgroundFetchRegistration, row: sqlite3.Row) -> None:
@@ -171,8 +164,6 @@ def _adopt(mgr: BackgroundFetchManager, reg: BackgroundFetchRegistration, row: s
                 "bodies are not stored, so it cannot be resumed; fetch it again"
             )
             reg._settle_record(d, "failure", "fetch-error")
-            if not d.ready.done():
-                d.ready.set_exception(FetchError(f"{d.request.url}: {d.error}"))
             continue
         size = _part_size(d.part_path)
         if size is None and _complete_but_unsettled(d):

@@ -22,8 +22,8 @@ class RetryPolicy:
     ``retries`` counts consecutive attempts that made no progress: a big file on a flaky
     link that keeps moving forward is never given up on. Waits grow exponentially from
     ``backoff`` seconds up to ``max_backoff``, with jitter, and honour ``Retry-After``.
-    Requests with a body (POST, PUT, PATCH...) may already have had their effect, so they
-    are sent once unless ``retry_non_idempotent=True``.
+    Only GET requests are retried and resumed: any other (POST, PUT, DELETE...) may
+    already have had its effect, so it is sent once unless ``retry_non_idempotent=True``.
     ``read_timeout`` is the stall detector: no byte for that long counts as a dropped
     connection (then resumed).
 

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from ._exceptions import FetchError
 from ._integrity import sri_to_hashes, strongest_hashes
 from ._models import Response
 from ._names import filename_from_disposition, filename_from_url
@@ -169,11 +168,10 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
     failures_without_progress = 0
     if data.downloaded and data.part_path is not None:
         await _rehash_part(reg, data, hashes)
-    # A request with a body (POST, PUT, PATCH...) may have had its effect on the server
-    # already: it is sent once unless the user opts in.
-    retryable = policy.retry_non_idempotent or (
-        data.request.body is None and data.request.idempotent
-    )
+    # Only a GET is retried or resumed after a network error (design.md, from the spec):
+    # any other request may have had its effect on the server already, so it is sent
+    # once unless the user opts in.
+    retryable = policy.retry_non_idempotent or data.request.method == "GET"
     while True:
         data.attempts += 1
         before = data.downloaded
@@ -228,8 +226,9 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
                 why = (
                     ""
                     if retryable
-                    else " (not retried: the request has a body; "
-                    "pass retries=RetryPolicy(retry_non_idempotent=True) to allow it)"
+                    else f" (not retried: only GET requests are, since a {data.request.method} "
+                    "may have had its effect already; pass "
+                    "retries=RetryPolicy(retry_non_idempotent=True) to allow it)"
                 )
                 _settle_failure(reg, data, "fetch-error", message + why)
                 return
@@ -318,8 +317,6 @@ def _settle_failure(
         return
     data.error = message
     reg._settle_record(data, "failure", reason)
-    if not data.ready.done():
-        data.ready.set_exception(FetchError(f"{data.request.url}: {message}"))
 
 
 def _validator(data: RecordData) -> str:
@@ -428,7 +425,10 @@ async def _receive(
     etag = headers.get("etag", "")
     last_modified = headers.get("last-modified", "")
     encoded = _encoding(headers.get("content-encoding"))
-    length = None if encoded else _content_length(headers)
+    if data.request.method == "HEAD" or status in (204, 304):
+        length = 0  # no body, whatever Content-Length says (RFC 9110 8.6)
+    else:
+        length = None if encoded else _content_length(headers)
     resumed = False
     if offset:
         content_range = parse_content_range(headers.get("content-range"))
@@ -480,9 +480,7 @@ async def _receive(
         data.final_path = reg._reserve_name(name)
         data.part_path = data.final_path.with_name(data.final_path.name + ".part")
     if data.response is None:
-        data.response = Response(data)
-    if not data.ready.done():
-        data.ready.set_result(data.response)
+        data.response = Response(data)  # record.response: the head, before the body
     # The name, validators and size must be on disk before the bytes, so that a killed
     # process can resume; a small body is simply fetched again.
     reg._record_changed(data, checkpoint=total is None or total > SMALL_BODY)

@@ -178,6 +178,18 @@ def test_gzip_content_encoding_is_decoded(mgr, server):
     assert reg.match_all()[0].response.read() == server.content("g.csv", 5000)
 
 
+def test_head_request_succeeds_with_headers_and_an_empty_file(mgr, server):
+    # A HEAD answer announces the GET's Content-Length but has no body (RFC 9110 9.3.2).
+    url = server.url("h.bin", 1000)
+    reg = mgr.fetch("head", Request(url, method="HEAD")).wait(10)
+    record = reg.match_all(url, ignore_method=True)[0]
+    assert reg.result == "success", record.error
+    assert record.attempts == 1 and record.response.status == 200
+    assert record.response.headers["content-length"] == "1000"
+    assert record.response.read() == b""
+    assert len(server.requests_for(url)) == 1
+
+
 def test_truncated_body_is_never_success(mgr, server):
     reg = mgr.fetch("short", [server.url("t.bin", 100_000, short=1000)], retries=1).wait(20)
     assert (reg.result, reg.failure_reason) == ("failure", "fetch-error")

@@ -46,6 +46,24 @@ def test_bad_urls_are_type_errors_with_advice(mgr, url):
     assert "http" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http://exa mple.org/a", "https://ex|ample.org/", "http://a<b.org/", "http://ex%41.org/"],
+)
+def test_a_host_with_a_forbidden_character_is_a_type_error(mgr, url):
+    # A browser's URL parser refuses these hosts; a space in the path is encoded instead.
+    with pytest.raises(FetchError, match="host") as info:
+        mgr.fetch("badhost", [url])
+    assert isinstance(info.value, TypeError)
+    assert mgr.get("badhost") is None
+
+
+def test_a_space_in_the_path_is_percent_encoded(mgr, server):
+    reg = mgr.fetch("space", [server.url("a b.csv", 10)])
+    assert reg.match_all()[0].request.url.endswith("/a%20b.csv")
+    reg.abort()
+
+
 def test_credentials_in_url_are_refused_and_point_to_auth(mgr):
     with pytest.raises(TypeError, match="auth="):
         mgr.fetch("x", ["https://user:secret@example.org/a.csv"])

@@ -4,6 +4,7 @@ matching, progress. All over real loopback HTTP."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import threading
 import time
@@ -295,11 +296,54 @@ def test_response_body_api(mgr, server):
 def test_body_not_readable_while_downloading(mgr, server):
     url = server.url("r.bin", 2_000_000, throttle=500_000)
     reg = mgr.fetch("early", [url])
-    resp = reg.match(url).response_ready.result(10)
+    record = reg.match(url)
+    deadline = time.monotonic() + 10
+    while record.response is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    resp = record.response  # the head is there before the body
+    assert resp is not None and resp.status == 200
     with pytest.raises(InvalidStateError, match="still downloading"):
         resp.read()
     assert not resp.path.exists()  # only the .part exists while in flight
     reg.abort()
+
+
+def test_response_ready_waits_for_the_body_like_a_browser(mgr, server):
+    # Chromium resolves responseReady once the record is settled, so the awaited
+    # response's body is on disk and readable at once.
+    url = server.url("whole.bin", 600_000, throttle=1_000_000)
+    reg = mgr.fetch("whole", [url])
+    record = reg.match(url)
+    deadline = time.monotonic() + 10
+    while record.response is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert record.response is not None and reg.downloaded < 600_000
+    with pytest.raises(concurrent.futures.TimeoutError):
+        record.response_ready.result(0.05)  # headers alone do not resolve it
+    resp = record.response_ready.result(10)
+    assert resp.read() == server.content("whole.bin", 600_000)
+
+
+def test_abort_mid_body_rejects_response_ready_with_abort_error(mgr, server):
+    url = server.url("mid.bin", 1_000_000, stall=10, stall_after=1000)
+    reg = mgr.fetch("midabort", [url])
+    record = reg.match(url)
+    deadline = time.monotonic() + 10
+    while reg.downloaded < 1000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert record.response is not None  # the head arrived; the body did not
+    assert reg.abort() is True
+    with pytest.raises(AbortError):
+        record.response_ready.result(5)
+    assert record.state == "aborted"
+
+
+def test_match_takes_url_or_request_by_keyword(mgr, server):
+    url = server.url("kw.bin", 10)
+    reg = mgr.fetch("kw", [url, server.url("other.bin", 10)]).wait(10)
+    assert reg.match(url_or_request=url).request.url == url
+    assert [r.request.url for r in reg.match_all(url_or_request=url)] == [url]
+    assert len(reg.match_all(url_or_request=None)) == 2
 
 
 def test_listener_validation(mgr, server):

@@ -301,8 +301,11 @@ def test_exhausted_connection_failures_fail_with_fetch_error(srv, mgr):
     assert record.attempts == 4
     assert len(srv.requests_for(url)) == 4
     assert record.error and record["error"] == record.error
-    # The headers did arrive (response_ready resolved, as in a browser); the body did not.
-    assert record.response_ready.result(1).status == 200
+    # The headers did arrive (record.response has them); the body did not, so
+    # response_ready is rejected, as in a browser (no complete response).
+    assert record.response.status == 200
+    with pytest.raises(FetchError, match="truncated"):
+        record.response_ready.result(1)
     with pytest.raises(InvalidStateError):
         record.response.read()
     assert files_under(reg.dest) == {}
@@ -445,6 +448,34 @@ def test_put_with_body_is_not_retried_by_default(srv, mgr):
     assert (reg.result, reg.failure_reason) == ("failure", "fetch-error")
     assert only_record(reg).attempts == 1
     assert len(srv.requests_for(url)) == 1
+
+
+@pytest.mark.parametrize("method", ["DELETE", "PUT", "OPTIONS"])
+def test_only_get_is_retried_after_a_network_error(srv, mgr, method):
+    # design.md: "Network error -> retry/resume when the request is a GET; otherwise
+    # fetch-error" (a DELETE or a bodiless PUT may have had its effect already).
+    url = srv.url("once.bin", 100_000, drop_after=1000, drop_times=1, tag=f"only-{method}")
+    reg = mgr.fetch(f"once-{method}", Request(url, method=method)).wait(20)
+    assert (reg.result, reg.failure_reason) == ("failure", "fetch-error")
+    record = only_record(reg)
+    assert record.attempts == 1 and len(srv.requests_for(url)) == 1
+    assert "only GET requests are" in record.error and "retry_non_idempotent" in record.error
+
+
+def test_a_head_is_not_retried_after_a_network_error(mgr):
+    url = f"http://127.0.0.1:{closed_port()}/x.bin"
+    reg = mgr.fetch("head-refused", Request(url, method="HEAD")).wait(20)
+    assert (reg.result, reg.failure_reason) == ("failure", "fetch-error")
+    record = only_record(reg)
+    assert record.attempts == 1 and "only GET requests are" in record.error
+
+
+def test_a_delete_is_retried_when_the_user_opts_in(srv, mgr):
+    url = srv.url("optin.bin", 100_000, drop_after=1000, drop_times=1, tag="delete-optin")
+    policy = RetryPolicy(retries=2, backoff=0.01, retry_non_idempotent=True)
+    reg = mgr.fetch("delete-optin", Request(url, method="DELETE"), retries=policy).wait(20)
+    assert reg.result == "success", only_record(reg).error
+    assert only_record(reg).attempts == 2
 
 
 def test_post_is_retried_when_the_user_opts_in(srv, mgr):
