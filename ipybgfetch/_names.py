@@ -19,8 +19,24 @@ __all__ = ["NameReservations", "filename_from_disposition", "filename_from_url",
 
 DEFAULT_NAME = "download"
 MAX_NAME_BYTES = 200  # leaves room for "-NNN" and ".part" under the common 255-byte limit
-_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
+# Windows device names, matched against the part of a name before its first dot with
+# trailing spaces removed ("CON .txt" names the device). Superscript digits count too.
+_WINDOWS_RESERVED = re.compile(
+    r"con|prn|aux|nul|conin\$|conout\$|(com|lpt)[0-9\u00b9\u00b2\u00b3]", re.IGNORECASE
+)
 _UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
+# Unicode categories replaced by "_": controls (Cc, incl. C1), format characters (Cf:
+# bidi overrides and isolates, zero-width characters, BOM, soft hyphen, but also ZWJ/ZWNJ,
+# an accepted cost), lone surrogates (Cs: not encodable), private use (Co: some layers,
+# e.g. Cygwin and macOS SMB, map it back to characters such as ":" or "*"), unassigned
+# (Cn: may be a format character to a newer Unicode than ours) and line/paragraph
+# separators (Zl, Zp). They are replaced rather than dropped: the "_" shows that something
+# was there, and dropping could join neighbours into a new name ("CO\u200bN" -> "CON").
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# Leading or trailing whitespace and dots; Windows drops trailing spaces and dots itself.
+_EDGE_JUNK = re.compile(r"^[\s.]+|[\s.]+$")
+_TRAILING_JUNK = re.compile(r"[\s.]+$")
+_PART_SUFFIX = ".part"  # in-flight bodies are written to "<final>.part"
 
 
 def safe_filename(proposed: str | None, default: str = DEFAULT_NAME) -> str:
@@ -30,22 +46,63 @@ def safe_filename(proposed: str | None, default: str = DEFAULT_NAME) -> str:
     'passwd'
     >>> safe_filename("a\\x00b.csv")
     'a_b.csv'
+    >>> safe_filename("invoice\\u202efdp.exe")
+    'invoice_fdp.exe'
+    >>> safe_filename("CON .txt")
+    '_CON .txt'
+    >>> safe_filename("data.PART")
+    'data.PART_'
     """
     name = unicodedata.normalize("NFC", proposed or "")
     # Keep only the last component, whatever separator the sender used.
     name = re.split(r"[/\\]", name)[-1]
-    name = _UNSAFE_CHARS.sub("_", name)
-    name = name.strip().strip(".").strip()
+    name = _replace_unsafe(name)
+    name = _EDGE_JUNK.sub("", name)
     if not name or set(name) <= {"_", " "}:
         name = default
-    if _WINDOWS_RESERVED.match(name):
-        name = "_" + name
-    if name.endswith(".part"):
-        name = name + "_"
-    return _truncate(name)
+    name = _truncate(name)
+    if _is_windows_reserved(name):
+        name = _truncate("_" + name)  # truncation keeps the prefix
+    if _is_part_name(name):
+        name = _truncate(name + "_")  # truncation keeps ".part_" as the extension
+    return name
+
+
+def _replace_unsafe(name: str) -> str:
+    """Replace path syntax, controls and invisible or reordering characters by ``_``.
+
+    >>> _replace_unsafe("a:b\\u2066c\\u2028d")
+    'a_b_c_d'
+    """
+    name = _UNSAFE_CHARS.sub("_", name)
+    return "".join("_" if unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in name)
+
+
+def _is_windows_reserved(name: str) -> bool:
+    """Whether Windows would open a device for ``name`` (after its own trimming).
+
+    >>> [_is_windows_reserved(n) for n in ("nul .csv", "COM\u00b9", "CONSOLE")]
+    [True, True, False]
+    """
+    base = name.rstrip(" .").split(".", 1)[0].rstrip(" ")
+    return _WINDOWS_RESERVED.fullmatch(base) is not None
+
+
+def _is_part_name(name: str) -> bool:
+    """Whether ``name`` ends like an in-flight file, in any case.
+
+    >>> _is_part_name("data.PART"), _is_part_name("data.part_")
+    (True, False)
+    """
+    return name.casefold().endswith(_PART_SUFFIX)
 
 
 def _truncate(name: str) -> str:
+    """Cut ``name`` to :data:`MAX_NAME_BYTES`, keeping a short extension and its start.
+
+    >>> _truncate("a" * 300 + ".csv") == "a" * (MAX_NAME_BYTES - 4) + ".csv"
+    True
+    """
     if len(name.encode("utf-8")) <= MAX_NAME_BYTES:
         return name
     stem, dot, ext = name.rpartition(".")
@@ -54,7 +111,8 @@ def _truncate(name: str) -> str:
     ext_part = ("." + ext) if ext else ""
     budget = MAX_NAME_BYTES - len(ext_part.encode("utf-8"))
     cut = stem.encode("utf-8")[:budget].decode("utf-8", errors="ignore")
-    return cut + ext_part
+    # The cut may end in dots or spaces, which Windows would silently drop.
+    return _TRAILING_JUNK.sub("", cut) + ext_part
 
 
 def filename_from_url(url: str) -> str:
