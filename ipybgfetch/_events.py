@@ -148,12 +148,13 @@ class CallbackThread:
             fn, args = item
             try:
                 fn(*args)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: this thread must live on
                 self.report(exc, fn)
 
     def report(self, exc: BaseException, where: Any) -> None:
         self.errors.append(exc)
-        name = getattr(where, "__qualname__", repr(where))
+        # Not repr(where): a repr can fail too (a closed manager's, a user object's).
+        name = getattr(where, "__qualname__", None) or type(where).__name__
         log.error("ipybgfetch: callback %s raised %r", name, exc)
         print(f"ipybgfetch: the callback {name} raised an exception:", file=sys.stderr)
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)

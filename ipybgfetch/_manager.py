@@ -8,6 +8,7 @@ import atexit
 import contextlib
 import os
 import re
+import sqlite3
 import threading
 import time
 import uuid
@@ -28,7 +29,7 @@ from ._events import (
     ListenerSet,
 )
 from ._exceptions import FetchError, InvalidStateError, QuotaExceededError
-from ._models import Request
+from ._models import Request, checked_headers
 from ._names import NameReservations, safe_filename
 from ._output import output_to
 from ._records import RecordData
@@ -138,15 +139,20 @@ class BackgroundFetchManager:
         if self._closed:
             return
         self._closed = True
-        if self._started:
-            try:
+        try:
+            if self._started:
                 self._engine.run(self._shutdown(), timeout=10)
-            except Exception as exc:  # say so, and still stop the threads
-                self._callbacks.report(exc, self.close)
-        self._engine.close()
-        self._callbacks.stop()
+        except Exception as exc:  # say so, and still stop the threads
+            self._callbacks.report(exc, self.close)
+        finally:
+            self._engine.close()
+            self._callbacks.stop()
 
     async def _shutdown(self) -> None:
+        """Stop every registration, then close the client and the database. A step that
+        fails (a full disk under the home) does not stop the others; the first error is
+        raised at the end, for close() to report."""
+        errors: list[BaseException] = []
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
         for reg in list(self._registrations.values()):
@@ -155,16 +161,23 @@ class BackgroundFetchManager:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if not reg._read_only:
-                reg._checkpoint(force=True)
-                self._store_release(reg._key)
+            try:
+                if not reg._read_only:
+                    reg._checkpoint(force=True)
+                    self._store_release(reg._key)
+            except Exception as exc:
+                errors.append(exc)
             if not reg.settled:
                 reg._state = "paused"  # resumable by the next manager on this home
                 reg._wake_waiters_on_close()
-        if self._http is not None:
-            await self._http.aclose()
-        if self._store is not None:
-            self._store.close()
+        try:
+            if self._http is not None:
+                await self._http.aclose()
+        finally:
+            if self._store is not None:
+                self._store.close()
+        if errors:
+            raise errors[0]
 
     def __enter__(self) -> BackgroundFetchManager:
         return self
@@ -203,7 +216,7 @@ class BackgroundFetchManager:
             raise FetchError(f"title must be a str, got {type(title).__name__}")
         icon_list = _check_icons(icons)
         total = _download_total(download_total)
-        merged_headers = _headers(headers)
+        merged_headers = checked_headers(headers)
         policy = RetryPolicy.coerce(retries, self._policy)
         self._ensure_started()
         folder = self._destination(id, dest, create=False)
@@ -239,9 +252,19 @@ class BackgroundFetchManager:
 
     async def _register(self, reg: BackgroundFetchRegistration) -> None:
         assert self._store is not None
-        self._store.add_registration(
-            self._registration_row(reg), [self._record_row(d, full=True) for d in reg._records]
-        )
+        try:
+            self._store.add_registration(
+                self._registration_row(reg),
+                [self._record_row(d, full=True) for d in reg._records],
+            )
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc).lower():
+                raise
+            raise QuotaExceededError(
+                f"the disk holding ipybgfetch's state ({self.home}) is full ({exc}); "
+                "free some space there, or use another home (IPYBGFETCH_HOME or "
+                "BackgroundFetchManager(home=...))"
+            ) from None
         self._registrations[reg._key] = reg
         self._callbacks.post(self._notify_change, reg)
         reg._start()
@@ -318,6 +341,8 @@ class BackgroundFetchManager:
         return manager_mimebundle(self, include=include, exclude=exclude)
 
     def __repr__(self) -> str:
+        if self._closed:
+            return f"<BackgroundFetchManager home={str(self.home)!r} (closed)>"
         if not self._started:
             return f"<BackgroundFetchManager home={str(self.home)!r}>"
         regs = self.registrations()
@@ -354,7 +379,7 @@ class BackgroundFetchManager:
         for handler in self._listeners.get(event.type):
             try:
                 handler(event)
-            except Exception as exc:
+            except BaseException as exc:  # a user's handler: even SystemExit
                 self._callbacks.report(exc, handler)
 
     def _add_change_listener(self, cb: Callable[[BackgroundFetchRegistration], Any]) -> None:
@@ -373,7 +398,7 @@ class BackgroundFetchManager:
         for cb in list(self._change_listeners):
             try:
                 cb(reg)
-            except Exception as exc:
+            except BaseException as exc:  # a user's handler: even SystemExit
                 self._callbacks.report(exc, cb)
 
     # -- HTTP ------------------------------------------------------------------------------
@@ -585,15 +610,6 @@ def _download_total(value: Any) -> int:
         except ValueError as exc:
             raise FetchError(f"download_total: {exc}") from None
     raise FetchError(f"download_total must be an int (bytes) or a size like '2GB', got {value!r}")
-
-
-def _headers(headers: Any) -> httpx.Headers:
-    if headers is None:
-        return httpx.Headers()
-    try:
-        return httpx.Headers(headers)
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise FetchError(f"headers must be a mapping of str to str: {exc}") from None
 
 
 def _close_at_exit(ref: weakref.ref[BackgroundFetchManager]) -> None:

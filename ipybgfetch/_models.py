@@ -30,6 +30,8 @@ _BAD_HOST_CHARS = re.compile(r"[\x00-\x20#/<>?@\[\\\]^|%\x7f]")
 _BAD_URL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 # http(s)://host[:port][/printable ASCII, no space]: valid as it is (urlsplit not needed)
 _PLAIN_URL = re.compile(r"https?://[A-Za-z0-9][A-Za-z0-9.-]*(?::(\d{1,5}))?(?:/[!-~]*)?\Z")
+_BAD_HEADER_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_BAD_HEADER_VALUE = re.compile(rb"[\r\n\x00]")
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
@@ -96,6 +98,35 @@ def _validate_slowly(text: str) -> str:
     return text.replace(" ", "%20")  # as browsers do
 
 
+def checked_headers(headers: Any) -> httpx.Headers:
+    """``headers`` as httpx.Headers, or a FetchError (a TypeError) saying which header is
+    wrong: a name must be an HTTP token (letters, digits and ``!#$%&'*+-.^_`|~``), and a
+    value must not contain CR, LF or NUL (they would split or end the header line).
+
+    >>> checked_headers({"X-Token": "abc"})["x-token"]
+    'abc'
+    """
+    try:
+        checked = httpx.Headers(headers or {})
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise FetchError(
+            f"headers must be a mapping of str to str, e.g. {{'X-Token': 'abc'}}: {exc}"
+        ) from None
+    for name, value in checked.raw:
+        if not name or _BAD_HEADER_NAME.search(name):
+            raise FetchError(
+                f"invalid header name {name.decode('latin-1')!r}: a name is letters, "
+                "digits and !#$%&'*+-.^_`|~ only (no spaces or colons), e.g. 'X-Token'"
+            )
+        if _BAD_HEADER_VALUE.search(value):
+            raise FetchError(
+                f"invalid value for header {name.decode('latin-1')!r}: it contains a line "
+                "break or NUL, which would split the request; remove it (or percent-encode "
+                "it if the server expects that)"
+            )
+    return checked
+
+
 class Request:
     """One request of a registration.
 
@@ -121,12 +152,7 @@ class Request:
         if not isinstance(method, str) or not method or not set(method) <= _TOKEN_CHARS:
             raise FetchError(f"invalid HTTP method {method!r}; use e.g. 'GET' or 'POST'")
         self.method = method.upper()
-        try:
-            self.headers = httpx.Headers(headers or {})
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise FetchError(
-                f"headers must be a mapping of str to str, e.g. {{'X-Token': 'abc'}}: {exc}"
-            ) from None
+        self.headers = checked_headers(headers)
         if body is not None and not isinstance(body, (bytes, bytearray, memoryview, str)):
             if not isinstance(body, os.PathLike):
                 raise FetchError(

@@ -648,7 +648,7 @@ class BackgroundFetchRegistration:
             for cb in self._listeners.get("progress"):
                 try:
                     cb(event)
-                except Exception as exc:
+                except BaseException as exc:  # a user's listener: even SystemExit
                     self._manager._callbacks.report(exc, cb)
         self._manager._notify_change(self)
 

@@ -116,6 +116,14 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _rollback(db: sqlite3.Connection) -> None:
+    """Undo the open transaction, if SQLite has not already: after "database or disk is
+    full" it rolls back by itself, and a second ROLLBACK ("no transaction is active")
+    would replace the error the user needs to see."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +179,7 @@ class Store:
             db.execute("COMMIT")
             self._confirmed[row["key"]] = time.monotonic()
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
 
     def update_registration(self, key: str, **fields: Any) -> None:
@@ -197,15 +205,19 @@ class Store:
             db.executemany(f"UPDATE records SET {sets} WHERE key = ? AND idx = ?", rows)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
 
     def delete_registration(self, key: str) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
-        db.execute("DELETE FROM records WHERE key = ?", (key,))
-        db.execute("DELETE FROM registrations WHERE key = ?", (key,))
-        db.execute("COMMIT")
+        try:
+            db.execute("DELETE FROM records WHERE key = ?", (key,))
+            db.execute("DELETE FROM registrations WHERE key = ?", (key,))
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
 
     # -- leases ------------------------------------------------------------------------
     def heartbeat(self, keys: Iterable[str]) -> list[str]:
@@ -226,7 +238,7 @@ class Store:
                     lost.append(key)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         now_mono = time.monotonic()
         for key in keys:

@@ -197,6 +197,9 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
                 return
             _restart_from_zero(reg, data, hashes)
             continue
+        except (httpx.TooManyRedirects, httpx.DecodingError, httpx.InvalidURL) as exc:
+            _settle_failure(reg, data, "fetch-error", _describe_unfetchable(exc))
+            return
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc).lower():
                 raise
@@ -248,6 +251,25 @@ def _permanent(exc: BaseException) -> bool:
             return True
         cause = cause.__cause__
     return False
+
+
+def _describe_unfetchable(exc: Exception) -> str:
+    """What went wrong when the same request could only fail the same way again."""
+    if isinstance(exc, httpx.TooManyRedirects):
+        return (
+            "the server redirected too many times (a redirect loop?); open the URL in a "
+            "browser to see where it leads (not retried)"
+        )
+    if isinstance(exc, httpx.DecodingError):
+        return (
+            f"the body could not be decoded ({exc}); the server's compressed data is "
+            "corrupt. To get the bytes as they are, fetch with "
+            "headers={'Accept-Encoding': 'identity'} (not retried)"
+        )
+    return (
+        f"the server redirected to a URL that cannot be fetched ({exc}); open the URL in a "
+        "browser to see where it leads (not retried)"
+    )
 
 
 def _describe(exc: BaseException) -> str:

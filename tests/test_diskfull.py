@@ -184,3 +184,29 @@ def test_disk_full_with_the_database_on_the_same_disk(srv, tmp_path, kind):
             assert mgr2.registrations()[0].match_all()[0].response.read()[:10] == (
                 DataServer.content("first.bin", 100 * KiB, 0, 10)
             )
+
+
+@pytest.mark.parametrize("kind", ["tmpfs"])
+def test_fetch_on_a_full_home_says_so_and_close_stops_cleanly(srv, tmp_path, kind):
+    """The home's disk is already full when fetch() writes the registration: the error
+    is QuotaExceededError saying where (SQLite's own message, not a failed ROLLBACK's),
+    and the manager keeps working once there is room again."""
+    with tiny_filesystem(kind, tmp_path) as mnt:
+        with BackgroundFetchManager(home=mnt / "home", retries=FAST) as mgr:
+            mgr.fetch("warm", srv.url("warm.bin", 10)).wait(20)
+            filler = mnt / "filler"
+            with open(filler, "wb") as f, contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 64 * KiB)
+                    f.flush()
+            urls = [srv.url(f"{i:04d}-" + "n" * 200 + ".bin", 10) for i in range(300)]
+            with pytest.raises(QuotaExceededError, match="is full") as info:
+                mgr.fetch("nospace", urls)
+            assert "rollback" not in str(info.value).lower()
+            assert str(mnt / "home") in str(info.value)
+            assert mgr.get("nospace") is None
+            filler.unlink()
+            again = mgr.fetch("again", srv.url("again.bin", 10)).wait(20)
+            assert again.result == "success"
+            engine = mgr._engine._thread
+        assert engine is not None and not engine.is_alive()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,31 @@ def test_a_space_in_the_path_is_percent_encoded(mgr, server):
     reg = mgr.fetch("space", [server.url("a b.csv", 10)])
     assert reg.match_all()[0].request.url.endswith("/a%20b.csv")
     reg.abort()
+
+
+@pytest.mark.parametrize(
+    ("headers", "says"),
+    [
+        ({"X-A": "a\r\nX-Injected: 1"}, "line break"),
+        ({"X-A": "a\nb"}, "line break"),
+        ({"X-A": "a\x00b"}, "NUL"),
+        ({"Bad Name": "x"}, "invalid header name 'Bad Name'"),
+        ({"": "y"}, "invalid header name ''"),
+        ({"X-Tab\t": "z"}, "invalid header name"),
+        ({"X:Colon": "z"}, "invalid header name"),
+    ],
+)
+@pytest.mark.parametrize("where", ["fetch", "Request"])
+def test_bad_header_names_and_values_are_type_errors_at_fetch(mgr, server, headers, says, where):
+    url = server.url("h.bin", 10)
+    with pytest.raises(FetchError, match=re.escape(says)) as info:
+        if where == "fetch":
+            mgr.fetch("badheader", url, headers=headers)
+        else:
+            mgr.fetch("badheader", Request(url, headers=headers))
+    assert isinstance(info.value, TypeError)
+    assert mgr.get("badheader") is None
+    assert server.requests_for(url) == []
 
 
 def test_credentials_in_url_are_refused_and_point_to_auth(mgr):

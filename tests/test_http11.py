@@ -284,6 +284,25 @@ def test_parse_head_only_ever_raises_remote_protocol_error(data):
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-A": "a\r\nX-Injected: 1"}, {"X-A": "a\x00b"}, {"Bad Name": "x"}, {"X-Tab\t": "z"}],
+    ids=["crlf-value", "nul-value", "space-name", "tab-name"],
+)
+def test_an_illegal_header_is_refused_before_anything_is_sent(raw, headers):
+    # The product checks headers at fetch(); the transport refuses them too, for any
+    # caller of the httpx client (httpx itself lets these names through to a transport).
+    srv = raw(replies(response(b"ok")))
+
+    async def send() -> None:
+        async with client() as c:
+            await c.get(srv.url + "/h", headers=headers)
+
+    with pytest.raises(httpx.LocalProtocolError, match="illegal header"):
+        run(send())
+    assert srv.requests == []
+
+
 def test_content_length_body(raw):
     body = bytes(range(256)) * 100
     srv = raw(replies(response(body, headers=("X-A: 1",))))

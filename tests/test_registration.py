@@ -171,6 +171,43 @@ def test_failing_handler_is_reported_not_fatal(mgr, server, capfd):
     assert any("boom" in str(e) for e in mgr._callbacks.errors)
 
 
+@pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt()], ids=repr)
+def test_a_handler_raising_systemexit_is_reported_and_nothing_hangs(mgr, server, capfd, raised):
+    # sys.exit() in a handler must not kill the thread that runs every later callback
+    # (wait() and `await reg` are woken from it).
+    def quits(event):
+        raise raised
+
+    mgr.add_event_listener("backgroundfetchsuccess", quits)
+    first = mgr.fetch("q1", [server.url("a", 10)]).wait(10)
+    first.add_event_listener("progress", quits)
+    second = mgr.fetch("q2", [server.url("b", 10)]).wait(10)
+    assert (first.result, second.result) == ("success", "success")
+    assert type(raised).__name__ in capfd.readouterr().err
+    assert sum(type(e) is type(raised) for e in mgr._callbacks.errors) >= 2
+
+
+def test_close_reports_a_failing_shutdown_and_still_stops_the_threads(tmp_path, server, capfd):
+    import ipybgfetch
+
+    mgr = ipybgfetch.BackgroundFetchManager(home=tmp_path / "home")
+    reg = mgr.fetch("slow", [server.url("s.bin", 5_000_000, throttle=200_000)])
+    deadline = time.monotonic() + 10
+    while reg.downloaded == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    def disk_full(key):
+        raise OSError(28, "No space left on device")
+
+    mgr._store_release = disk_full  # the lease release at shutdown hits a full disk
+    mgr.close()  # reports, does not raise
+    assert "No space left on device" in capfd.readouterr().err
+    assert "closed" in repr(mgr)
+    assert mgr._engine._thread is None or not mgr._engine._thread.is_alive()
+    with pytest.raises(InvalidStateError):
+        reg.wait(1)
+
+
 def test_slow_handler_does_not_stall_transfers(mgr, server):
     release = threading.Event()
     mgr.add_event_listener("backgroundfetchsuccess", lambda e: release.wait(10))

@@ -723,6 +723,35 @@ def test_a_refused_connection_says_refused(tmp_path):
     assert "refused" in error.lower(), error
 
 
+def test_redirect_loops_odd_redirects_and_corrupt_gzip_say_what_happened(
+    tmp_path, server, script, capfd
+):
+    def handler(peer: Peer) -> None:
+        while (req := peer.read_request()) is not None:
+            path = target(req.head)
+            if path.startswith("/js"):
+                peer.send(response(b"", "302 Found", ("Location: javascript:alert(1)",)))
+            else:  # "gzip" whose bytes are not gzip
+                peer.send(response(b"not gzip at all" * 100, headers=("Content-Encoding: gzip",)))
+
+    srv = script(handler)
+    urls = [
+        server.url("loop.bin", 10, redirect=25, tag=str(time.monotonic_ns())),
+        srv.url + "/js",
+        srv.url + "/bad.gz",
+    ]
+    with manager(tmp_path / "h") as mgr:
+        reg = mgr.fetch("odd", urls).wait(20)
+    loop, js, gz = reg.match_all()
+    assert reg.failure_reason == "fetch-error"
+    assert "redirected too many times" in loop.error and loop.attempts == 1, loop.error
+    assert "redirected to a URL that cannot be fetched" in js.error, js.error
+    assert "could not be decoded" in gz.error and "identity" in gz.error, gz.error
+    assert not any("internal error" in r.error for r in (loop, js, gz))
+    assert "raised an exception" not in capfd.readouterr().err  # no traceback dumped
+    assert files_in(reg.dest) == []
+
+
 def test_dns_tls_and_truncation_errors_say_what_happened(tmp_path, server):
     urls = [
         "http://nonexistent.invalid/x.bin",
