@@ -75,6 +75,8 @@ def _replace_unsafe(name: str) -> str:
     'a_b_c_d'
     """
     name = _UNSAFE_CHARS.sub("_", name)
+    if name.isascii():  # the usual case: ASCII's only unsafe category (Cc) is done above
+        return name
     return "".join("_" if unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in name)
 
 
