@@ -11,7 +11,9 @@
   written as copies, never as links to files on disk);
 * device files, fifos and other special members;
 * members that would be written through a link, and type clashes (a file and a folder
-  with the same name).
+  with the same name);
+* archives that expand beyond ``max_size`` bytes *and* ``max_ratio`` times their own size
+  (zip bombs), checked on the declared sizes first and on the bytes actually written.
 
 Every member is checked before anything is written, so a hostile archive writes nothing
 at all, not even the harmless members before the bad one. Files appear by rename from a
@@ -27,7 +29,6 @@ import gzip
 import lzma
 import os
 import re
-import shutil
 import stat
 import tarfile
 import tempfile
@@ -45,7 +46,14 @@ from ._disk import free_space, nearest_existing
 from ._exceptions import BackgroundFetchError, QuotaExceededError
 from ._frames import compression_from_magic
 
-__all__ = ["ARCHIVE_FORMATS", "UnsafeArchiveError", "detect_archive_format", "extract"]
+__all__ = [
+    "ARCHIVE_FORMATS",
+    "DEFAULT_MAX_RATIO",
+    "DEFAULT_MAX_SIZE",
+    "UnsafeArchiveError",
+    "detect_archive_format",
+    "extract",
+]
 
 #: Values accepted by ``extract(..., format=...)``.
 ARCHIVE_FORMATS: tuple[str, ...] = ("zip", "tar", "tar.gz", "tar.bz2", "tar.xz", "tar.zst")
@@ -84,7 +92,21 @@ _NAME_SUFFIXES: tuple[tuple[str, str], ...] = (
     (".zip", "zip"),
 )
 
+#: Zip-bomb limit of :func:`extract`: an archive is refused only when it expands beyond
+#: this many bytes *and* beyond :data:`DEFAULT_MAX_RATIO` times its own size. Compressed
+#: data files reach 10-50:1 (deflate cannot exceed ~1032:1), so real datasets pass.
+DEFAULT_MAX_SIZE = 1 << 30
+#: See :data:`DEFAULT_MAX_SIZE`.
+DEFAULT_MAX_RATIO = 1000
+
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+# A damaged zip member: bad CRC or size, broken deflate/lzma stream, cut short.
+_ZIP_MEMBER_ERRORS: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+)
 _MAX_LINK_HOPS = 40
 _MAX_SYMLINK_TARGET = 4096
 _COPY_CHUNK = 1024 * 1024
@@ -410,6 +432,30 @@ def _check_space(archive: Path, entries: list[_Entry], root: Path) -> None:
         )
 
 
+def _size_limit(archive: Path, max_size: int | None, max_ratio: float | None) -> int | None:
+    """How many bytes extracting ``archive`` may write; None for no limit."""
+    if max_size is None or max_ratio is None:
+        return None
+    return max(max_size, int(max_ratio * os.path.getsize(archive)))
+
+
+def _too_big(archive: Path, limit: int, detail: str) -> ValueError:
+    return ValueError(
+        f"Refusing to extract {archive.name!r}: {detail}, more than the limit of "
+        f"{limit:,} bytes (it must exceed both max_size and max_ratio times the "
+        f"{os.path.getsize(archive):,}-byte archive: a zip bomb?). Nothing was extracted. "
+        "If you trust this archive, pass a larger max_size=/max_ratio=, or max_size=None "
+        "for no limit, e.g. record.extract(max_size=None)."
+    )
+
+
+def _check_expansion(archive: Path, entries: list[_Entry], limit: int | None) -> None:
+    """Refuse an archive whose declared sizes exceed ``limit`` (before writing anything)."""
+    declared = sum(entry.size for entry in entries if entry.kind in ("file", "hardlink"))
+    if limit is not None and declared > limit:
+        raise _too_big(archive, limit, f"its members declare {declared:,} bytes")
+
+
 # --- Reading members ---------------------------------------------------------------------
 
 
@@ -473,6 +519,7 @@ def _tar_filter_check(archive: Path, members: list[tarfile.TarInfo], root: Path)
 
 def _tar_entries(archive: Path, members: list[tarfile.TarInfo]) -> list[_Entry]:
     entries: list[_Entry] = []
+    sizes: dict[tuple[str, ...], int] = {}  # files so far: a hardlink is written as a copy
     for index, member in enumerate(members):
         name = member.name
         parts = _safe_parts(archive, name)
@@ -488,6 +535,7 @@ def _tar_entries(archive: Path, members: list[tarfile.TarInfo]) -> list[_Entry]:
                 mtime=float(member.mtime),
                 size=member.size,
             )
+            sizes[parts] = member.size
         elif member.issym():
             entry = _Entry(index, name, "symlink", parts, link=member.linkname)
         elif member.islnk():
@@ -502,7 +550,15 @@ def _tar_entries(archive: Path, members: list[tarfile.TarInfo]) -> list[_Entry]:
                 raise UnsafeArchiveError(
                     archive, name, f"is a hardlink pointing outside the target ({link!r})"
                 ) from None
-            entry = _Entry(index, name, "hardlink", parts, link=link, link_parts=link_parts)
+            entry = _Entry(
+                index,
+                name,
+                "hardlink",
+                parts,
+                size=sizes.get(link_parts, 0),
+                link=link,
+                link_parts=link_parts,
+            )
         else:
             raise UnsafeArchiveError(
                 archive, name, "is a special file (device, fifo or other non-regular type)"
@@ -573,11 +629,17 @@ def _tar_members_list(archive: Path, fmt: str, tf: tarfile.TarFile) -> list[tarf
 
 
 class _Writer:
-    """Writes entries under ``root`` and can undo what it created."""
+    """Writes entries under ``root`` and can undo what it created.
 
-    def __init__(self, archive: Path, root: Path) -> None:
+    It counts the bytes written and stops beyond ``limit`` (None: no limit), whatever the
+    archive's headers declared.
+    """
+
+    def __init__(self, archive: Path, root: Path, limit: int | None = None) -> None:
         self.archive = archive
         self.root = root
+        self.limit = limit
+        self.written = 0
         self.created: list[Path] = []
 
     def makedirs(self, path: Path) -> None:
@@ -599,7 +661,7 @@ class _Writer:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(source, out, _COPY_CHUNK)
+                self._copy(source, out)
             os.chmod(tmp, mode)
             if mtime is not None:
                 with contextlib.suppress(OSError, OverflowError, ValueError):
@@ -610,6 +672,18 @@ class _Writer:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def _copy(self, source: IO[bytes], out: IO[bytes]) -> None:
+        while chunk := source.read(_COPY_CHUNK):
+            self.written += len(chunk)
+            if self.limit is not None and self.written > self.limit:
+                raise _too_big(
+                    self.archive,
+                    self.limit,
+                    f"it expands to more than its headers declared ({self.written:,} bytes "
+                    "written so far, removed again)",
+                )
+            out.write(chunk)
 
     def copy_file(self, source: Path, path: Path) -> None:
         mode = stat.S_IMODE(os.stat(source).st_mode)
@@ -650,8 +724,9 @@ def _write(
     entries: list[_Entry],
     root: Path,
     open_member: Iterator[tuple[_Entry, IO[bytes] | None]],
+    limit: int | None = None,
 ) -> list[Path]:
-    writer = _Writer(archive, root)
+    writer = _Writer(archive, root, limit)
     written: dict[Path, None] = {}
     symlinks: list[_Entry] = []
     try:
@@ -688,6 +763,8 @@ def extract(
     to: str | os.PathLike[str],
     *,
     format: str | None = None,
+    max_size: int | None = DEFAULT_MAX_SIZE,
+    max_ratio: float | None = DEFAULT_MAX_RATIO,
 ) -> list[Path]:
     """Safely unpack a zip or tar archive into the folder ``to`` (created if needed).
 
@@ -696,17 +773,24 @@ def extract(
     paths of the extracted files (regular files, hardlinks written as copies, symlinks),
     in archive order. Existing files with the same names are replaced.
 
+    ``max_size`` / ``max_ratio`` guard against zip bombs: an archive that expands beyond
+    ``max_size`` bytes *and* beyond ``max_ratio`` times its own size is refused (defaults:
+    1 GiB and 1000:1); ``None`` for either lifts the limit.
+
     Raises :class:`UnsafeArchiveError` (a ``ValueError``) naming the member if any member
     could escape ``to`` or is a device/fifo; ``ValueError`` if the file is not a valid
-    archive or clashes with what is on disk; ``QuotaExceededError`` if the declared size
-    does not fit on the disk. In every one of these cases nothing is written. If an I/O
-    error interrupts the extraction, the files and folders created so far are removed.
+    archive, clashes with what is on disk or expands beyond the limit;
+    ``QuotaExceededError`` if the declared size does not fit on the disk. In every one of
+    these cases nothing is written. If an I/O error, a corrupt member or more bytes than
+    the headers declared interrupt the extraction, the files and folders created so far
+    are removed.
     """
     archive = Path(archive)
     root = Path(os.path.abspath(to))
     if os.path.lexists(root) and not os.path.isdir(root):
         raise ValueError(f"Cannot extract into {str(root)!r}: it exists and is not a folder.")
     fmt = detect_archive_format(archive, format)
+    limit = _size_limit(archive, max_size, max_ratio)
 
     if fmt == "zip":
         try:
@@ -714,31 +798,49 @@ def extract(
         except zipfile.BadZipFile as exc:
             raise ValueError(f"{archive.name!r} is not a valid zip archive ({exc}).") from exc
         with zf:
-            entries = _zip_entries(archive, zf)
-            _validate(archive, entries, root)
-            _check_space(archive, entries, root)
-
-            def zip_members() -> Iterator[tuple[_Entry, IO[bytes] | None]]:
-                infos = zf.infolist()
-                for entry in entries:
-                    if entry.kind != "file":
-                        yield entry, None
-                        continue
-                    with zf.open(infos[entry.index]) as data:
-                        yield entry, data
-
-            return _write(archive, entries, root, zip_members())
+            return _extract_zip(archive, zf, root, limit)
 
     with _open_tar(archive, fmt) as tf:
         members = _tar_members_list(archive, fmt, tf)
         entries = _tar_entries(archive, members)
         _validate(archive, entries, root)  # our checks first: their messages are clearer
         _tar_filter_check(archive, members, root)
+        _check_expansion(archive, entries, limit)
         _check_space(archive, entries, root)
         if fmt != "tar.zst":  # random access: write from the same handle
-            return _write(archive, entries, root, _tar_members(tf, entries))
+            return _write(archive, entries, root, _tar_members(tf, entries), limit)
     with _open_tar(archive, fmt) as tf:  # a stream: read it a second time
-        return _write(archive, entries, root, _tar_members(tf, entries))
+        return _write(archive, entries, root, _tar_members(tf, entries), limit)
+
+
+def _extract_zip(archive: Path, zf: zipfile.ZipFile, root: Path, limit: int | None) -> list[Path]:
+    """Check and write the members of an open zip; a damaged member is a ValueError."""
+    reading = ""  # the member being read, for the error message
+    try:
+        entries = _zip_entries(archive, zf)
+        _validate(archive, entries, root)
+        _check_expansion(archive, entries, limit)
+        _check_space(archive, entries, root)
+
+        def zip_members() -> Iterator[tuple[_Entry, IO[bytes] | None]]:
+            nonlocal reading
+            infos = zf.infolist()
+            for entry in entries:
+                if entry.kind != "file":
+                    yield entry, None
+                    continue
+                reading = entry.name
+                with zf.open(infos[entry.index]) as data:
+                    yield entry, data
+
+        return _write(archive, entries, root, zip_members(), limit)
+    except _ZIP_MEMBER_ERRORS as exc:  # _write has already removed what it created
+        member = f"member {reading!r}" if reading else "a member"
+        raise ValueError(
+            f"Cannot extract {archive.name!r}: {member} is corrupt ({exc or type(exc).__name__})"
+            "; the archive is damaged (a truncated or altered download?). Nothing was "
+            "extracted. Download it again, or check it with another zip tool."
+        ) from exc
 
 
 def _tar_members(

@@ -14,9 +14,15 @@ How a body's type is found (:func:`detect_format`):
    ``.parquet``, ...; also the name in ``url=`` when the file on disk has no useful
    name); then the bytes themselves (``PAR1``, ``ARROW1``, an xlsx zip, JSON text, CSV
    text with a consistent delimiter), looking inside the compression if there is one.
+   A plain JSON verdict (``application/json`` or ``.json``) yields to JSON Lines when the
+   name says ``.jsonl``/``.ndjson`` or the first bytes hold several JSON values on
+   separate lines: servers often label JSON Lines as ``application/json``.
 2. **Compression**: the magic bytes of the file when it can be read (they cannot lie:
    httpx already undoes ``Content-Encoding: gzip``, so a ``data.csv.gz`` served that way
    lands on disk as plain CSV); otherwise the Content-Type or the extension.
+
+Text formats are read in the Content-Type's charset (UTF-8 when it names none, or one
+Python does not know); a UTF-8 byte order mark wins over the charset and is dropped.
 
 pandas and polars are imported lazily, never when this module is imported.
 """
@@ -24,6 +30,7 @@ pandas and polars are imported lazily, never when this module is imported.
 from __future__ import annotations
 
 import bz2
+import codecs
 import contextlib
 import csv
 import gzip
@@ -63,6 +70,11 @@ FORMATS: tuple[str, ...] = ("csv", "tsv", "json", "jsonl", "parquet", "feather",
 COMPRESSIONS: tuple[str, ...] = ("gzip", "bz2", "xz", "zstd")
 
 _NO_COMPRESSION = "none"
+_TEXT_FORMATS = frozenset({"csv", "tsv", "json", "jsonl"})
+_JSON_FORMATS = frozenset({"json", "jsonl"})
+_UTF8_BOM = codecs.BOM_UTF8
+# Charsets read as UTF-8: US-ASCII is a subset of it.
+_UTF8_CODECS = frozenset({"utf-8", "utf-8-sig", "ascii"})
 _SNIFF_BYTES = 64 * 1024
 _COPY_CHUNK = 1024 * 1024
 
@@ -327,7 +339,9 @@ def _sniff_text(head: bytes, whole: bool) -> str | None:
             json.loads(complete[0])
         except ValueError:
             return "json"  # a multi-line JSON document
-        rest = [line for line in complete[1:] if line.strip()]
+        # The first line is a complete value: another one starting after it makes JSON
+        # Lines, even if the sample cuts that one short (records of more than half of it).
+        rest = [line for line in lines[1:] if line.strip()]
         return "jsonl" if rest and rest[0].lstrip().startswith("{") else "json"
     sample = [line for line in complete[:20] if line.strip()]
     if len(sample) < 2:
@@ -359,6 +373,19 @@ def _format_from_bytes(path: Path, compression: str | None) -> str | None:
     if head.startswith(_ZIP_MAGIC):
         return "excel" if _is_xlsx(path, compression) else None
     return _sniff_text(head, whole=len(head) < _SNIFF_BYTES)
+
+
+def _is_json_lines(
+    path: Path, ext_format: str | None, compression: str | None, readable: bool
+) -> bool:
+    """Whether a body labelled plain JSON is JSON Lines: by its name or its first bytes.
+
+    Servers often send ``.jsonl``/``.ndjson`` files as ``application/json``; read as one
+    JSON document, JSON Lines fails ("Trailing data").
+    """
+    if ext_format == "jsonl":
+        return True
+    return readable and _format_from_bytes(path, compression) == "jsonl"
 
 
 def _is_archive(path: Path, head: bytes, compression: str | None) -> bool:
@@ -427,6 +454,8 @@ def detect_format(
     fmt = _format_from_content_type(media_type)
     if fmt is None:
         fmt = ext_format
+    if fmt == "json" and _is_json_lines(path, ext_format, compression, readable):
+        fmt = "jsonl"
     if fmt is None and readable:
         fmt = _format_from_bytes(path, compression)
         if fmt is None and _is_archive(path, head, compression):
@@ -494,6 +523,61 @@ def _resolve(
     return fmt, compression
 
 
+# --- Text encodings ----------------------------------------------------------------------
+
+
+def _charset_encoding(content_type: str | None) -> str | None:
+    """The Python codec of the Content-Type's charset; None means UTF-8.
+
+    None too for no charset, US-ASCII (a subset of UTF-8) and a charset Python does not
+    know as a text encoding (a browser falls back to UTF-8 as well).
+    """
+    for part in (content_type or "").split(";")[1:]:
+        key, _, value = part.partition("=")
+        label = value.strip().strip("'\"")
+        if key.strip().lower() != "charset" or not label:
+            continue
+        try:
+            name = codecs.lookup(label).name
+            "".encode(name)  # refuses codecs that are not text encodings (base64, ...)
+        except LookupError:
+            return None
+        return None if name in _UTF8_CODECS else name
+    return None
+
+
+def _has_utf8_bom(path: Path, compression: str | None) -> bool:
+    try:
+        with open_decompressed(path, compression) as fh:
+            return fh.read(len(_UTF8_BOM)) == _UTF8_BOM
+    except (OSError, ImportError, EOFError, lzma.LZMAError):
+        return False
+
+
+def _text_encoding(path: Path, compression: str | None, content_type: str | None) -> str | None:
+    """The encoding of a text body, None for UTF-8: a UTF-8 byte order mark wins (as in a
+    browser), then the Content-Type's charset."""
+    if _has_utf8_bom(path, compression):
+        return None
+    return _charset_encoding(content_type)
+
+
+def _copy_as_utf8(src: IO[bytes], dst: IO[bytes], encoding: str | None, strip_bom: bool) -> None:
+    """Copy ``src`` to ``dst``, transcoded from ``encoding`` to UTF-8 (None: copied as it
+    is); ``strip_bom`` leaves out a leading UTF-8 byte order mark."""
+    if encoding is not None:
+        decoder = codecs.getincrementaldecoder(encoding)()
+        while chunk := src.read(_COPY_CHUNK):
+            dst.write(decoder.decode(chunk).encode("utf-8"))
+        dst.write(decoder.decode(b"", final=True).encode("utf-8"))
+        return
+    if strip_bom:
+        head = src.read(len(_UTF8_BOM))
+        if head != _UTF8_BOM:
+            dst.write(head)
+    shutil.copyfileobj(src, dst, _COPY_CHUNK)
+
+
 # --- Decompression -----------------------------------------------------------------------
 
 
@@ -524,9 +608,16 @@ def open_decompressed(path: str | os.PathLike[str], compression: str | None) -> 
 
 
 @contextlib.contextmanager
-def _decompressed_copy(path: Path, compression: str | None) -> Iterator[Path]:
-    """A path to the uncompressed bytes: ``path`` itself, or a temporary copy."""
-    if compression is None:
+def _decompressed_copy(
+    path: Path, compression: str | None, encoding: str | None = None, strip_bom: bool = False
+) -> Iterator[Path]:
+    """A path to the uncompressed bytes: ``path`` itself, or a temporary copy.
+
+    The copy is also transcoded from ``encoding`` to UTF-8 (None: left as it is) and,
+    with ``strip_bom``, has no leading UTF-8 byte order mark.
+    """
+    bom = strip_bom and _has_utf8_bom(path, compression)
+    if compression is None and encoding is None and not bom:
         yield path
         return
     tmpdir: str | None = None
@@ -546,7 +637,7 @@ def _decompressed_copy(path: Path, compression: str | None) -> Iterator[Path]:
                 break
         target = Path(tmpdir) / (name or "body")
         with open_decompressed(path, compression) as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst, _COPY_CHUNK)
+            _copy_as_utf8(src, dst, encoding, bom)
         yield target
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -586,17 +677,24 @@ def read_pandas(
     ``compression="none"`` forces an uncompressed read. Other keyword arguments go to
     the pandas reader (``pandas.read_csv``, ``read_json``, ``read_parquet``,
     ``read_feather``, ``read_excel``), e.g. ``usecols=``, ``columns=``, ``sheet_name=``.
+    Text formats are read in the Content-Type's charset unless ``encoding=`` is given.
     """
     pd = require_pandas()
     path = Path(path)
     fmt, comp = _resolve(path, content_type, format, compression, url)
     _check_compression_available(comp)
 
+    if fmt in _TEXT_FORMATS and "encoding" not in kwargs:
+        encoding = _text_encoding(path, comp, content_type)
+        if encoding is None and fmt in _JSON_FORMATS:
+            encoding = "utf-8-sig"  # read_csv skips a UTF-8 BOM, read_json does not
+        if encoding is not None:
+            kwargs["encoding"] = encoding
     if fmt in ("csv", "tsv"):
         if fmt == "tsv":
             kwargs.setdefault("sep", "\t")
         return pd.read_csv(path, compression=comp, **kwargs)
-    if fmt in ("json", "jsonl"):
+    if fmt in _JSON_FORMATS:
         if fmt == "jsonl":
             kwargs.setdefault("lines", True)
         return pd.read_json(path, compression=comp, **kwargs)
@@ -685,14 +783,23 @@ def read_polars(
     Same detection rules as :func:`read_pandas`. Other keyword arguments go to the polars
     reader (``polars.read_csv``, ``read_json``, ``read_ndjson``, ``read_parquet``,
     ``read_ipc``/``read_ipc_stream``, ``read_excel``). Compressed bodies are
-    decompressed to a temporary file next to ``path`` first.
+    decompressed to a temporary file next to ``path`` first; so are text bodies in another
+    charset than UTF-8 (transcoded) and JSON bodies with a byte order mark (dropped).
     """
     pl = require_polars()
     path = Path(path)
     fmt, comp = _resolve(path, content_type, format, compression, url)
     _check_compression_available(comp)
 
-    with _decompressed_copy(path, comp) as plain:
+    # polars reads UTF-8 only. A body in another charset is transcoded into the temporary
+    # copy (as compressed bodies are decompressed): the frame is right at the cost of one
+    # pass over the file, where an error would only send the user to pandas or iconv.
+    # An encoding= of the user's (polars' "utf8-lossy") wins and reads the bytes as they are.
+    encoding = None
+    if fmt in _TEXT_FORMATS and "encoding" not in kwargs:
+        encoding = _text_encoding(path, comp, content_type)
+    strip_bom = fmt in _JSON_FORMATS  # read_csv skips a BOM; read_json/read_ndjson do not
+    with _decompressed_copy(path, comp, encoding, strip_bom) as plain:
         reader: Callable[..., polars.DataFrame]
         if fmt in ("csv", "tsv"):
             if fmt == "tsv":

@@ -6,6 +6,7 @@ answered. Bodies never live in memory: ``Response.path`` is the file on disk.
 
 from __future__ import annotations
 
+import codecs
 import json as _json
 import os
 import re
@@ -264,15 +265,37 @@ class Response:
         return self._complete_path().read_bytes()
 
     def text(self, encoding: str | None = None, errors: str = "replace") -> str:
+        """The body decoded with ``encoding``, else the Content-Type's charset, else UTF-8.
+
+        As a browser does, a leading UTF-8 byte order mark is dropped (and, without
+        ``encoding``, wins over the charset), and a charset Python does not know falls
+        back to UTF-8.
+        """
+        data = self.read()
         if encoding is None:
-            encoding = _charset(self.content_type) or "utf-8"
-        return self.read().decode(encoding, errors)
+            encoding = "utf-8" if data.startswith(codecs.BOM_UTF8) else _text_codec(self)
+        if codecs.lookup(encoding).name == "utf-8":
+            encoding = "utf-8-sig"  # decodes the same, without the byte order mark
+        return data.decode(encoding, errors)
 
     def json(self, **kwargs: Any) -> Any:
         return _json.loads(self.read(), **kwargs)
 
     def __repr__(self) -> str:
         return f"<Response [{self.status}] {self.url}>"
+
+
+def _text_codec(response: Response) -> str:
+    """The Python codec for the response's charset: UTF-8 if it names none or an unknown one."""
+    label = _charset(response.content_type)
+    if not label:
+        return "utf-8"
+    try:
+        name = codecs.lookup(label).name
+        "".encode(name)  # refuses codecs that are not text encodings (base64, ...)
+    except LookupError:
+        return "utf-8"
+    return name
 
 
 def _charset(content_type: str) -> str | None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import httpx
 
+from ._archive import DEFAULT_MAX_RATIO, DEFAULT_MAX_SIZE
 from ._exceptions import AbortError, FetchError, InvalidStateError
 from ._models import Request, Response
 
@@ -48,6 +49,9 @@ ROW_COLUMNS = (
     "error",
 )
 SETTLED_STATES = frozenset({"success", "failure", "aborted"})
+# pandas' nullable integer: a record without a status (no response) is <NA>, and the
+# column stays integer whatever the data (float64 200.0 / NaN otherwise).
+_PANDAS_STATUS_DTYPE = "Int64"
 
 
 _OUTCOME_LOCK = threading.Lock()
@@ -263,6 +267,13 @@ class BackgroundFetchRecord(Mapping[str, Any]):
     def _body_path(self) -> Path:
         """The body of a record that succeeded; a clear error for any other record."""
         response = self.response
+        if response is None and self._data.settled:
+            what = "was aborted" if self._data.state == "aborted" else "failed"
+            raise InvalidStateError(
+                f"{self.request.url} {what} without a response "
+                f"({self._data.error or self._data.failure or self._data.state}): it has no "
+                "body to read. Skip failed records with records.successful()"
+            )
         if response is None:
             raise InvalidStateError(
                 f"{self.request.url} has no response yet ({self._data.error or self.state}); "
@@ -300,13 +311,23 @@ class BackgroundFetchRecord(Mapping[str, Any]):
             **kwargs,
         )
 
-    def extract(self, to: str | Path | None = None) -> list[Path]:
-        """Safely extract a zip/tar body into ``to`` (default: a folder next to the file)."""
+    def extract(
+        self,
+        to: str | Path | None = None,
+        *,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        max_ratio: float | None = DEFAULT_MAX_RATIO,
+    ) -> list[Path]:
+        """Safely extract a zip/tar body into ``to`` (default: a folder next to the file).
+
+        ``max_size`` / ``max_ratio`` limit the expansion (zip bombs): see
+        :func:`ipybgfetch._archive.extract`.
+        """
         from ._archive import extract
 
         path = self._body_path()
         target = Path(to) if to is not None else path.with_name(path.name + ".d")
-        return extract(path, target)
+        return extract(path, target, max_size=max_size, max_ratio=max_ratio)
 
     def __repr__(self) -> str:
         d = self._data
@@ -343,7 +364,9 @@ class RecordList(list[BackgroundFetchRecord]):
         from ._frames import require_pandas
 
         pd = require_pandas()
-        return pd.DataFrame(self.rows(), columns=list(ROW_COLUMNS))
+        table = pd.DataFrame(self.rows(), columns=list(ROW_COLUMNS))
+        table["status"] = table["status"].astype(_PANDAS_STATUS_DTYPE)
+        return table
 
     def to_polars(self, concat: bool = False, **kwargs: Any) -> polars.DataFrame:
         if concat:
@@ -351,7 +374,7 @@ class RecordList(list[BackgroundFetchRecord]):
         from ._frames import require_polars
 
         pl = require_polars()
-        return pl.DataFrame(self.rows(), infer_schema_length=None)
+        return pl.DataFrame(self.rows(), schema=_polars_schema(pl))
 
     def _bodies(self) -> Iterable[tuple[str, Path, str | None]]:
         for r in self:
@@ -400,6 +423,23 @@ class RecordList(list[BackgroundFetchRecord]):
         if len(self) > 20:
             lines.append(f"  … {len(self) - 20} more")
         return "\n".join(lines)
+
+
+def _polars_schema(pl: Any) -> dict[str, Any]:
+    """The records table's polars types: the same for every list, the empty one too (and
+    a column that is all null, such as ``error`` when nothing failed, keeps its type)."""
+    timestamp = pl.Datetime("us", "UTC")
+    types = {
+        "index": pl.Int64,
+        "status": pl.Int64,
+        "ok": pl.Boolean,
+        "bytes": pl.Int64,
+        "started": timestamp,
+        "finished": timestamp,
+        "elapsed_s": pl.Float64,
+        "attempts": pl.Int64,
+    }
+    return {column: types.get(column, pl.String) for column in ROW_COLUMNS}
 
 
 def _strip(url: str, ignore_search: bool) -> str:

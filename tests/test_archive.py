@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import stat
 import tarfile
 import time
@@ -366,8 +367,8 @@ def test_not_enough_space_writes_nothing(tmp_path: Path, monkeypatch: pytest.Mon
     from ipybgfetch._exceptions import QuotaExceededError
 
     archive = build(tmp_path, "zip", BENIGN)
-    usage = _archive.shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(_archive.shutil, "disk_usage", lambda _: usage._replace(free=3))
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=3))
     with pytest.raises(QuotaExceededError, match="needs"):
         extract(archive, tmp_path / "target")
     assert not (tmp_path / "target").exists()
@@ -430,3 +431,94 @@ def test_extraction_is_quick_for_many_members(tmp_path: Path) -> None:
     started = time.perf_counter()
     assert len(extract(archive, tmp_path / "out")) == 500
     assert time.perf_counter() - started < 10
+
+
+# --- corrupt members and zip bombs -------------------------------------------------------
+
+
+def damaged_zip(method: int) -> bytes:
+    """A zip whose second member's data has one byte changed (a CRC or stream error)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as zf:
+        zf.writestr("a.csv", "a,b\n1,2\n")
+        zf.writestr("b.csv", "hello world\n" * 200)
+        info = zf.getinfo("b.csv")
+    data = bytearray(buf.getvalue())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start + info.compress_size // 2] ^= 0x55
+    return bytes(data)
+
+
+def zeros_zip(size: int, first: bytes = b"") -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        if first:
+            zf.writestr("first.txt", first)
+        zf.writestr("zeros.bin", bytes(size))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_corrupt_zip_member_is_a_value_error_and_rolls_back(tmp_path: Path, method: int) -> None:
+    archive = tmp_path / "damaged.zip"
+    archive.write_bytes(damaged_zip(method))
+    target = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"member 'b\.csv' is corrupt.*Download it again"):
+        extract(archive, target)
+    assert not target.exists()  # a.csv, written before b.csv, was removed again
+
+
+def test_zip_bomb_is_refused_up_front(tmp_path: Path) -> None:
+    archive = tmp_path / "bomb.zip"
+    archive.write_bytes(zeros_zip(20 << 20))  # about 20 KB: 1000:1
+    target = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"declare 20,971,520 bytes.*max_size=None") as info:
+        extract(archive, target, max_size=1 << 20)
+    assert not isinstance(info.value, UnsafeArchiveError)
+    assert not target.exists()
+    # Both limits must be exceeded: by default (1 GiB) or with max_size=None it unpacks.
+    assert extract(archive, tmp_path / "a", max_ratio=2)[0].stat().st_size == 20 << 20
+    assert len(extract(archive, tmp_path / "b", max_size=1 << 20, max_ratio=None)) == 1
+    assert len(extract(archive, tmp_path / "c", max_size=1 << 20, max_ratio=2000)) == 1
+
+
+def test_tar_hardlinks_count_as_the_copies_they_become(tmp_path: Path) -> None:
+    members: list[Member] = [("file", "zeros.bin", bytes(1 << 20))]
+    members += [("hardlink", f"copy{i}.bin", "zeros.bin") for i in range(30)]
+    archive = tmp_path / "links.tar.gz"
+    archive.write_bytes(tar_bytes(members, "gz"))
+    target = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"declare 32,505,856 bytes"):
+        extract(archive, target, max_size=8 << 20, max_ratio=100)
+    assert not target.exists()
+
+
+def test_more_bytes_than_declared_are_stopped_while_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers can lie: with the up-front check blinded, the byte count still stops it."""
+    archive = tmp_path / "bomb.zip"
+    archive.write_bytes(zeros_zip(5 << 20, first=b"written first"))
+    monkeypatch.setattr(_archive, "_check_expansion", lambda *args: None)
+    target = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"more than its headers declared.*max_size="):
+        extract(archive, target, max_size=1 << 20, max_ratio=1)
+    assert not target.exists()
+
+
+def test_record_extract_passes_the_limits(tmp_path: Path) -> None:
+    import ipybgfetch
+    from ipybgfetch.testing import DataServer
+
+    with DataServer() as srv, ipybgfetch.BackgroundFetchManager(home=tmp_path) as mgr:
+        bomb = srv.add_file("/bomb.zip", zeros_zip(5 << 20))
+        damaged = srv.add_file("/damaged.zip", damaged_zip(zipfile.ZIP_STORED))
+        reg = mgr.fetch("archives", [bomb, damaged]).wait(30)
+        record = reg.match(bomb)
+        with pytest.raises(ValueError, match=r"record\.extract\(max_size=None\)"):
+            record.extract(tmp_path / "refused", max_size=1 << 20, max_ratio=10)
+        assert not (tmp_path / "refused").exists()
+        assert [p.name for p in record.extract(tmp_path / "ok")] == ["zeros.bin"]
+        with pytest.raises(ValueError, match="corrupt"):
+            reg.match(damaged).extract(tmp_path / "damaged")
+        assert not (tmp_path / "damaged").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
 import io
 import lzma
@@ -311,6 +312,82 @@ def test_kwargs_reach_the_reader(tmp_path: Path) -> None:
     xlsx = tmp_path / "data.xlsx"
     xlsx.write_bytes(body("excel", None))
     assert read_pandas(xlsx, sheet_name=0).shape == (3, 3)
+
+
+# --- JSON Lines, charsets and byte order marks --------------------------------------------
+
+MEDIA_TYPES = {
+    "csv": "text/csv",
+    "tsv": "text/tab-separated-values",
+    "json": "application/json",
+    "jsonl": "application/x-ndjson",
+}
+ACCENTED = pd.DataFrame({"name": ["José", "Zoë"], "city": ["Zürich", "Malmö"]})
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_json_lines_labelled_application_json(tmp_path: Path, compression: str | None) -> None:
+    """Servers often send JSON Lines as application/json: the name or the bytes win."""
+    suffix = COMPRESSION_EXTENSIONS[compression]
+    named = tmp_path / f"events.ndjson{suffix}"
+    unnamed = tmp_path / "export"
+    for path in (named, unnamed):
+        path.write_bytes(body("jsonl", compression))
+        assert detect_format(path, "application/json") == ("jsonl", compression)
+        assert_pandas_equal(read_pandas(path, "application/json"))
+        assert_polars_equal(read_polars(path, "application/json"))
+    assert detect_format(unnamed, "application/json", url="https://x.org/a.jsonl")[0] == "jsonl"
+    array = tmp_path / "array"
+    array.write_bytes(body("json", compression))  # a real JSON document stays JSON
+    assert detect_format(array, "application/json") == ("json", compression)
+
+
+@pytest.mark.parametrize("width", [40_000, 60_000])
+def test_wide_json_lines_are_sniffed(tmp_path: Path, width: int) -> None:
+    """Records over half the 64 KB sniff sample: one complete line, the next one cut short."""
+    path = tmp_path / "export"
+    lines = [pd.DataFrame({"id": [i], "text": ["x" * width]}) for i in range(4)]
+    path.write_bytes(b"".join(encode("jsonl", frame) for frame in lines))
+    assert detect_format(path, "application/octet-stream") == ("jsonl", None)
+    assert read_pandas(path).shape == (4, 2)
+    assert read_polars(path).shape == (4, 2)
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+@pytest.mark.parametrize("fmt", sorted(MEDIA_TYPES))
+def test_text_is_read_in_the_content_type_charset(
+    tmp_path: Path, fmt: str, compression: str | None
+) -> None:
+    path = tmp_path / "body"
+    latin1 = encode(fmt, ACCENTED).decode("utf-8").encode("latin-1")
+    path.write_bytes(compress(latin1, compression))
+    content_type = f"{MEDIA_TYPES[fmt]}; charset=ISO-8859-1"
+    assert_pandas_equal(read_pandas(path, content_type), ACCENTED)
+    assert_polars_equal(read_polars(path, content_type), ACCENTED)
+
+
+def test_user_encoding_wins_and_unknown_charsets_mean_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_bytes(encode("csv", ACCENTED))  # UTF-8
+    mislabelled = "text/csv; charset=iso-8859-1"
+    assert_pandas_equal(read_pandas(path, mislabelled, encoding="utf-8"), ACCENTED)
+    assert_polars_equal(read_polars(path, mislabelled, encoding="utf8"), ACCENTED)
+    for unknown in ("text/csv; charset=x-no-such-charset", "text/csv; charset=base64"):
+        assert_pandas_equal(read_pandas(path, unknown), ACCENTED)
+        assert_polars_equal(read_polars(path, unknown), ACCENTED)
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+def test_utf8_byte_order_mark_is_ignored(tmp_path: Path, fmt: str, compression: str | None) -> None:
+    path = tmp_path / f"data{EXTENSIONS[fmt]}{COMPRESSION_EXTENSIONS[compression]}"
+    path.write_bytes(compress(codecs.BOM_UTF8 + encode(fmt, sample()), compression))
+    assert_pandas_equal(read_pandas(path))
+    assert_polars_equal(read_polars(path))
+    # As in a browser, the byte order mark wins over the charset of the Content-Type.
+    content_type = f"{MEDIA_TYPES[fmt]}; charset=iso-8859-1"
+    assert_pandas_equal(read_pandas(path, content_type))
+    assert_polars_equal(read_polars(path, content_type))
 
 
 # --- optional dependencies ---------------------------------------------------------------
