@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import httpx
 
@@ -48,6 +49,7 @@ ROW_COLUMNS = (
     "attempts",
     "error",
 )
+T = TypeVar("T")
 SETTLED_STATES = frozenset({"success", "failure", "aborted"})
 # pandas' nullable integer: a record without a status (no response) is <NA>, and the
 # column stays integer whatever the data (float64 200.0 / NaN otherwise).
@@ -97,6 +99,8 @@ class Outcome:
 
 
 def _apply(future: concurrent.futures.Future[Response], outcome: tuple[bool, Any]) -> None:
+    if future.done():  # cancelled by a caller: the engine's outcome stays in the Outcome
+        return
     ok, value = outcome
     if ok:
         future.set_result(value)
@@ -188,6 +192,35 @@ def _timestamp(t: float | None) -> Any:
     return datetime.datetime.fromtimestamp(t, tz=datetime.timezone.utc)
 
 
+def await_shared(shared: concurrent.futures.Future[T]) -> Generator[Any, None, T]:
+    """Await a Future that other waiters and the engine share, from any event loop.
+
+    Each await gets its own asyncio future, fed by the shared one. ``asyncio.wrap_future``
+    would instead cancel the shared Future when the awaiting task is cancelled
+    (``asyncio.wait_for`` timing out): every later await would raise CancelledError,
+    and the engine could no longer give its result.
+    """
+    loop = asyncio.get_running_loop()
+    mine: asyncio.Future[T] = loop.create_future()
+
+    def copy() -> None:
+        if mine.done():  # this await was cancelled meanwhile
+            return
+        if shared.cancelled():
+            mine.cancel()
+        elif (error := shared.exception()) is not None:
+            mine.set_exception(error)
+        else:
+            mine.set_result(shared.result())
+
+    def on_done(_: concurrent.futures.Future[T]) -> None:
+        with contextlib.suppress(RuntimeError):  # the awaiting loop has closed
+            loop.call_soon_threadsafe(copy)
+
+    shared.add_done_callback(on_done)
+    return (yield from mine.__await__())
+
+
 class ResponseReady:
     """``record.response_ready``: await it in async code, or call ``.result(timeout)``."""
 
@@ -195,10 +228,10 @@ class ResponseReady:
         self._future = future
 
     def __await__(self) -> Generator[Any, None, Response]:
-        return asyncio.wrap_future(self._future).__await__()
+        return await_shared(self._future)
 
     def result(self, timeout: float | None = None) -> Response:
-        """Block until the response headers arrived; raises AbortError/FetchError."""
+        """Block until the record settled; the response, or AbortError/FetchError."""
         return self._future.result(timeout)
 
     def done(self) -> bool:

@@ -27,6 +27,7 @@ from ._records import (
     BackgroundFetchRecord,
     RecordData,
     RecordList,
+    await_shared,
     query_request,
     request_matches,
 )
@@ -229,7 +230,7 @@ class BackgroundFetchRegistration:
         return self
 
     def __await__(self) -> Generator[Any, None, BackgroundFetchRegistration]:
-        return asyncio.wrap_future(self._done_future).__await__()
+        return await_shared(self._done_future)
 
     def add_event_listener(
         self, type: str, callback: Callable[[BackgroundFetchEvent], Any]

@@ -300,6 +300,29 @@ def test_await_registration_and_response_ready(mgr, server):
     assert reg.result == "success"
 
 
+def test_a_cancelled_await_does_not_break_the_registration_or_other_waiters(mgr, server):
+    # asyncio.wait_for timing out cancels the awaiting task. That must end that wait only:
+    # the record and the registration still settle, and every other await gets them.
+    url = server.url("cancelled.bin", 300_000, throttle=1_000_000, tag="cancelled-await")
+
+    async def main():
+        reg = mgr.fetch("cancelled-await", [url])
+        record = reg.match(url)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(record.response_ready, 0.05)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(reg, 0.05)
+        other = asyncio.ensure_future(reg)  # a second waiter, alive through the cancels
+        response = await record.response_ready
+        assert (await other) is reg and (await reg) is reg
+        return reg, response
+
+    reg, response = asyncio.run(main())
+    assert reg.result == "success" and response.status == 200
+    assert reg.match(url).response_ready.result(1) is not None
+    assert reg.wait(1) is reg
+
+
 def test_wait_timeout_raises(mgr, server):
     reg = mgr.fetch("tw", [server.url("t.bin", 1_000_000, throttle=50_000)])
     with pytest.raises(TimeoutError, match="still active"):
