@@ -450,7 +450,9 @@ def _status(reg: Any) -> str:
 
 def _progress(reg: Any) -> str:
     done = int(getattr(reg, "downloaded", 0) or 0)
-    total = int(getattr(reg, "download_total", 0) or 0)
+    expected = getattr(reg, "_expected_bytes", None)  # the announced sizes, when known
+    total = (expected() if callable(expected) else None) or 0
+    total = total or int(getattr(reg, "download_total", 0) or 0)  # else the limit
     if total:
         return f"{format_size(done)} / {format_size(total)} ({100 * done / total:.0f}%)"
     return format_size(done)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import importlib.util
 import os
 import re
 import sqlite3
@@ -95,6 +96,10 @@ class BackgroundFetchManager:
         self._policy = RetryPolicy.coerce(retries, RetryPolicy())
         self._auto_resume = auto_resume
         self._client_options = dict(client_options or {})
+        if self._client_options.get("http2") and importlib.util.find_spec("h2") is None:
+            raise ImportError(
+                "client_options={'http2': True} needs the h2 package: pip install 'httpx[http2]'"
+            )
         self._engine = Engine()
         self._callbacks = CallbackThread()
         self._engine.on_error = self._callbacks.report

@@ -375,7 +375,8 @@ class BackgroundFetchRegistration:
     def __repr__(self) -> str:
         from ._sizes import format_size
 
-        total = self._download_total or self._expected_bytes()
+        # The sizes the server announced, when known; download_total is only a limit.
+        total = self._expected_bytes() or self._download_total
         done = format_size(self._downloaded)
         if total:
             pct = f" ({100 * self._downloaded / total:.0f}%)"

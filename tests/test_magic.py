@@ -669,6 +669,19 @@ def test_engine_line_magic_downloads(shell: InteractiveShell, mgr: Any, server: 
     assert "\n" not in text and "'m1'" in text and "success" in text and "100%" in text
 
 
+def test_progress_is_against_the_announced_sizes_not_the_limit(
+    shell: InteractiveShell, mgr: Any, server: Any
+) -> None:
+    # --download-total is a ceiling, not the size: a finished 8-byte download is 100 %.
+    url = server.url("tiny.bin", 8)
+    reg = shell.run_line_magic("bgfetch", f"tiny {url} --download-total 2GB")
+    reg.wait(30)
+    assert reg.download_total == 2 * 10**9
+    assert "8 B / 8 B (100%)" in repr(reg)
+    listing = shell.run_line_magic("bgfetch", "list")
+    assert "8 B / 8 B (100%)" in repr(listing) and "1.9 GiB" not in repr(listing)
+
+
 def test_engine_cell_magic_with_integrity(shell: InteractiveShell, mgr: Any, server: Any) -> None:
     good = server.url("good.csv", 10_000)
     bad = server.url("bad.csv", 10_000)
@@ -751,4 +764,5 @@ def test_plain_python_repr_and_no_kernel_routing(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     (line,) = out.stdout.strip().splitlines()
-    assert "'plain'" in line and "success" in line and "50%" in line
+    # against the size the server announced, not download_total (a limit)
+    assert "'plain'" in line and "success" in line and "100%" in line

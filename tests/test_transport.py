@@ -105,3 +105,15 @@ def test_the_cookie_jar_still_keeps_cookies_across_requests():
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_http2_without_h2_says_what_to_install(tmp_path, monkeypatch):
+    # httpx would only fail inside every transfer ("internal error: ImportError").
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "h2" else real(name, *a)
+    )
+    with pytest.raises(ImportError, match=r"httpx\[http2\]"):
+        BackgroundFetchManager(home=tmp_path / "h", client_options={"http2": True})
