@@ -259,3 +259,28 @@ def test_screenshots_light_and_dark(nb: LabPage, data_server: DataServer, tmp_pa
     nb.run("demo.abort()")
     for name in ("panel-light.png", "panel-dark.png"):
         assert (shots / name).stat().st_size > 5_000
+
+
+def test_a_panel_from_before_a_kernel_restart_says_so_when_clicked(
+    nb: LabPage, data_server: DataServer
+) -> None:
+    # Last in this module: it restarts the kernel the other tests share. After a restart
+    # the old panel's comm is closed; a click used to throw "Cannot send" silently.
+    page = nb.page
+    url = data_server.url("stale.bin", 20_000_000, throttle=300_000)
+    cell = nb.run(f"stale = mgr.fetch('stale', [{url!r}], title='Stale')\nstale")
+    panel = cell.locator(".ipybgfetch-panel")
+    panel.wait_for(state="visible", timeout=30_000)
+    errors_before = len(nb.page_errors)  # type: ignore[attr-defined]
+    page.evaluate(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.restart()"
+    )
+    page.wait_for_timeout(1000)
+    nb.wait_idle(60)
+    pause = panel.locator("button.ipybgfetch-pause")
+    pause.click()
+    banner = cell.locator(".ipybgfetch-error")
+    banner.wait_for(state="visible", timeout=10_000)
+    assert "lost its kernel" in banner.inner_text()
+    assert pause.is_disabled()
+    assert nb.page_errors[errors_before:] == []  # type: ignore[attr-defined]

@@ -417,7 +417,7 @@ function createPanel(doc, send, options = {}) {
     if (!snap || !snap.id) return;
     const msg = { type, id: String(snap.id) };
     if (snap.key !== void 0) msg.key = snap.key;
-    send(msg);
+    if (send(msg) === false) return;
     if (type !== "click") {
       pending = { type, state: snap.state, at: now() };
       refreshButtons();
@@ -571,6 +571,7 @@ function createManagerView(doc, send, options = {}) {
   }
   return { el: root, update, destroy, panels };
 }
+var STALE_MESSAGE = "This panel lost its kernel (restarted or shut down), so its buttons no longer work. Run the cell again, or %bgfetch, for a live panel: downloads resume in the new kernel.";
 function defaultSchedule(fn) {
   if (typeof requestAnimationFrame === "function") {
     let done = false;
@@ -595,11 +596,27 @@ function mount(model, el, options = {}) {
   banner.hidden = true;
   root.appendChild(banner);
   el.appendChild(root);
-  const send = (msg) => model.send(msg);
   let mode = null;
   let view = null;
   let queued = false;
   let alive = true;
+  let stale = false;
+  const send = (msg) => {
+    try {
+      model.send(msg);
+      return true;
+    } catch {
+      stale = true;
+      showStale();
+      return false;
+    }
+  };
+  function showStale() {
+    setText(banner, STALE_MESSAGE);
+    setHidden(banner, false);
+    setAttr(root, "data-stale", "true");
+    for (const b of root.querySelectorAll("button")) b.disabled = true;
+  }
   function render() {
     queued = false;
     if (!alive) return;
@@ -611,6 +628,10 @@ function mount(model, el, options = {}) {
       mode = nextMode;
     }
     view.update(mode === "manager" ? model.get("registrations") : model.get("state"));
+    if (stale) {
+      showStale();
+      return;
+    }
     const error = model.get("error");
     setText(banner, error ? String(error) : "");
     setHidden(banner, !error);

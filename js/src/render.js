@@ -512,7 +512,7 @@ export function createPanel(doc, send, options = {}) {
     if (!snap || !snap.id) return;
     const msg = { type, id: String(snap.id) };
     if (snap.key !== undefined) msg.key = snap.key;
-    send(msg);
+    if (send(msg) === false) return; // not delivered: mount() says why and disables us
     if (type !== "click") {
       pending = { type, state: snap.state, at: now() };
       refreshButtons();
@@ -693,6 +693,10 @@ export function createManagerView(doc, send, options = {}) {
 // The widget: mode switch + error banner, driven by an anywidget model
 // ---------------------------------------------------------------------------------------
 
+export const STALE_MESSAGE =
+  "This panel lost its kernel (restarted or shut down), so its buttons no longer work. " +
+  "Run the cell again, or %bgfetch, for a live panel: downloads resume in the new kernel.";
+
 function defaultSchedule(fn) {
   if (typeof requestAnimationFrame === "function") {
     // rAF coalesces bursts and pauses in hidden tabs; the timeout is a safety net for
@@ -725,11 +729,32 @@ export function mount(model, el, options = {}) {
   root.appendChild(banner);
   el.appendChild(root);
 
-  const send = (msg) => model.send(msg);
   let mode = null;
   let view = null;
   let queued = false;
   let alive = true;
+  let stale = false; // the kernel side is gone: buttons can no longer reach it
+
+  // A panel displayed before a kernel restart keeps its last state, but its comm is
+  // closed: model.send() throws. Say so instead of failing silently, and stop offering
+  // buttons that cannot work.
+  const send = (msg) => {
+    try {
+      model.send(msg);
+      return true;
+    } catch {
+      stale = true;
+      showStale();
+      return false;
+    }
+  };
+
+  function showStale() {
+    setText(banner, STALE_MESSAGE);
+    setHidden(banner, false);
+    setAttr(root, "data-stale", "true");
+    for (const b of root.querySelectorAll("button")) b.disabled = true;
+  }
 
   function render() {
     queued = false;
@@ -742,6 +767,10 @@ export function mount(model, el, options = {}) {
       mode = nextMode;
     }
     view.update(mode === "manager" ? model.get("registrations") : model.get("state"));
+    if (stale) {
+      showStale();
+      return;
+    }
     const error = model.get("error");
     setText(banner, error ? String(error) : "");
     setHidden(banner, !error);

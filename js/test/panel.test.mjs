@@ -1,6 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { MAX_PANELS, MAX_ROWS, createManagerView, createPanel, mount } from "../src/render.js";
+import {
+  MAX_PANELS,
+  MAX_ROWS,
+  STALE_MESSAGE,
+  createManagerView,
+  createPanel,
+  mount,
+} from "../src/render.js";
 import panelModule from "../src/panel.js";
 import { FakeModel, makeDom, manyRecords, snapshot, syncSchedule } from "./helpers.mjs";
 
@@ -328,6 +335,29 @@ test("mount(): follows model traits, shows errors, cleans up listeners", () => {
   cleanup();
   assert.equal(model.listenerCount(), 0);
   assert.equal(el.children.length, 0);
+});
+
+test("mount(): a panel whose kernel is gone says so and disables its buttons", () => {
+  const dom = makeDom();
+  const doc = dom.window.document;
+  const el = doc.createElement("div");
+  doc.body.appendChild(el);
+  const model = new FakeModel({ state: snapshot({ id: "a", state: "active" }) });
+  model.send = () => {
+    throw new Error("Cannot send"); // what JupyterLab's closed comm does after a restart
+  };
+  mount(model, el, { schedule: syncSchedule });
+  const pause = el.querySelector(".ipybgfetch-pause");
+  assert.equal(pause.disabled, false);
+  assert.doesNotThrow(() => pause.click());
+  const banner = el.querySelector(".ipybgfetch-error");
+  assert.equal(banner.hidden, false);
+  assert.equal(banner.textContent, STALE_MESSAGE);
+  assert.equal(el.querySelector(".ipybgfetch-root").getAttribute("data-stale"), "true");
+  for (const b of el.querySelectorAll("button")) assert.equal(b.disabled, true);
+  model.set("state", snapshot({ id: "a", state: "active", downloaded: 5 })); // a late update
+  assert.equal(banner.textContent, STALE_MESSAGE);
+  for (const b of el.querySelectorAll("button")) assert.equal(b.disabled, true);
 });
 
 test("mount() coalesces bursts of changes into one render", () => {
