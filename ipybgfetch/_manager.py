@@ -39,6 +39,7 @@ from ._retry import RetryPolicy
 from ._sizes import format_size, parse_size
 from ._store import (
     CREDENTIAL_HEADERS,
+    IdInUse,
     Store,
     dumps,
     heartbeat_interval,
@@ -262,6 +263,12 @@ class BackgroundFetchManager:
                 self._registration_row(reg),
                 [self._record_row(d, full=True) for d in reg._records],
             )
+        except IdInUse:
+            raise FetchError(
+                f"a registration with id {reg._id!r} is already active in another process "
+                f"using the same home ({self.home}); wait for it or abort it there, or pick "
+                "another id"
+            ) from None
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc).lower():
                 raise

@@ -150,6 +150,9 @@ class NameReservations:
         self._taken: set[str] = set()
 
     def reserve(self, folder: Path, name: str) -> Path:
+        """A final path in ``folder`` for ``name`` (``name-2.ext``... when taken), with its
+        ``.part`` file created empty: O_EXCL makes the claim atomic, so two processes
+        sharing a folder never pick the same name."""
         stem, dot, ext = name.rpartition(".")
         if not dot or not stem:
             stem, dot, ext = name, "", ""
@@ -158,11 +161,7 @@ class NameReservations:
             candidate = name if n == 1 else f"{stem}-{n}{dot}{ext}"
             path = folder / candidate
             key = os.path.normcase(str(path))
-            if (
-                key not in self._taken
-                and not os.path.lexists(path)
-                and not os.path.lexists(f"{path}.part")
-            ):
+            if key not in self._taken and not os.path.lexists(path) and _claim(f"{path}.part"):
                 self._taken.add(key)
                 return path
             n += 1
@@ -173,3 +172,13 @@ class NameReservations:
 
     def release(self, path: Path) -> None:
         self._taken.discard(os.path.normcase(str(path)))
+
+
+def _claim(part: str) -> bool:
+    """Create ``part`` empty if nobody has it yet (in this or any other process)."""
+    try:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True

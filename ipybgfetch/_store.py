@@ -124,6 +124,10 @@ def _rollback(db: sqlite3.Connection) -> None:
         db.execute("ROLLBACK")
 
 
+class IdInUse(Exception):
+    """Another unsettled registration of this home (maybe another process's) has the id."""
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +166,12 @@ class Store:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            # Ids are unique among the home's unsettled registrations, whichever process
+            # holds them: checked inside the write lock, so two processes cannot both win.
+            if db.execute(
+                "SELECT 1 FROM registrations WHERE id = ? AND result = '' LIMIT 1", (row["id"],)
+            ).fetchone():
+                raise IdInUse(row["id"])
             cols = ", ".join(row)
             db.execute(
                 f"INSERT INTO registrations ({cols}, owner, heartbeat) "

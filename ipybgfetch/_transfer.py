@@ -540,8 +540,10 @@ async def _finish(reg: BackgroundFetchRegistration, data: RecordData, hashes: _H
     data.sha256 = hashes.sha256.hexdigest()
     try:
         os.replace(data.part_path, data.final_path)
-    except FileNotFoundError:  # a 0-byte body with no write still gets a file
-        data.part_path.touch()
+    except FileNotFoundError:
+        if data.downloaded:  # someone removed the bytes: never rename an empty file in
+            raise _Retry("the partial file disappeared before its rename; restarting") from None
+        data.part_path.touch()  # a 0-byte body with no write still gets a file
         os.replace(data.part_path, data.final_path)
     reg._renamed_in(data.final_path.parent)  # made durable before the record's row is
     if ok:

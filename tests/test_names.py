@@ -174,5 +174,16 @@ def test_reservations_deduplicate_and_respect_existing_files(tmp_path):
     assert names.reserve(tmp_path, "noext").name == "noext"
     assert names.reserve(tmp_path, "noext").name == "noext-2"
     p = names.reserve(tmp_path, "c.bin")
+    assert (tmp_path / "c.bin.part").read_bytes() == b""  # the claim is on disk
+    (tmp_path / "c.bin.part").unlink()  # as deleting a registration does, then
     names.release(p)
     assert names.reserve(tmp_path, "c.bin") == p
+
+
+def test_two_processes_never_get_the_same_name(tmp_path):
+    # Each process has its own NameReservations; only the disk is shared. Both saw no
+    # data.csv, and both got data.csv, and one rename replaced the other's file.
+    first, second = NameReservations(), NameReservations()
+    assert first.reserve(tmp_path, "data.csv").name == "data.csv"
+    assert second.reserve(tmp_path, "data.csv").name == "data-2.csv"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data-2.csv.part", "data.csv.part"]

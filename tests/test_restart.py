@@ -19,6 +19,7 @@ from resilience_support import LEASE_TIMEOUT, Worker, files_under, sha256_file, 
 
 from ipybgfetch import (
     BackgroundFetchManager,
+    FetchError,
     InvalidStateError,
     NeedsCredentialsError,
     Request,
@@ -521,3 +522,20 @@ def test_restored_registration_with_an_auth_object_waits_for_it(srv, tmp_path):
     assert last.headers["authorization"] == sent and last.headers["range"].startswith("bytes=")
     blobs = b"".join(p.read_bytes() for p in home.glob("state.sqlite3*"))
     assert b"AUTHOBJSECRET" not in blobs and sent.split()[1].encode() not in blobs
+
+
+def test_an_id_active_in_another_process_of_the_home_is_refused_at_once(srv, tmp_path):
+    # Two managers on one home stand for two kernels: each has its own memory, only the
+    # database is shared. The second used to accept the id until its next rescan (10 s),
+    # and both downloaded into files/x/.
+    home = tmp_path / "home"
+    with BackgroundFetchManager(home=home) as first, BackgroundFetchManager(home=home) as other:
+        other.get_ids()  # started (and scanned the home) before the first fetch
+        slow = first.fetch("x", srv.url("x.bin", 2_000_000, throttle=200_000, tag="shared-id"))
+        with pytest.raises(FetchError, match="another process using the same home") as info:
+            other.fetch("x", srv.url("y.bin", 10))
+        assert isinstance(info.value, TypeError)
+        assert slow.abort() is True
+        slow.wait(10)
+        again = other.fetch("x", srv.url("z.bin", 10)).wait(10)  # settled: reusable
+        assert again.result == "success"

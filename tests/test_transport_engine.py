@@ -154,6 +154,7 @@ class WriterBlocker:
         record = self.reg.match_all()[0]
         wait_until(lambda: record.response is not None, what="the blocker's head")
         self.fifo = Path(str(record.response.path) + ".part")
+        self.fifo.unlink()  # the name's claim (an empty .part), replaced by the FIFO
         os.mkfifo(self.fifo)
         time.sleep(0.15)  # past the sink's MAX_DELAY: the next chunk goes to the writer
 
