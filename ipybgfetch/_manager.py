@@ -228,6 +228,13 @@ class BackgroundFetchManager:
         folder = self._destination(id, dest, create=False)
         with self._lock:
             if id in self.get_ids():
+                active = self.get(id)
+                if active is not None and active.read_only:
+                    raise FetchError(
+                        f"a registration with id {id!r} is already active in another process "
+                        f"using the same home ({self.home}); wait for it or abort it there, "
+                        "or pick another id"
+                    )
                 raise FetchError(
                     f"a registration with id {id!r} is already active; wait for it, "
                     f"abort it (mgr.get({id!r}).abort()) or pick another id"
@@ -313,8 +320,11 @@ class BackgroundFetchManager:
                 raise KeyError(f"no registration with id {id!r}; see mgr.registrations()")
         for reg in targets:
             if not reg.settled:
+                where = " in the process downloading it (it shares this home)"
+                where = where if reg.read_only else ""
                 raise InvalidStateError(
-                    f"registration {reg._id!r} is still {reg.state}; abort() it before deleting"
+                    f"registration {reg._id!r} is still {reg.state}; abort() it{where} "
+                    "before deleting"
                 )
         for reg in targets:
             self._engine.run(self._delete(reg))

@@ -247,6 +247,11 @@ def test_two_processes_one_home_only_one_downloads_then_takeover(srv, tmp_path, 
         assert reg.state == "active" and reg.result == ""
         with pytest.raises(InvalidStateError, match="another process"):
             reg.abort()
+        # The hints point to the process that owns it, not to an abort() from here.
+        with pytest.raises(FetchError, match="another process using the same home"):
+            b.fetch("shared", srv.url("other.bin", 10))
+        with pytest.raises(InvalidStateError, match="in the process downloading it"):
+            b.delete("shared")
         assert len(srv.requests_for(url)) == 1  # only A asked for the file
         a_report = a.registration("shared")
         assert a_report["downloading"] and not a_report["read_only"]
