@@ -131,7 +131,7 @@ def _encoding(value: str | None) -> bool:
 
 
 async def _upload_stream(
-    reg: BackgroundFetchRegistration, data: RecordData
+    reg: BackgroundFetchRegistration, data: RecordData, size: int
 ) -> AsyncIterator[bytes]:
     body = data.request.body
     reg._add_uploaded(data, -data.uploaded)  # a retry sends the body again
@@ -144,20 +144,45 @@ async def _upload_stream(
             yield chunk
         return
     assert body is not None
-    with open(os.fspath(body), "rb") as f:
-        while chunk := f.read(UPLOAD_CHUNK):
+    path = os.fspath(body)
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed by the with below; the open's own error is told apart)
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise _BadBody(f"cannot read the request body file {path!r}: {why}") from None
+    with f:  # exactly the announced Content-Length, or a clear error (never a cut body)
+        left = size
+        while left:
+            chunk = f.read(min(UPLOAD_CHUNK, left))
+            if not chunk:
+                raise _BadBody(
+                    f"the request body file {path!r} shrank while it was being sent "
+                    f"({size - left} of the {size} bytes announced); send it again once "
+                    "the file is final"
+                )
+            left -= len(chunk)
             reg._add_uploaded(data, len(chunk))
             yield chunk
+        if f.read(1):
+            raise _BadBody(
+                f"the request body file {path!r} grew while it was being sent (more than "
+                f"the {size} bytes announced); send it again once the file is final"
+            )
+
+
+class _BadBody(Exception):
+    """The request body file cannot be sent as announced (gone, unreadable, changed)."""
 
 
 class _Upload:
-    """The request body; each iteration (a 307/308 redirect, an auth round) reads it anew."""
+    """The request body; each iteration (a 307/308 redirect, an auth round) reads it anew,
+    and sends exactly ``size`` bytes (the Content-Length)."""
 
-    def __init__(self, reg: BackgroundFetchRegistration, data: RecordData) -> None:
-        self._reg, self._data = reg, data
+    def __init__(self, reg: BackgroundFetchRegistration, data: RecordData, size: int) -> None:
+        self._reg, self._data, self._size = reg, data, size
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return _upload_stream(self._reg, self._data)
+        return _upload_stream(self._reg, self._data, self._size)
 
 
 async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None:
@@ -199,6 +224,9 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
             continue
         except (httpx.TooManyRedirects, httpx.DecodingError, httpx.InvalidURL) as exc:
             _settle_failure(reg, data, "fetch-error", _describe_unfetchable(exc))
+            return
+        except _BadBody as exc:
+            _settle_failure(reg, data, "fetch-error", f"{exc} (not retried)")
             return
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc).lower():
@@ -383,8 +411,12 @@ async def _attempt(
             headers["Accept-Encoding"] = "identity"  # byte offsets of the file itself
     content = None
     if request.body is not None:
-        headers["Content-Length"] = str(request.body_size)
-        content = _Upload(reg, data)
+        try:
+            size = request.body_size
+        except OSError as exc:
+            raise _BadBody(f"cannot read the request body file: {exc}") from None
+        headers["Content-Length"] = str(size)
+        content = _Upload(reg, data, size)
 
     async with reg._host_slot(request.url):
         if data.started is None:

@@ -101,6 +101,46 @@ def test_upload_from_file_and_progress(mgr, server, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ("grow", "grew while it was being sent"),
+        ("shrink", "shrank while it was being sent"),
+        ("delete", "cannot read the request body file"),
+    ],
+)
+def test_a_body_file_changed_before_its_upload_fails_clearly(tmp_path, server, change, says):
+    # The POST waits behind a slow GET for the only connection; meanwhile its body file
+    # changes. It used to be sent cut short and reported a success (grow), hang until
+    # the read timeout (shrink) or say "cannot write the file" (delete).
+    import ipybgfetch
+
+    src = tmp_path / "body.bin"
+    src.write_bytes(b"a" * 100_000)
+    slow = server.url("slow.bin", 600_000, throttle=1_000_000, tag=f"body-{change}")
+    echo = server.echo_url(tag=f"echo-{change}")
+    mgr = ipybgfetch.BackgroundFetchManager(home=tmp_path / "home", max_connections_per_host=1)
+    try:
+        reg = mgr.fetch("body", [slow, Request(echo, method="POST", body=src)])
+        deadline = time.monotonic() + 10
+        while reg.downloaded == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reg.match_all()[1].state == "pending" or reg.match_all()[1].attempts == 1
+        if change == "grow":
+            src.write_bytes(b"b" * 200_000)
+        elif change == "shrink":
+            src.write_bytes(b"c" * 10)
+        else:
+            src.unlink()
+        reg.wait(20)
+        post = reg.match_all()[1]
+        assert post.state == "failure" and reg.failure_reason == "fetch-error"
+        assert says in post.error and "not retried" in post.error, post.error
+        assert "internal error" not in post.error
+    finally:
+        mgr.close()
+
+
+@pytest.mark.parametrize(
     ("disposition", "expected"),
     [
         ('attachment; filename="../../evil.sh"', "evil.sh"),
