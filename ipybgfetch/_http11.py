@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from ._models import BAD_HEADER_NAME, BAD_HEADER_VALUE
+
 __all__ = ["ChunkedDecoder", "Http11Transport", "parse_head"]
 
 T = TypeVar("T")
@@ -44,8 +46,6 @@ _NO_BODY_STATUS = (204, 304)
 # regex search, and these run for every header of every response
 _VIEW_OVER = 16 * 1024  # bytes of body after the head: passed on as a view, not a copy
 _BLANK = re.compile(rb"[ \t]")
-_BAD_VALUE = re.compile(rb"[\r\n\x00]")
-_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")  # RFC 9112 2.2: a recipient MAY take a bare LF
 
 
@@ -405,7 +405,7 @@ class _Connection(asyncio.Protocol):
         lines = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
         chunked = False
         for name, value in request.headers.raw:
-            if _BAD_VALUE.search(value) or not name or _BAD_NAME.search(name):
+            if BAD_HEADER_VALUE.search(value) or not name or BAD_HEADER_NAME.search(name):
                 raise httpx.LocalProtocolError(
                     f"illegal header {name!r}: a name must be an HTTP token, and a value "
                     "must not contain CR, LF or NUL"

@@ -230,11 +230,7 @@ class BackgroundFetchManager:
             if id in self.get_ids():
                 active = self.get(id)
                 if active is not None and active.read_only:
-                    raise FetchError(
-                        f"a registration with id {id!r} is already active in another process "
-                        f"using the same home ({self.home}); wait for it or abort it there, "
-                        "or pick another id"
-                    )
+                    raise self._active_elsewhere(id)
                 raise FetchError(
                     f"a registration with id {id!r} is already active; wait for it, "
                     f"abort it (mgr.get({id!r}).abort()) or pick another id"
@@ -263,6 +259,12 @@ class BackgroundFetchManager:
             self._engine.run(self._register(reg))
         return reg
 
+    def _active_elsewhere(self, id: str) -> FetchError:
+        return FetchError(
+            f"a registration with id {id!r} is already active in another process using the "
+            f"same home ({self.home}); wait for it or abort it there, or pick another id"
+        )
+
     async def _register(self, reg: BackgroundFetchRegistration) -> None:
         assert self._store is not None
         try:
@@ -271,11 +273,7 @@ class BackgroundFetchManager:
                 [self._record_row(d, full=True) for d in reg._records],
             )
         except IdInUse:
-            raise FetchError(
-                f"a registration with id {reg._id!r} is already active in another process "
-                f"using the same home ({self.home}); wait for it or abort it there, or pick "
-                "another id"
-            ) from None
+            raise self._active_elsewhere(reg._id) from None
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc).lower():
                 raise

@@ -31,8 +31,9 @@ _BAD_HOST_CHARS = re.compile(r"[\x00-\x20#/<>?@\[\\\]^|%\x7f]")
 _BAD_URL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 # http(s)://host[:port][/printable ASCII, no space]: valid as it is (urlsplit not needed)
 _PLAIN_URL = re.compile(r"https?://[A-Za-z0-9][A-Za-z0-9.-]*(?::(\d{1,5}))?(?:/[!-~]*)?\Z")
-_BAD_HEADER_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
-_BAD_HEADER_VALUE = re.compile(rb"[\r\n\x00]")
+#: A byte that is not allowed in a header name (an HTTP token), or in a header value.
+BAD_HEADER_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+BAD_HEADER_VALUE = re.compile(rb"[\r\n\x00]")
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
@@ -114,12 +115,12 @@ def checked_headers(headers: Any) -> httpx.Headers:
             f"headers must be a mapping of str to str, e.g. {{'X-Token': 'abc'}}: {exc}"
         ) from None
     for name, value in checked.raw:
-        if not name or _BAD_HEADER_NAME.search(name):
+        if not name or BAD_HEADER_NAME.search(name):
             raise FetchError(
                 f"invalid header name {name.decode('latin-1')!r}: a name is letters, "
                 "digits and !#$%&'*+-.^_`|~ only (no spaces or colons), e.g. 'X-Token'"
             )
-        if _BAD_HEADER_VALUE.search(value):
+        if BAD_HEADER_VALUE.search(value):
             raise FetchError(
                 f"invalid value for header {name.decode('latin-1')!r}: it contains a line "
                 "break or NUL, which would split the request; remove it (or percent-encode "

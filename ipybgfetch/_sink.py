@@ -47,9 +47,6 @@ _IOV_MAX = 512
 FLUSH_THREADS = 8  # fsyncs of different files at the same time
 FAST_FSYNC = 200e-6  # seconds: a folder whose fsyncs take less keeps them inline
 
-_workers_lock = threading.Lock()
-_jobs: queue.SimpleQueue[_Job] | None = None  # the writer thread's
-_flushes: queue.SimpleQueue[_Job] | None = None  # the fsync pool's
 _fsync_time: dict[str, float] = {}  # folder -> recent fsync duration in seconds (EWMA)
 
 
@@ -105,41 +102,41 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def _submit(fn: Callable[..., None], *args: object) -> _Job:
-    """Queue a job for the one writer thread (started on first use): jobs run in order."""
-    global _jobs
-    if _jobs is None:
-        with _workers_lock:
-            if _jobs is None:
-                _jobs = _start_workers("ipybgfetch-writer", 1)
-    job = _Job(fn, *args)
-    _jobs.put(job)
-    return job
+class _Workers:
+    """Daemon threads running queued jobs, started on first use: one thread runs its jobs
+    in order (the writer), several run them side by side (the fsync pool)."""
 
+    def __init__(self, name: str, count: int) -> None:
+        self._name, self._count = name, count
+        self._jobs: queue.SimpleQueue[_Job] | None = None
+        self._lock = threading.Lock()
 
-def _submit_flush(fn: Callable[..., None], *args: object) -> _Job:
-    """Queue a job for the fsync pool (started on first use): jobs run side by side."""
-    global _flushes
-    if _flushes is None:
-        with _workers_lock:
-            if _flushes is None:
-                _flushes = _start_workers("ipybgfetch-fsync", FLUSH_THREADS)
-    job = _Job(fn, *args)
-    _flushes.put(job)
-    return job
+    def submit(self, fn: Callable[..., None], *args: object) -> _Job:
+        jobs = self._jobs
+        if jobs is None:
+            with self._lock:
+                if self._jobs is None:
+                    self._jobs = self._start()
+                jobs = self._jobs
+        job = _Job(fn, *args)
+        jobs.put(job)
+        return job
 
-
-def _start_workers(name: str, count: int) -> queue.SimpleQueue[_Job]:
-    jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-    for i in range(count):
-        label = name if count == 1 else f"{name}-{i}"
-        threading.Thread(target=_work, args=(jobs,), name=label, daemon=True).start()
-    return jobs
+    def _start(self) -> queue.SimpleQueue[_Job]:
+        jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        for i in range(self._count):
+            label = self._name if self._count == 1 else f"{self._name}-{i}"
+            threading.Thread(target=_work, args=(jobs,), name=label, daemon=True).start()
+        return jobs
 
 
 def _work(jobs: queue.SimpleQueue[_Job]) -> None:
     while True:
         jobs.get().run()
+
+
+_writer = _Workers("ipybgfetch-writer", 1)  # every file's writes, in order
+_flushes = _Workers("ipybgfetch-fsync", FLUSH_THREADS)  # fsyncs of slow folders
 
 
 def _timed_fsync(fd: int, folder: str) -> None:
@@ -234,9 +231,9 @@ class PartFile:
             if not self._submitted and self._size <= INLINE_LIMIT:
                 self._job(self._take(), fsync=quick)
             else:
-                self._inflight.append(_submit(self._job, self._take(), quick))
+                self._inflight.append(_writer.submit(self._job, self._take(), quick))
             if not quick:  # behind the writes: the pool's job starts once they are done
-                self._inflight.append(_submit_flush(self._flush_after, list(self._inflight)))
+                self._inflight.append(_flushes.submit(self._flush_after, list(self._inflight)))
             while self._inflight:
                 await self._inflight[0]  # still listed: a cancel here leaves it to close()
                 self._inflight.popleft()
@@ -274,7 +271,7 @@ class PartFile:
     def _submit(self) -> None:
         self._submitted = True
         self._last_submit = time.monotonic()
-        self._inflight.append(_submit(self._job, self._take(), False))
+        self._inflight.append(_writer.submit(self._job, self._take(), False))
 
     def _job(self, chunks: list[bytes], fsync: bool) -> None:
         fd = self._fd if self._fd >= 0 else self._open()

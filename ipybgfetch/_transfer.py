@@ -437,19 +437,23 @@ async def _attempt(
         )
         try:
             part, total = await _receive(reg, data, hashes, resp, offset, retry_status)
-            if part.unwritten > EARLY_RELEASE_LIMIT:  # the disk is behind: hold the slot,
-                await _finish_part(part, data, total)  # so that memory stays bounded
+            # The disk is behind: finish while holding the slot, so that memory stays
+            # bounded by the number of connections.
+            release_first = part.unwritten <= EARLY_RELEASE_LIMIT
+            if not release_first:
+                await _finish_part(part, data, total)
         finally:
             await resp.aclose()
-    # Every byte has arrived and the connection is back in the pool: the next request
-    # goes out on it while the writer thread writes the tail of this body (8 % off
-    # case 2's wall time, benchmarks/experiments: 0.298 -> 0.275 s).
-    await _finish_part(part, data, total)
+    if release_first:
+        # Every byte has arrived and the connection is back in the pool: the next request
+        # goes out on it while the writer thread writes the tail of this body (8 % off
+        # case 2's wall time, benchmarks/experiments: 0.298 -> 0.275 s).
+        await _finish_part(part, data, total)
     await _finish(reg, data, hashes)
 
 
 async def _finish_part(part: PartFile, data: RecordData, total: int | None) -> None:
-    """Every byte of the body written, hashed and fsync'd (once; a second call returns)."""
+    """Every byte of the body written, hashed and fsync'd; then the size checked."""
     try:
         await part.finish()
     finally:
