@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from resilience_support import wait_until
 
 from ipybgfetch import FetchError, Request
 from ipybgfetch.testing import DataServer
@@ -121,9 +122,7 @@ def test_a_body_file_changed_before_its_upload_fails_clearly(tmp_path, server, c
     mgr = ipybgfetch.BackgroundFetchManager(home=tmp_path / "home", max_connections_per_host=1)
     try:
         reg = mgr.fetch("body", [slow, Request(echo, method="POST", body=src)])
-        deadline = time.monotonic() + 10
-        while reg.downloaded == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: reg.downloaded > 0, what="the first bytes")
         assert reg.match_all()[1].state == "pending" or reg.match_all()[1].attempts == 1
         if change == "grow":
             src.write_bytes(b"b" * 200_000)

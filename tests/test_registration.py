@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from resilience_support import wait_until
 
 from ipybgfetch import AbortError, InvalidStateError, Request
 
@@ -192,9 +193,7 @@ def test_close_reports_a_failing_shutdown_and_still_stops_the_threads(tmp_path, 
 
     mgr = ipybgfetch.BackgroundFetchManager(home=tmp_path / "home")
     reg = mgr.fetch("slow", [server.url("s.bin", 5_000_000, throttle=200_000)])
-    deadline = time.monotonic() + 10
-    while reg.downloaded == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: reg.downloaded > 0, what="the first bytes")
 
     def disk_full(key):
         raise OSError(28, "No space left on device")
@@ -357,9 +356,7 @@ def test_body_not_readable_while_downloading(mgr, server):
     url = server.url("r.bin", 2_000_000, throttle=500_000)
     reg = mgr.fetch("early", [url])
     record = reg.match(url)
-    deadline = time.monotonic() + 10
-    while record.response is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: record.response is not None, what="the head")
     resp = record.response  # the head is there before the body
     assert resp is not None and resp.status == 200
     with pytest.raises(InvalidStateError, match="still downloading"):
@@ -374,9 +371,7 @@ def test_response_ready_waits_for_the_body_like_a_browser(mgr, server):
     url = server.url("whole.bin", 600_000, throttle=1_000_000)
     reg = mgr.fetch("whole", [url])
     record = reg.match(url)
-    deadline = time.monotonic() + 10
-    while record.response is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: record.response is not None, what="the head")
     assert record.response is not None and reg.downloaded < 600_000
     with pytest.raises(concurrent.futures.TimeoutError):
         record.response_ready.result(0.05)  # headers alone do not resolve it
@@ -388,9 +383,7 @@ def test_abort_mid_body_rejects_response_ready_with_abort_error(mgr, server):
     url = server.url("mid.bin", 1_000_000, stall=10, stall_after=1000)
     reg = mgr.fetch("midabort", [url])
     record = reg.match(url)
-    deadline = time.monotonic() + 10
-    while reg.downloaded < 1000 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: reg.downloaded >= 1000, what="the first 1000 bytes")
     assert record.response is not None  # the head arrived; the body did not
     assert reg.abort() is True
     with pytest.raises(AbortError):
