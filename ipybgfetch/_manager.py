@@ -46,7 +46,7 @@ from ._store import (
     lease_timeout,
     public_headers,
 )
-from ._transport import make_client
+from ._transport import Client, make_client
 
 __all__ = ["BackgroundFetchManager", "default_home", "manager"]
 
@@ -110,8 +110,8 @@ class BackgroundFetchManager:
         self._lock = threading.RLock()
         self._registrations: dict[str, BackgroundFetchRegistration] = {}  # by key, in order
         self._store: Store | None = None
-        self._http: httpx.AsyncClient | None = None
-        self._http_building: asyncio.Future[httpx.AsyncClient] | None = None
+        self._http: Client | None = None
+        self._http_building: asyncio.Future[Client] | None = None
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._started = False
         self._closed = False
@@ -422,7 +422,7 @@ class BackgroundFetchManager:
                 self._callbacks.report(exc, cb)
 
     # -- HTTP ------------------------------------------------------------------------------
-    async def _client(self) -> httpx.AsyncClient:
+    async def _client(self) -> Client:
         """The shared HTTP client. Built once, in a worker thread: importing the transport
         and loading the CA certificates takes ~0.3 s, which must not stall the loop (nor
         make the first fetch() slow to return)."""
@@ -436,7 +436,7 @@ class BackgroundFetchManager:
                 self._http = client
         return self._http
 
-    def _build_client(self) -> httpx.AsyncClient:
+    def _build_client(self) -> Client:
         options: dict[str, Any] = {
             "follow_redirects": True,
             "limits": httpx.Limits(max_connections=None, max_keepalive_connections=256),

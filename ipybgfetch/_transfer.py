@@ -425,15 +425,13 @@ async def _attempt(
             data.state = "active"
             reg._record_changed(data)
         client = await reg._manager._client()
-        http_request = client.build_request(
+        resp = await client.open(
             request.method,
             request.url,
             headers=headers,
             content=content,
             timeout=reg._timeout,
-        )
-        resp = await client.send(
-            http_request, stream=True, auth=reg._auth or httpx.USE_CLIENT_DEFAULT
+            auth=reg._auth,
         )
         try:
             part, total = await _receive(reg, data, hashes, resp, offset, retry_status)

@@ -4,15 +4,21 @@ or IPYBGFETCH_TRANSPORT=httpx)."""
 
 from __future__ import annotations
 
+import asyncio
+import http.server
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ipybgfetch import BackgroundFetchManager, Request, RetryPolicy
 from ipybgfetch._http11 import Http11Transport
-from ipybgfetch._transport import make_transport
+from ipybgfetch._transport import Client, _plain_url, make_client, make_transport, parse_url
 from ipybgfetch.testing import DataServer
 
 FAST = RetryPolicy(retries=3, backoff=0.01, max_backoff=0.05, read_timeout=0.5)
@@ -117,3 +123,174 @@ def test_http2_without_h2_says_what_to_install(tmp_path, monkeypatch):
     )
     with pytest.raises(ImportError, match=r"httpx\[http2\]"):
         BackgroundFetchManager(home=tmp_path / "h", client_options={"http2": True})
+
+
+# -- the plain-GET shortcut (Client.open) and its URL parsing ----------------------------
+
+_URL_CHARS = "abcxyzABZ0189-._~!$&'()*+,;=:@/%?#[]^|{}\"<> \\`é\t"
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    scheme=st.sampled_from(["http", "https", "HTTP", "Https", "ftp"]),
+    host=st.one_of(
+        st.text(alphabet="abcxyzAZ019.-_%~[]:@", min_size=0, max_size=12),
+        st.sampled_from(
+            ["127.0.0.1", "256.1.1.1", "01.2.3.4", "1.2.3", "[::1]", "xn--bcher-kva.de"]
+        ),
+    ),
+    port=st.one_of(st.none(), st.integers(0, 99999).map(str), st.sampled_from(["", "080", "x"])),
+    path=st.text(alphabet=_URL_CHARS, max_size=20),
+    query=st.one_of(st.none(), st.text(alphabet=_URL_CHARS, max_size=12)),
+)
+def test_parse_url_gives_what_httpx_url_gives(scheme, host, port, path, query):
+    text = f"{scheme}://{host}" + (f":{port}" if port is not None else "") + path
+    text += f"?{query}" if query is not None else ""
+    try:
+        expected = httpx.URL(text)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            parse_url(text)
+        return
+    got = parse_url(text)
+    assert got == expected
+    assert (str(got), got.raw_path, got.raw_host, got.port, got.query) == (
+        str(expected),
+        expected.raw_path,
+        expected.raw_host,
+        expected.port,
+        expected.query,
+    )
+
+
+def test_parse_url_takes_the_shortcut_for_plain_urls_only():
+    plain = [
+        "http://127.0.0.1:8000/data/part-0001.csv",
+        "https://huggingface.co/datasets/x/resolve/main/a%20b.parquet?download=true",
+        "https://example.org",
+        "http://example.org:80/a;b=c/d@e",
+    ]
+    for text in plain:
+        built = _plain_url(text)
+        assert built is not None and built == httpx.URL(text), text
+    assert str(_plain_url("http://example.org:80/x")) == "http://example.org/x"
+    others = [
+        "HTTP://example.org/",  # upper-case scheme: httpx lower-cases it
+        "http://Example.org/",
+        "http://example.org/a/../b",  # dot segments
+        "http://example.org/a b",  # re-encoded by httpx
+        "http://example.org/a#frag",
+        "http://999.1.1.1/",
+        "http://user@example.org/",
+        "http://example.org/%zz",
+    ]
+    for text in others:
+        assert _plain_url(text) is None, text
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers by path; keeps each request's path and header lines (in order)."""
+
+    seen: ClassVar[list[tuple[str, list[tuple[str, str]]]]] = []
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        type(self).seen.append((self.path, list(self.headers.items())))
+        extra: list[tuple[str, str]] = []
+        status, body = 200, f"{self.path}|{self.headers.get('Cookie', '-')}".encode()
+        if self.path.startswith("/redirect"):
+            status, extra = 302, [("Location", "/final")]
+        elif self.path.startswith("/login"):
+            extra = [("Set-Cookie", "session=abc123; Path=/")]
+        self.send_response(status)
+        for name, value in extra:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator[str]:
+    _Recorder.seen = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _open_all(base: str, paths: list[str], **options: object) -> tuple[list[str], int]:
+    """GET each path through Client.open, in turn; the bodies, and how many went through
+    httpx's send()."""
+
+    async def main() -> tuple[list[str], int]:
+        async with make_client({"follow_redirects": True, **options}) as client:
+            assert isinstance(client, Client)
+            sends = 0
+            real_send = client.send
+
+            async def counting_send(*args: object, **kwargs: object) -> httpx.Response:
+                nonlocal sends
+                sends += 1
+                return await real_send(*args, **kwargs)  # type: ignore[arg-type]
+
+            client.send = counting_send  # type: ignore[method-assign]
+            bodies = []
+            for path in paths:
+                auth = ("u", "p") if path.startswith("/auth") else None
+                resp = await client.open(
+                    "GET",
+                    base + path,
+                    headers=httpx.Headers({"X-Mine": "1", "user-agent": "mine/1"}),
+                    timeout=httpx.Timeout(5),
+                    auth=auth,
+                )
+                bodies.append((await resp.aread()).decode())
+                await resp.aclose()
+            return bodies, sends
+
+    return asyncio.run(main())
+
+
+def test_a_plain_get_sends_the_same_request_httpx_would(recorder):
+    bodies, sends = _open_all(recorder, ["/a.csv?x=1"])
+    assert bodies == ["/a.csv?x=1|-"] and sends == 0  # the shortcut
+
+    async def through_httpx() -> None:
+        async with httpx.AsyncClient() as client:
+            request = client.build_request(
+                "GET", recorder + "/a.csv?x=1", headers={"X-Mine": "1", "user-agent": "mine/1"}
+            )
+            await (await client.send(request)).aread()
+
+    asyncio.run(through_httpx())
+    (_, shortcut), (_, full) = _Recorder.seen
+    assert shortcut == full  # the same header lines, in the same order
+    assert ("user-agent", "mine/1") in [(k.lower(), v) for k, v in shortcut]
+
+
+def test_redirects_cookies_auth_and_hooks_keep_httpxs_rules(recorder):
+    paths = ["/redirect", "/redirect", "/plain", "/login", "/after", "/auth"]
+    bodies, sends = _open_all(recorder, paths)
+    assert bodies[:2] == ["/final|-", "/final|-"]  # followed
+    # the first redirect was put aside and sent again through httpx; the second request
+    # to that origin went to httpx at once: 3 hits of /redirect, not 4
+    assert [p for p, _ in _Recorder.seen].count("/redirect") == 3
+    assert bodies[3] == "/login|-" and bodies[4] == "/after|session=abc123"  # the jar
+    auth_headers = dict(_Recorder.seen[-1][1])
+    assert auth_headers.get("Authorization", "").startswith("Basic ")
+    assert sends == 6  # after the redirect, every request of this origin went through send
+
+    hooked: list[str] = []
+
+    async def hook(request: httpx.Request) -> None:
+        hooked.append(request.url.path)
+
+    bodies, sends = _open_all(recorder, ["/one"], event_hooks={"request": [hook]})
+    assert bodies == ["/one|-"] and sends == 1 and hooked == ["/one"]

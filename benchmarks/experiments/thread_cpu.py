@@ -1,5 +1,6 @@
 """Case 2 (500 x 200 KiB, 16 connections) through the product path, with the CPU time of
-each thread of the process, the nginx worker's CPU and the machine's idle time per run.
+each thread of the process, the nginx worker's CPU, the machine's idle time and the
+process's context switches per run.
 
     python benchmarks/experiments/thread_cpu.py                  # this checkout, 5 runs
     TREE=/path/to/other/checkout REPS=3 python benchmarks/experiments/thread_cpu.py
@@ -83,6 +84,8 @@ def main() -> None:
             urls = [f"{srv.base_url}/{r}" for r in rels]
             mgr.fetch("warm", urls[:1], dest=scratch / f"warm{i}").wait()
             n0, i0, c0, r0 = nginx_cpu(nginx), machine_idle(), threads_cpu(), os.times()
+            u0 = resource.getrusage(resource.RUSAGE_SELF)
+            s0 = u0.ru_nvcsw + u0.ru_nivcsw
             t0 = time.perf_counter()
             reg = mgr.fetch("p", urls, dest=scratch / f"dest{i}").wait()
             wall = time.perf_counter() - t0
@@ -93,10 +96,13 @@ def main() -> None:
                 if u + s > sum(c0.get(k, (0, 0)))
             }
             cpu = r1.user + r1.system - r0.user - r0.system
-            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            faults = usage.ru_minflt
+            switches = usage.ru_nvcsw + usage.ru_nivcsw - s0
             print(
                 f"wall {wall:.3f} cpu {cpu:.2f} nginx {n1 - n0:.2f} machine-idle {i1 - i0:.2f} "
-                f"minflt(total) {faults} threads(user, sys) {per_thread} {reg.result}"
+                f"switches {switches} minflt(total) {faults} "
+                f"threads(user, sys) {per_thread} {reg.result}"
             )
             mgr.close()
             shutil.rmtree(scratch, ignore_errors=True)
