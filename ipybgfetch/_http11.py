@@ -33,7 +33,7 @@ import httpx
 
 from ._models import BAD_HEADER_NAME, BAD_HEADER_VALUE
 
-__all__ = ["ChunkedDecoder", "Http11Transport", "parse_head"]
+__all__ = ["Body", "ChunkedDecoder", "Http11Transport", "PlainResponse", "parse_head"]
 
 T = TypeVar("T")
 
@@ -399,12 +399,19 @@ class _Connection(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
 
-    async def send(self, request: httpx.Request, timeouts: dict[str, Any]) -> None:
+    async def send(
+        self,
+        method: str,
+        target: bytes,
+        header_lines: list[tuple[bytes, bytes]],
+        stream: Any,
+        timeouts: dict[str, Any],
+    ) -> None:
+        """Send the request line, the headers and the body (``stream``: None for none)."""
         assert self.transport is not None
-        target = request.url.raw_path
-        lines = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
+        lines = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
         chunked = False
-        for name, value in request.headers.raw:
+        for name, value in header_lines:
             if BAD_HEADER_VALUE.search(value) or not name or BAD_HEADER_NAME.search(name):
                 raise httpx.LocalProtocolError(
                     f"illegal header {name!r}: a name must be an HTTP token, and a value "
@@ -415,7 +422,10 @@ class _Connection(asyncio.Protocol):
                 chunked = True
         lines.append(b"\r\n")
         write_timeout = timeouts.get("write")
-        stream = request.stream
+        if stream is None:
+            self._write(b"".join(lines))
+            await self._drained(write_timeout)
+            return
         if isinstance(stream, httpx.ByteStream):
             body = b"".join(stream)  # type: ignore[arg-type]
             if chunked and body:
@@ -570,7 +580,7 @@ def _write_error(exc: BaseException | None) -> httpx.WriteError:
     return httpx.WriteError(f"the connection closed while sending the request ({exc or 'EOF'})")
 
 
-class _Body(httpx.AsyncByteStream):
+class Body(httpx.AsyncByteStream):
     """A response body as httpx reads it: the chunks as they came off the socket."""
 
     def __init__(
@@ -603,6 +613,31 @@ class _Body(httpx.AsyncByteStream):
             self._transport._release(conn)
 
 
+class PlainResponse(httpx.Response):
+    """The answer to :meth:`Http11Transport.open_plain`: its httpx.Request is built on
+    first use (``.request``); ``.url`` is the URL asked for, without building it."""
+
+    sent: tuple[httpx.URL, list[tuple[bytes, bytes]], dict[str, Any]]
+    head_lines: list[tuple[bytes, bytes]]  # the header lines as received
+
+    @property
+    def request(self) -> httpx.Request:
+        if self._request is None:
+            url, header_lines, timeouts = self.sent
+            self._request = httpx.Request(
+                "GET", url, headers=header_lines, extensions={"timeout": timeouts}
+            )
+        return self._request
+
+    @request.setter
+    def request(self, value: httpx.Request) -> None:
+        self._request = value
+
+    @property
+    def url(self) -> httpx.URL:
+        return self.sent[0] if self._request is None else self._request.url
+
+
 class Http11Transport(httpx.AsyncBaseTransport):
     """An httpx transport speaking HTTP/1.1 over asyncio protocols, with a keep-alive pool."""
 
@@ -627,18 +662,63 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._closed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        timeouts: dict[str, Any] = request.extensions.get("timeout", {})
+        conn, (status, reason, headers, version) = await self._exchange(
+            url,
+            request.method,
+            request.headers.raw,
+            request.stream,
+            isinstance(request.stream, httpx.ByteStream),
+            timeouts,
+        )
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=Body(self, conn, timeouts.get("read")),
+            extensions={"http_version": b"HTTP/" + version, "reason_phrase": reason},
+        )
+
+    async def open_plain(
+        self, url: httpx.URL, header_lines: list[tuple[bytes, bytes]], timeouts: dict[str, Any]
+    ) -> PlainResponse:
+        """A GET without a body, sent without an httpx.Request: ``header_lines`` go out as
+        they are (the caller puts ``Host`` first, as httpx does). The response builds its
+        httpx.Request only if someone asks for it (cookies, a redirect, logging)."""
+        conn, (status, reason, headers, version) = await self._exchange(
+            url, "GET", header_lines, None, True, timeouts
+        )
+        response = PlainResponse(
+            status,
+            headers=headers,
+            stream=Body(self, conn, timeouts.get("read")),
+            extensions={"http_version": b"HTTP/" + version, "reason_phrase": reason},
+        )
+        response.sent = (url, header_lines, timeouts)
+        response.head_lines = headers
+        return response
+
+    async def _exchange(
+        self,
+        url: httpx.URL,
+        method: str,
+        header_lines: list[tuple[bytes, bytes]],
+        stream: Any,
+        replayable: bool,
+        timeouts: dict[str, Any],
+    ) -> tuple[_Connection, tuple[int, bytes, list[tuple[bytes, bytes]], bytes]]:
+        """Send one request on a pooled (or new) connection; the connection and the head of
+        its answer (the body is read from the connection afterwards)."""
         if self._closed:
             raise RuntimeError("the transport is closed")
-        url = request.url
         scheme = url.scheme
         if scheme not in _DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
         if not url.host:
             raise httpx.UnsupportedProtocol(f"no host in the URL {url}")
         key = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
-        timeouts: dict[str, Any] = request.extensions.get("timeout", {})
-        replayable = isinstance(request.stream, httpx.ByteStream)
-        expect_body = request.method != "HEAD"
+        target = url.raw_path
+        expect_body = method != "HEAD"
         await self._acquire(timeouts.get("pool"))
         try:
             while True:
@@ -646,10 +726,10 @@ class Http11Transport(httpx.AsyncBaseTransport):
                 conn.start(expect_body)
                 try:
                     try:
-                        await conn.send(request, timeouts)
+                        await conn.send(method, target, header_lines, stream, timeouts)
                     except httpx.WriteError:
                         conn.reusable = False  # an early answer (413, 401...) may be waiting
-                    status, reason, headers, version = await conn.head(timeouts.get("read"))
+                    head = await conn.head(timeouts.get("read"))
                 except _Stale:
                     conn.close()
                     if replayable:
@@ -660,16 +740,10 @@ class Http11Transport(httpx.AsyncBaseTransport):
                 except BaseException:
                     conn.close()
                     raise
-                break
+                return conn, head
         except BaseException:
             self._release_slot()
             raise
-        return httpx.Response(
-            status,
-            headers=headers,
-            stream=_Body(self, conn, timeouts.get("read")),
-            extensions={"http_version": b"HTTP/" + version, "reason_phrase": reason},
-        )
 
     async def _acquire(self, timeout: float | None) -> None:
         if self._max_connections is None:

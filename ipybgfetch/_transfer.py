@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from ._http11 import Body
 from ._integrity import sri_to_hashes, strongest_hashes
 from ._models import Response
 from ._names import filename_from_disposition, filename_from_url
@@ -546,7 +547,12 @@ async def _receive(
         raise _Retry("the partial file disappeared; restarting")
     part = PartFile(data.part_path, offset, hashes, reg._make_dest)
     try:
-        chunks = resp.aiter_bytes() if encoded else resp.aiter_raw()
+        if encoded:
+            chunks = resp.aiter_bytes()
+        elif isinstance(resp.stream, Body):
+            chunks = resp.stream.__aiter__()  # the transport's chunks, without httpx's layer
+        else:
+            chunks = resp.aiter_raw()
         limit = reg.download_total
         async for chunk in chunks:
             n = len(chunk)

@@ -294,3 +294,29 @@ def test_redirects_cookies_auth_and_hooks_keep_httpxs_rules(recorder):
 
     bodies, sends = _open_all(recorder, ["/one"], event_hooks={"request": [hook]})
     assert bodies == ["/one|-"] and sends == 1 and hooked == ["/one"]
+
+
+def test_a_plain_response_builds_its_request_only_when_asked(recorder):
+    from ipybgfetch._http11 import PlainResponse
+
+    async def main() -> None:
+        async with make_client({"follow_redirects": True}) as client:
+            resp = await client.open(
+                "GET", recorder + "/x.csv", headers=httpx.Headers(), timeout=httpx.Timeout(5)
+            )
+            assert isinstance(resp, PlainResponse)
+            assert str(resp.url) == recorder + "/x.csv" and resp._request is None
+            assert resp.request.method == "GET" and resp.request.url == resp.url
+            assert resp.request.headers["host"] == recorder.split("//")[1]
+            assert (await resp.aread()) == b"/x.csv|-"
+            await resp.aclose()
+            with pytest.raises(httpx.ConnectError) as failed:
+                await client.open(
+                    "GET",
+                    "http://127.0.0.1:9/gone",
+                    headers=httpx.Headers(),
+                    timeout=httpx.Timeout(5),
+                )
+            assert str(failed.value.request.url) == "http://127.0.0.1:9/gone"
+
+    asyncio.run(main())
