@@ -37,6 +37,11 @@ _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _EDGE_JUNK = re.compile(r"^[\s.]+|[\s.]+$")
 _TRAILING_JUNK = re.compile(r"[\s.]+$")
 _PART_SUFFIX = ".part"  # in-flight bodies are written to "<final>.part"
+# ASCII letters, digits, "_", "-" and inner dots, with a letter or digit somewhere
+_PLAIN_NAME = re.compile(r"(?=[._-]*[A-Za-z0-9])[A-Za-z0-9_-](?:[A-Za-z0-9._-]*[A-Za-z0-9_-])?")
+# an http(s) URL of printable ASCII whose host part needs no checking: its path is
+# what urlsplit would find (tested), without urlsplit
+_URL_PATH = re.compile(r"https?://[A-Za-z0-9.:@-]*((?:/[!-\"$->@-~]*)?)(?:[?#][!-~]*)?")
 
 
 def safe_filename(proposed: str | None, default: str = DEFAULT_NAME) -> str:
@@ -53,6 +58,8 @@ def safe_filename(proposed: str | None, default: str = DEFAULT_NAME) -> str:
     >>> safe_filename("data.PART")
     'data.PART_'
     """
+    if proposed and _plain_name(proposed):
+        return proposed  # the usual case: nothing below would change it (tested)
     name = unicodedata.normalize("NFC", proposed or "")
     # Keep only the last component, whatever separator the sender used.
     name = re.split(r"[/\\]", name)[-1]
@@ -66,6 +73,22 @@ def safe_filename(proposed: str | None, default: str = DEFAULT_NAME) -> str:
     if _is_part_name(name):
         name = _truncate(name + "_")  # truncation keeps ".part_" as the extension
     return name
+
+
+def _plain_name(name: str) -> bool:
+    """Whether ``name`` is short ASCII letters, digits and ``._-``, starts and ends with no
+    dot, has a letter or digit, and is neither a device name nor a ``.part`` name: such a
+    name is safe as it is.
+
+    >>> _plain_name("data-2024.csv"), _plain_name("..x"), _plain_name("nul.txt")
+    (True, False, False)
+    """
+    return (
+        len(name) <= MAX_NAME_BYTES
+        and _PLAIN_NAME.fullmatch(name) is not None
+        and not _is_windows_reserved(name)
+        and not _is_part_name(name)
+    )
 
 
 def _replace_unsafe(name: str) -> str:
@@ -119,7 +142,8 @@ def _truncate(name: str) -> str:
 
 def filename_from_url(url: str) -> str:
     """The last non-empty segment of the URL path, percent-decoded and made safe."""
-    path = urlsplit(url).path
+    plain = _URL_PATH.fullmatch(url)
+    path = plain.group(1) if plain else urlsplit(url).path
     segments = [s for s in path.split("/") if s]
     return safe_filename(unquote(segments[-1]) if segments else None)
 

@@ -902,6 +902,38 @@ def test_read_timeout_inside_the_body(raw):
     assert time.monotonic() - start < 2
 
 
+def test_a_slow_but_steady_body_never_times_out_and_a_later_stall_does(raw):
+    """The read timeout counts from the last bytes, not from the request: the one timer of
+    a connection moves with each wait (bytes every 0.15 s for 0.9 s under a 0.3 s read
+    timeout), then a stall times out within about the timeout."""
+
+    def handler(peer: Peer) -> None:
+        peer.read_request()
+        wire = response(b"x" * 700)
+        peer.send(wire[:-700])  # the head
+        for i in range(6):
+            time.sleep(0.15)
+            peer.send(wire[-700 + 100 * i : -700 + 100 * (i + 1)])
+        peer.read_to_eof()  # the last 100 bytes never come
+
+    srv = raw(handler)
+
+    async def main() -> tuple[int, float]:
+        received = 0
+        async with client() as c:
+            timeout = httpx.Timeout(3.0, read=0.3)
+            async with c.stream("GET", srv.url, timeout=timeout) as r:
+                with pytest.raises(httpx.ReadTimeout):
+                    async for chunk in r.aiter_raw():
+                        received += len(chunk)
+                        last = time.monotonic()
+        return received, time.monotonic() - last
+
+    received, stalled_for = run(main())
+    assert received == 600  # every byte sent arrived: no timeout while they were coming
+    assert 0.25 < stalled_for < 1.5
+
+
 def test_connection_refused(refused_port):
     with pytest.raises(httpx.ConnectError, match="cannot connect"):
         run(get_all(f"http://127.0.0.1:{refused_port}/x", 1))

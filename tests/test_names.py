@@ -187,3 +187,47 @@ def test_two_processes_never_get_the_same_name(tmp_path):
     assert first.reserve(tmp_path, "data.csv").name == "data.csv"
     assert second.reserve(tmp_path, "data.csv").name == "data-2.csv"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data-2.csv.part", "data.csv.part"]
+
+
+_URLISH = st.text(alphabet="hHtps:/?#[]@%.aZ09-_~ \t\\x7f\u00e9", max_size=30)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        _URLISH,
+        st.builds(
+            lambda s, rest: f"{s}://{rest}", st.sampled_from(["http", "https", "HTTP"]), _URLISH
+        ),
+    )
+)
+def test_the_url_path_shortcut_finds_what_urlsplit_finds(url):
+    from urllib.parse import urlsplit
+
+    from ipybgfetch._names import _URL_PATH
+
+    plain = _URL_PATH.fullmatch(url)
+    if plain is None:
+        return  # filename_from_url uses urlsplit itself
+    assert plain.group(1) == urlsplit(url).path
+
+
+def test_the_url_path_shortcut_is_taken_for_plain_urls():
+    from ipybgfetch._names import _URL_PATH
+
+    for url in ("http://127.0.0.1:8000/a/b.csv", "https://h.io/x%20y.bin?dl=1#top"):
+        assert _URL_PATH.fullmatch(url) is not None
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(alphabet="aZ09._- \t/\\:CONULPRTcomlptart", max_size=24))
+def test_plain_names_come_back_as_they_were_only_when_the_full_rules_agree(proposed):
+    from ipybgfetch import _names
+
+    fast = _names.safe_filename(proposed)
+    original = _names._plain_name
+    try:
+        _names._plain_name = lambda name: False  # the full rules, every step
+        assert fast == _names.safe_filename(proposed)
+    finally:
+        _names._plain_name = original
