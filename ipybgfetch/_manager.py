@@ -136,6 +136,9 @@ class BackgroundFetchManager:
             atexit.register(_close_at_exit, weakref.ref(self))
 
     async def _startup(self) -> None:
+        # The HTTP client is built in a worker thread meanwhile (the first transfer needs it).
+        self._http_building = asyncio.get_running_loop().run_in_executor(None, self._build_client)
+        self._http_building.add_done_callback(_seen)  # an error is raised by the 1st transfer
         self._store = Store(self.home / "state.sqlite3")
         self._restore()
         self._heartbeat_task = self._engine.spawn(self._heartbeat(), name="bgfetch:heartbeat")
@@ -176,6 +179,15 @@ class BackgroundFetchManager:
             if not reg.settled:
                 reg._state = "paused"  # resumable by the next manager on this home
                 reg._wake_waiters_on_close()
+        building = self._http_building
+        if (
+            self._http is None
+            and building is not None
+            and building.done()
+            and not building.cancelled()
+            and building.exception() is None
+        ):
+            self._http = building.result()  # built at startup, never used: closed below
         try:
             if self._http is not None:
                 await self._http.aclose()
@@ -269,8 +281,7 @@ class BackgroundFetchManager:
         assert self._store is not None
         try:
             self._store.add_registration(
-                self._registration_row(reg),
-                [self._record_row(d, full=True) for d in reg._records],
+                self._registration_row(reg), [self._new_record_row(d) for d in reg._records]
             )
         except IdInUse:
             raise self._active_elsewhere(reg._id) from None
@@ -485,10 +496,14 @@ class BackgroundFetchManager:
 
     # -- the database (engine thread) ------------------------------------------------------
     def _registration_row(self, reg: BackgroundFetchRegistration) -> dict[str, Any]:
+        if reg._requests_carry_credentials is None:  # once: the requests never change
+            reg._requests_carry_credentials = any(
+                k.lower() in CREDENTIAL_HEADERS for d in reg._records for k in d.request.headers
+            )
         needs_credentials = (
             reg._auth is not None
             or any(k.lower() in CREDENTIAL_HEADERS for k in reg._headers)
-            or any(k.lower() in CREDENTIAL_HEADERS for d in reg._records for k in d.request.headers)
+            or reg._requests_carry_credentials
         )
         return {
             "key": reg._key,
@@ -505,6 +520,22 @@ class BackgroundFetchManager:
             "headers": dumps(public_headers(reg._headers.items())),
             "created": reg._created,
             "finished": reg._finished,
+        }
+
+    @staticmethod
+    def _new_record_row(d: RecordData) -> dict[str, Any]:
+        """The row of a record not started yet: the request; every other column has the
+        schema's default, which is what a new record holds (tested)."""
+        return {
+            "idx": d.index,
+            "url": d.request.url,
+            "method": d.request.method,
+            "headers": dumps(public_headers(d.request.headers.items()))
+            if d.request.headers
+            else "{}",
+            "integrity": d.request.integrity,
+            "has_body": int(d.request.body is not None),
+            "state": d.state,
         }
 
     @staticmethod
@@ -655,3 +686,9 @@ def manager() -> BackgroundFetchManager:
             auto = os.environ.get("IPYBGFETCH_AUTO_RESUME", "1").strip().lower()
             _default = BackgroundFetchManager(auto_resume=auto not in ("0", "false", "no", "off"))
         return _default
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
+    """Mark a background step's error as retrieved (whoever awaits it gets it raised)."""
+    if not future.cancelled():
+        future.exception()

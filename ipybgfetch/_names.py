@@ -180,14 +180,15 @@ class NameReservations:
         stem, dot, ext = name.rpartition(".")
         if not dot or not stem:
             stem, dot, ext = name, "", ""
+        base = os.path.join(folder, "")  # "folder/": string operations, one Path at the end
         n = 1
         while True:
             candidate = name if n == 1 else f"{stem}-{n}{dot}{ext}"
-            path = folder / candidate
-            key = os.path.normcase(str(path))
-            if key not in self._taken and not os.path.lexists(path) and _claim(f"{path}.part"):
+            path = base + candidate
+            key = os.path.normcase(path)
+            if key not in self._taken and not os.path.lexists(path) and _claim(path + ".part"):
                 self._taken.add(key)
-                return path
+                return folder / candidate
             n += 1
 
     def claim(self, path: Path) -> None:

@@ -76,6 +76,7 @@ class BackgroundFetchRegistration:
         self._dest = dest
         self._dest_made = False
         self._unsynced_dirs: set[Path] = set()
+        self._requests_carry_credentials: bool | None = None  # computed once, when stored
         self._headers = headers
         self._auth = auth
         self._policy = policy

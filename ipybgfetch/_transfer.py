@@ -534,8 +534,8 @@ async def _receive(
     if data.final_path is None:
         name = filename_from_disposition(headers.get("content-disposition"))
         name = name or filename_from_url(data.response_url or str(resp.url))
-        data.final_path = reg._reserve_name(name)
-        data.part_path = data.final_path.with_name(data.final_path.name + ".part")
+        data.final_path = final = reg._reserve_name(name)
+        data.part_path = final.parent / (final.name + ".part")
     if data.response is None:
         data.response = Response(data)  # record.response: the head, before the body
     # The name, validators and size must be on disk before the bytes, so that a killed

@@ -549,3 +549,59 @@ def test_a_failed_update_ui_call_does_not_use_up_the_one_allowed(mgr, server):
     mgr.add_event_listener("backgroundfetchsuccess", handler)
     reg = mgr.fetch("ui2", [server.url("a", 10)]).wait(10)
     assert outcomes == ["rejected", "updated"] and reg.title == "fine"
+
+
+def test_a_new_records_short_row_stores_what_the_full_row_would(tmp_path):
+    """fetch() stores only the request columns of new records; the schema's defaults must
+    be exactly what a full row of a record that has not started would hold."""
+    import sqlite3
+
+    from ipybgfetch._manager import BackgroundFetchManager
+    from ipybgfetch._records import RecordData
+    from ipybgfetch._store import Store
+
+    store = Store(tmp_path / "state.sqlite3")
+    records = [
+        RecordData("r", 0, Request("http://127.0.0.1:9/a.csv")),
+        RecordData(
+            "r",
+            1,
+            Request(
+                "http://127.0.0.1:9/b",
+                method="POST",
+                body=b"x",
+                headers={"X-Tag": "1", "Authorization": "secret"},
+                integrity="sha256-" + "A" * 43 + "=",
+            ),
+        ),
+    ]
+    registration = {
+        "key": "k",
+        "id": "r",
+        "title": "",
+        "icons": "[]",
+        "dest": str(tmp_path),
+        "download_total": 0,
+        "upload_total": 0,
+        "state": "active",
+        "result": "",
+        "failure_reason": "",
+        "needs_credentials": 0,
+        "headers": "{}",
+        "created": 0.0,
+        "finished": None,
+    }
+    store.add_registration(
+        registration, [BackgroundFetchManager._new_record_row(d) for d in records]
+    )
+    db = sqlite3.connect(tmp_path / "state.sqlite3")
+    db.row_factory = sqlite3.Row
+    for d in records:
+        stored = dict(
+            db.execute("SELECT * FROM records WHERE key = 'k' AND idx = ?", (d.index,)).fetchone()
+        )
+        full = BackgroundFetchManager._record_row(d, full=True)
+        assert {k: stored[k] for k in full} == full
+    assert "secret" not in str(stored)
+    db.close()
+    store.close()
