@@ -177,6 +177,13 @@ class NameReservations:
         """A final path in ``folder`` for ``name`` (``name-2.ext``... when taken), with its
         ``.part`` file created empty: O_EXCL makes the claim atomic, so two processes
         sharing a folder never pick the same name."""
+        path, fd = self.reserve_open(folder, name)
+        os.close(fd)
+        return path
+
+    def reserve_open(self, folder: Path, name: str) -> tuple[Path, int]:
+        """:meth:`reserve`, and the ``.part`` file's descriptor, open for writing (the
+        caller closes it): the body is written through it, without opening it again."""
         stem, dot, ext = name.rpartition(".")
         if not dot or not stem:
             stem, dot, ext = name, "", ""
@@ -186,9 +193,11 @@ class NameReservations:
             candidate = name if n == 1 else f"{stem}-{n}{dot}{ext}"
             path = base + candidate
             key = os.path.normcase(path)
-            if key not in self._taken and not os.path.lexists(path) and _claim(path + ".part"):
-                self._taken.add(key)
-                return folder / candidate
+            if key not in self._taken and not os.path.lexists(path):
+                fd = _claim(path + ".part")
+                if fd >= 0:
+                    self._taken.add(key)
+                    return folder / candidate, fd
             n += 1
 
     def claim(self, path: Path) -> None:
@@ -199,11 +208,10 @@ class NameReservations:
         self._taken.discard(os.path.normcase(str(path)))
 
 
-def _claim(part: str) -> bool:
-    """Create ``part`` empty if nobody has it yet (in this or any other process)."""
+def _claim(part: str) -> int:
+    """Create ``part`` empty if nobody has it yet (in this or any other process): its
+    descriptor, open for writing; -1 if it exists."""
     try:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        return os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
-        return False
-    os.close(fd)
-    return True
+        return -1

@@ -679,10 +679,12 @@ class BackgroundFetchRegistration:
         """``async with reg._host_slot(url):`` one of the origin's connections."""
         return self._manager._host_semaphore(url)
 
-    def _reserve_name(self, name: str) -> Path:
+    def _reserve_name(self, name: str) -> tuple[Path, int]:
+        """A final path for ``name`` in the destination, and its new ``.part`` file's
+        descriptor (open for writing; the caller closes it)."""
         if not self._dest_made:  # once: mkdir(exist_ok=True) costs an exception per call
             self._make_dest()
-        return self._manager._names.reserve(self._dest, name)
+        return self._manager._names.reserve_open(self._dest, name)
 
     def _make_dest(self) -> None:
         """(Re)create the destination folder (again if the user deleted it meanwhile)."""

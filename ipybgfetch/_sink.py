@@ -161,9 +161,10 @@ class Hasher(Protocol):
 class PartFile:
     """A ``.part`` file receiving a body from ``offset`` on; feeds ``hashes`` in order.
 
-    The file is opened by the first write job, on the writer thread (one system call less
-    on the event loop per file); ``make_folder`` re-creates a destination folder that was
-    deleted meanwhile.
+    ``fd``, if given, is the file already open for writing at ``offset`` (a new, empty
+    ``.part`` claimed with its name); otherwise the first write job opens it, on the
+    writer thread. ``make_folder`` re-creates a destination folder that was deleted
+    meanwhile. The file is closed by :meth:`finish` or :meth:`close`.
     """
 
     def __init__(
@@ -172,12 +173,13 @@ class PartFile:
         offset: int,
         hashes: Hasher,
         make_folder: Callable[[], None] | None = None,
+        fd: int = -1,
     ) -> None:
         self._path = path
         self._folder = os.path.dirname(path)
         self._offset = offset
         self._make_folder = make_folder
-        self._fd = -1
+        self._fd = fd
         self._closed = False
         self._hashes = hashes
         self._buf: list[bytes] = []

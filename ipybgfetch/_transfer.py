@@ -531,21 +531,27 @@ async def _receive(
         data.response_url = str(resp.url)
     data.etag, data.last_modified = etag, last_modified
     data.total = total
-    if data.final_path is None:
-        name = filename_from_disposition(headers.get("content-disposition"))
-        name = name or filename_from_url(data.response_url or str(resp.url))
-        data.final_path = final = reg._reserve_name(name)
-        data.part_path = final.parent / (final.name + ".part")
-    if data.response is None:
-        data.response = Response(data)  # record.response: the head, before the body
-    # The name, validators and size must be on disk before the bytes, so that a killed
-    # process can resume; a small body is simply fetched again.
-    reg._record_changed(data, checkpoint=total is None or total > SMALL_BODY)
+    claimed = -1  # the new .part file's descriptor, when the name was reserved just now
+    try:
+        if data.final_path is None:
+            name = filename_from_disposition(headers.get("content-disposition"))
+            name = name or filename_from_url(data.response_url or str(resp.url))
+            data.final_path, claimed = reg._reserve_name(name)
+            data.part_path = data.final_path.parent / (data.final_path.name + ".part")
+        if data.response is None:
+            data.response = Response(data)  # record.response: the head, before the body
+        # The name, validators and size must be on disk before the bytes, so that a killed
+        # process can resume; a small body is simply fetched again.
+        reg._record_changed(data, checkpoint=total is None or total > SMALL_BODY)
 
-    assert data.part_path is not None
-    if offset and not data.part_path.exists():
-        raise _Retry("the partial file disappeared; restarting")
-    part = PartFile(data.part_path, offset, hashes, reg._make_dest)
+        assert data.part_path is not None
+        if offset and not data.part_path.exists():
+            raise _Retry("the partial file disappeared; restarting")
+        part = PartFile(data.part_path, offset, hashes, reg._make_dest, fd=claimed)
+    except BaseException:
+        if claimed >= 0:
+            os.close(claimed)
+        raise
     try:
         if encoded:
             chunks = resp.aiter_bytes()

@@ -4,12 +4,15 @@ proxies and the errors users read.
 Each test drives a real ``BackgroundFetchManager`` against real loopback servers
 (``DataServer``, or ``script_server_support.ScriptServer`` whose handlers write exactly
 the bytes a scenario needs) and checks what a user sees: record states and
-errors, files on disk, sockets left open, what the server received. Nothing is mocked.
+errors, files on disk, sockets left open, what the server received. The HTTP side is
+never mocked.
 
-A slow or stuck disk is played by :class:`WriterBlocker`: a record whose ``.part`` path
-is made a FIFO nobody reads, so the first write job for it blocks ipybgfetch's writer
-thread (one per process, shared by every file) in ``open()`` until the test opens the
-FIFO. Every job queued after it waits, exactly as behind a slow ``fsync``.
+A slow or stuck disk is played by :class:`WriterBlocker`: a job on ipybgfetch's writer
+thread (one per process, shared by every file) that waits until the test releases it.
+Every file's write job queued after it waits, exactly as behind a hanging ``write`` or
+``fsync``. (It used to be a FIFO at a record's ``.part`` path, blocking the writer's
+``open()``; a new ``.part`` is now written through the descriptor that claimed its name,
+so nothing opens the path again.) A failing disk is an ``fsync`` that raises EIO.
 
 Several tests began as proofs of bugs found in review (leaked sockets after a cancelled
 upload, a lost early 413, 307 on uploads, a .part truncated by an orphaned write job,
@@ -19,6 +22,7 @@ environment proxies ignored, "refused" not said); they now guard the fixes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import http.server
 import os
@@ -139,55 +143,35 @@ def full_backlog() -> Iterator[int]:
 class WriterBlocker:
     """Blocks ipybgfetch's writer thread, like a stuck disk, until :meth:`release`.
 
-    A registration downloads ``blocker.bin`` from a scripted server that sends the head,
-    then nothing; the test makes the record's ``.part`` path a FIFO. When ``go`` is set
-    the server sends 1000 bytes: the record's first write job opens the FIFO for writing
-    and blocks there (nobody reads it). Jobs queued after it (any file's) wait.
+    :meth:`block` puts a job on the writer's queue that waits: the process has one writer
+    thread, so every file's write jobs queue behind it, as behind a write that hangs.
     """
 
-    def __init__(self, mgr: BackgroundFetchManager, folder: Path, script: Any) -> None:
-        self.go = threading.Event()
-        self._finish = threading.Event()
-        self._fd: int | None = None
-        self.server = script(self._handler)
-        self.reg = mgr.fetch("writer-blocker", self.server.url + "/blocker.bin", dest=folder)
-        record = self.reg.match_all()[0]
-        wait_until(lambda: record.response is not None, what="the blocker's head")
-        self.fifo = Path(str(record.response.path) + ".part")
-        self.fifo.unlink()  # the name's claim (an empty .part), replaced by the FIFO
-        os.mkfifo(self.fifo)
-        time.sleep(0.15)  # past the sink's MAX_DELAY: the next chunk goes to the writer
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self._gate = threading.Event()
+        self._job: Any = None
 
-    def _handler(self, peer: Peer) -> None:
-        if peer.read_request() is None:
-            return
-        peer.send(response(b"x" * 2000)[:-2000])
-        self.go.wait(IO_TIMEOUT)
-        peer.send(b"x" * 1000)
-        self._finish.wait(IO_TIMEOUT)
-        peer.send(b"x" * 1000)
-        peer.read_to_eof()
+    def _stuck(self) -> None:
+        self.started.set()
+        self._gate.wait(IO_TIMEOUT)
 
     def block(self) -> None:
-        self.go.set()
-        wait_until(lambda: self.reg.downloaded >= 1000, what="the blocking write job")
+        from ipybgfetch import _sink
+
+        self._job = _sink._writer.submit(self._stuck)
+        wait_until(self.started.is_set, what="the writer to be stuck")
 
     def release(self) -> None:
-        """Let the writer go (the FIFO gets a reader), and let the blocker settle."""
-        if self._fd is not None:
-            return
-        self._fd = os.open(self.fifo, os.O_RDWR | os.O_NONBLOCK)
-        self.go.set()
-        self._finish.set()
-        try:
-            self.reg.wait(IO_TIMEOUT)  # it fails: a FIFO cannot be fsync'd
-        finally:
-            os.close(self._fd)
+        """Let the writer go on."""
+        self._gate.set()
+        if self._job is not None:
+            self._job.wait()
 
 
 @contextlib.contextmanager
-def writer_blocker(mgr: BackgroundFetchManager, folder: Path, script: Any) -> Iterator[Any]:
-    blocker = WriterBlocker(mgr, folder, script)
+def writer_blocker() -> Iterator[WriterBlocker]:
+    blocker = WriterBlocker()
     try:
         yield blocker
     finally:
@@ -523,7 +507,7 @@ def test_a_stuck_writer_stops_the_socket_reads_and_memory_stays_bounded(tmp_path
     bound = 15 * MiB + _socket_buffers_max()
     size = max(96 * MiB, bound + 32 * MiB)
     url = server.url("slowdisk.bin", size, tag=str(time.monotonic_ns()))
-    with manager(tmp_path / "h") as mgr, writer_blocker(mgr, tmp_path / "b", script) as blocker:
+    with manager(tmp_path / "h") as mgr, writer_blocker() as blocker:
         blocker.block()
         reg = mgr.fetch("slowdisk", url)
         wait_until(lambda: reg.downloaded > 4 * MiB, what="the download to start")
@@ -549,7 +533,7 @@ def test_a_connection_moves_on_while_the_disk_writes_a_small_bodys_tail(tmp_path
     urls = [server.url(f"tail{i}.bin", n, tag=tag) for i, n in enumerate(sizes)]
     with (
         manager(tmp_path / "h", max_connections_per_host=1) as mgr,
-        writer_blocker(mgr, tmp_path / "b", script) as blocker,
+        writer_blocker() as blocker,
     ):
         blocker.block()
         reg = mgr.fetch("tails", urls)
@@ -575,7 +559,7 @@ def test_a_body_whose_tail_is_large_keeps_its_connection_until_written(tmp_path,
     urls = [server.url("bigtail.bin", big, tag=tag), server.url("next.bin", small, tag=tag)]
     with (
         manager(tmp_path / "h", max_connections_per_host=1) as mgr,
-        writer_blocker(mgr, tmp_path / "b", script) as blocker,
+        writer_blocker() as blocker,
     ):
         blocker.block()
         reg = mgr.fetch("bigtail", urls)
@@ -601,8 +585,12 @@ def test_files_are_fsynced_where_the_folder_says_and_errors_still_fail_the_recor
     real_fsync = _sink._timed_fsync
     planted = 0.01 if slow_disk else 0.0  # this folder's fsync time, kept as planted
 
+    failing: set[str] = set()  # folders whose fsync fails with EIO
+
     def spy(fd: int, folder: str) -> None:
         where.append(threading.current_thread().name)
+        if folder in failing:
+            raise OSError(errno.EIO, "I/O error")
         real_fsync(fd, folder)
         _sink._fsync_time[folder] = planted
 
@@ -622,17 +610,18 @@ def test_files_are_fsynced_where_the_folder_says_and_errors_still_fail_the_recor
         assert len(where) == len(sizes)
         in_pool = [name.startswith("ipybgfetch-fsync") for name in where]
         assert in_pool == [slow_disk] * len(sizes), where
-        if sys.platform.startswith("linux"):
-            # A FIFO cannot be fsync'd (EINVAL): that error must reach the record from
-            # wherever the fsync ran.
-            blocker_dest = tmp_path / "b"
-            blocker_dest.mkdir()
-            _sink._fsync_time[str(blocker_dest)] = planted
-            with writer_blocker(mgr, blocker_dest, script) as blocker:
-                blocker.release()
-                record = blocker.reg.match_all()[0]
-                assert blocker.reg.failure_reason == "fetch-error"
-                assert "cannot write the file" in record.error, record.error
+        # An fsync that fails (EIO from a dying disk) must fail the record, from wherever
+        # the fsync ran.
+        broken = tmp_path / "b"
+        broken.mkdir()
+        _sink._fsync_time[str(broken)] = planted
+        failing.add(str(broken))
+        bad = mgr.fetch("fsync-error", server.url("e.bin", 300 * KiB, tag=tag), dest=broken)
+        bad.wait(20)
+        record = bad.match_all()[0]
+        assert bad.failure_reason == "fetch-error"
+        assert "cannot write the file" in record.error and "I/O error" in record.error
+        assert not (broken / "e.bin").exists()
 
 
 @linux_only
@@ -648,7 +637,8 @@ def test_pause_while_the_last_batch_waits_for_the_disk_keeps_the_part_intact(tmp
                 peer.send(response(body, headers=(f"ETag: {etag}",))[: -len(body) + 100_000])
                 time.sleep(0.3)
                 peer.send(body[100_000:100_001])  # past MAX_DELAY: one write job, run at once
-                blocker.go.set()  # the blocker's job: the writer gets stuck on its FIFO
+                wait_until(lambda: reg.downloaded == 100_001, what="the first job submitted")
+                blocker.block()  # the writer gets stuck after it
                 send_rest.wait(IO_TIMEOUT)
                 peer.send(body[100_001:])  # within MAX_DELAY: only the last job, queued
             else:
@@ -658,10 +648,10 @@ def test_pause_while_the_last_batch_waits_for_the_disk_keeps_the_part_intact(tmp
                 peer.send(response(rest, "206 Partial Content", (f"ETag: {etag}", content_range)))
 
     srv = script(handler)
-    with manager(tmp_path / "h") as mgr, writer_blocker(mgr, tmp_path / "b", script) as blocker:
+    with manager(tmp_path / "h") as mgr, writer_blocker() as blocker:
         reg = mgr.fetch("lastflush", srv.url + "/data.bin")
         wait_until(
-            lambda: reg.downloaded == 100_001 and blocker.reg.downloaded == 1000,
+            lambda: reg.downloaded == 100_001 and blocker.started.is_set(),
             what="the first job written and the writer stuck",
         )
         send_rest.set()
