@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import importlib.util
 import os
@@ -114,6 +115,7 @@ class BackgroundFetchManager:
         self._http_building: asyncio.Future[Client] | None = None
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._started = False
+        self._starting: concurrent.futures.Future[None] | None = None  # see _begin_start
         self._closed = False
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._last_scan = 0.0
@@ -131,9 +133,22 @@ class BackgroundFetchManager:
         with self._lock:
             if self._started:
                 return
-            self._engine.run(self._startup())
+            starting, self._starting = self._starting, None
+            if starting is None:
+                starting = self._engine.submit(self._startup())
+                atexit.register(_close_at_exit, weakref.ref(self))
+            starting.result()  # a startup error is raised here, by the call that needs it
             self._started = True
-            atexit.register(_close_at_exit, weakref.ref(self))
+
+    def _begin_start(self) -> None:
+        """Start the engine (database, restored registrations) without waiting for it:
+        fetch() checks its requests meanwhile, and _ensure_started() waits."""
+        if self._started or self._closed or self._starting is not None:
+            return
+        with self._lock:
+            if not self._started and self._starting is None:
+                self._starting = self._engine.submit(self._startup())
+                atexit.register(_close_at_exit, weakref.ref(self))
 
     async def _startup(self) -> None:
         # The HTTP client is built in a worker thread meanwhile (the first transfer needs it).
@@ -149,6 +164,13 @@ class BackgroundFetchManager:
             return
         self._closed = True
         try:
+            starting, self._starting = self._starting, None
+            if starting is not None:  # begun by a fetch() that then refused its arguments
+                try:
+                    starting.result()
+                    self._started = True  # the database is open: shut down as usual
+                except Exception as exc:
+                    self._callbacks.report(exc, self.close)
             if self._started:
                 self._engine.run(self._shutdown(), timeout=10)
         except Exception as exc:  # say so, and still stop the threads
@@ -228,6 +250,7 @@ class BackgroundFetchManager:
             raise FetchError(f"id must be a str, got {type(id).__name__}: {id!r}")
         if not id.strip():
             raise FetchError("id must be a non-empty string, e.g. fetch('my-data', urls)")
+        self._begin_start()  # the database opens while the requests are checked
         items = _request_list(requests)
         reqs = [Request.coerce(item) for item in items]
         if not isinstance(title, str):

@@ -10,6 +10,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from resilience_support import wait_until
 
 from ipybgfetch import AbortError, InvalidStateError, Request
@@ -605,3 +607,38 @@ def test_a_new_records_short_row_stores_what_the_full_row_would(tmp_path):
     assert "secret" not in str(stored)
     db.close()
     store.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+        max_leaves=12,
+    )
+)
+def test_the_stores_json_is_compact_json(value):
+    import json
+
+    from ipybgfetch._store import dumps
+
+    assert dumps(value) == json.dumps(value, separators=(",", ":"))
+
+
+def test_a_refused_fetch_then_close_stops_the_engine_it_started(tmp_path):
+    """fetch() starts the engine before it checks its requests; a refused fetch() followed
+    by close() must still close the database and stop the engine thread."""
+    import sqlite3
+
+    from ipybgfetch import BackgroundFetchManager, FetchError
+
+    mgr = BackgroundFetchManager(home=tmp_path / "h")
+    with pytest.raises(FetchError):
+        mgr.fetch("x", ["https://example.org/a.csv", "ftp://example.org/b.csv"])
+    engine_thread = mgr._engine._thread
+    assert engine_thread is not None  # started by the refused fetch()
+    mgr.close()
+    engine_thread.join(5)
+    assert not engine_thread.is_alive()
+    with pytest.raises(sqlite3.ProgrammingError):  # closed, not left open by the engine
+        mgr._store._db.execute("SELECT 1")
