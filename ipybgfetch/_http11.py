@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import os
 import re
 import ssl
@@ -647,6 +648,7 @@ class PlainResponse(httpx.Response):
 
     sent: tuple[httpx.URL, list[tuple[bytes, bytes]], dict[str, Any]]
     head_lines: list[tuple[bytes, bytes]]  # the header lines as received
+    started: float  # perf_counter() when the request went out: for .elapsed
 
     @property
     def request(self) -> httpx.Request:
@@ -664,6 +666,16 @@ class PlainResponse(httpx.Response):
     @property
     def url(self) -> httpx.URL:
         return self.sent[0] if self._request is None else self._request.url
+
+    def raise_for_status(self) -> PlainResponse:
+        self.request  # noqa: B018 (built on demand: httpx's check reads the private slot)
+        super().raise_for_status()
+        return self
+
+    async def aclose(self) -> None:
+        if not self.is_closed:  # what httpx's client sets when the body is done with
+            self.elapsed = datetime.timedelta(seconds=time.perf_counter() - self.started)
+        await super().aclose()
 
 
 class Http11Transport(httpx.AsyncBaseTransport):
@@ -713,6 +725,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         """A GET without a body, sent without an httpx.Request: ``header_lines`` go out as
         they are (the caller puts ``Host`` first, as httpx does). The response builds its
         httpx.Request only if someone asks for it (cookies, a redirect, logging)."""
+        started = time.perf_counter()
         conn, (status, reason, headers, version) = await self._exchange(
             url, "GET", header_lines, None, True, timeouts
         )
@@ -724,6 +737,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         )
         response.sent = (url, header_lines, timeouts)
         response.head_lines = headers
+        response.started = started
         return response
 
     async def _exchange(

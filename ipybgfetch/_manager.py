@@ -123,16 +123,14 @@ class BackgroundFetchManager:
     # -- life cycle ------------------------------------------------------------------------
     def _ensure_started(self) -> None:
         if self._closed:
-            raise InvalidStateError(
-                "this manager was closed; its unfinished registrations stay resumable: "
-                "create a new BackgroundFetchManager (or call ipybgfetch.manager()) on the "
-                "same home to continue them"
-            )
+            raise _closed_error()
         if self._started:
             return
         with self._lock:
             if self._started:
                 return
+            if self._closed:  # closed while this call waited for the lock
+                raise _closed_error()
             starting, self._starting = self._starting, None
             if starting is None:
                 starting = self._engine.submit(self._startup())
@@ -145,15 +143,12 @@ class BackgroundFetchManager:
         fetch() checks its requests meanwhile, and _ensure_started() waits."""
         if self._started or self._closed or self._starting is not None:
             return
-        with self._lock:
-            if not self._started and self._starting is None:
+        with self._lock:  # close() takes it too: no engine is started after close()
+            if not self._closed and not self._started and self._starting is None:
                 self._starting = self._engine.submit(self._startup())
                 atexit.register(_close_at_exit, weakref.ref(self))
 
     async def _startup(self) -> None:
-        # The HTTP client is built in a worker thread meanwhile (the first transfer needs it).
-        self._http_building = asyncio.get_running_loop().run_in_executor(None, self._build_client)
-        self._http_building.add_done_callback(_seen)  # an error is raised by the 1st transfer
         self._store = Store(self.home / "state.sqlite3")
         self._restore()
         self._heartbeat_task = self._engine.spawn(self._heartbeat(), name="bgfetch:heartbeat")
@@ -162,9 +157,10 @@ class BackgroundFetchManager:
         """Stop every transfer (unfinished ones stay resumable) and release resources."""
         if self._closed:
             return
-        self._closed = True
-        try:
+        with self._lock:  # after this, _begin_start/_ensure_started start nothing
+            self._closed = True
             starting, self._starting = self._starting, None
+        try:
             if starting is not None:  # begun by a fetch() that then refused its arguments
                 try:
                     starting.result()
@@ -302,6 +298,13 @@ class BackgroundFetchManager:
 
     async def _register(self, reg: BackgroundFetchRegistration) -> None:
         assert self._store is not None
+        if self._http is None and self._http_building is None:
+            # The first transfer needs the HTTP client: build it (in a worker thread) while
+            # the records are stored. Not earlier: proxies from the environment are read
+            # then, and a user may set HTTPS_PROXY after loading the extension.
+            loop = asyncio.get_running_loop()
+            self._http_building = loop.run_in_executor(None, self._build_client)
+            self._http_building.add_done_callback(_seen)  # the 1st transfer raises an error
         try:
             self._store.add_registration(
                 self._registration_row(reg), [self._new_record_row(d) for d in reg._records]
@@ -715,3 +718,11 @@ def _seen(future: asyncio.Future[Any]) -> None:
     """Mark a background step's error as retrieved (whoever awaits it gets it raised)."""
     if not future.cancelled():
         future.exception()
+
+
+def _closed_error() -> InvalidStateError:
+    return InvalidStateError(
+        "this manager was closed; its unfinished registrations stay resumable: "
+        "create a new BackgroundFetchManager (or call ipybgfetch.manager()) on the "
+        "same home to continue them"
+    )

@@ -571,10 +571,21 @@ async def _receive(
             reg._add_downloaded(data, n)
             if backlog is not None:  # the disk is behind the network: let it catch up
                 await backlog
-    except BaseException:
+    except BaseException as exc:
         part.close()
+        if isinstance(exc, httpx.RequestError):
+            _attach_request(exc, resp)
         raise
     return part, total
+
+
+def _attach_request(exc: httpx.RequestError, resp: httpx.Response) -> None:
+    """Give a body error its request, as httpx's aiter_raw does (a body read straight
+    from the transport has not been through it)."""
+    try:
+        exc.request  # noqa: B018
+    except RuntimeError:
+        exc.request = resp.request
 
 
 async def _finish(reg: BackgroundFetchRegistration, data: RecordData, hashes: _Hashes) -> None:

@@ -89,11 +89,14 @@ _IPV4 = re.compile(
     r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\Z"
 )
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_MAX_URL_LENGTH = 65536  # httpx's limit
 
 
 def _plain_url(text: str) -> httpx.URL | None:
     """``httpx.URL(text)`` built without parsing it again, for the URLs most downloads
     use; None for any other (the caller lets httpx parse it)."""
+    if len(text) > _MAX_URL_LENGTH:
+        return None  # httpx refuses it ("URL too long")
     m = _PLAIN_URL.match(text)
     if m is None:
         return None
@@ -145,22 +148,29 @@ def parse_url(text: str) -> httpx.URL:
     return httpx.URL(text)
 
 
+# httpx's own redirect steps, used to go on from a redirect the shortcut received (the
+# request is not sent again). Without them (another httpx), the shortcut is off.
+_REDIRECTS = all(
+    hasattr(httpx.AsyncClient, name)
+    for name in ("_build_redirect_request", "_send_handling_redirects")
+)
+
+
 class Client(httpx.AsyncClient):
     """httpx's client, with a shortcut for the request most downloads are.
 
-    A GET without a body, auth, cookies in the jar, query params or event hooks, over
-    ipybgfetch's own transport, goes straight to the transport: the layers of
-    ``build_request``/``send`` (auth flow, redirect loop, hooks, cookie and param merging)
-    have nothing to do for it, and no httpx.Request is built unless something asks for
-    it. The header lines sent are those httpx would send (tested). A redirect answer is
-    put aside and the request goes through ``send`` after all (and later ones for that
-    origin go there at once), so redirects, auth and cookies keep httpx's rules.
+    A GET without a body, auth (given, the client's or in the URL), cookies in the jar,
+    query params or event hooks, over ipybgfetch's own transport, goes straight to the
+    transport: the layers of ``build_request``/``send`` (auth flow, hooks, cookie and
+    param merging) have nothing to do for it, and no httpx.Request is built unless
+    something asks for it. The header lines sent are those httpx would send (tested). A
+    redirect answer is handed to httpx's own redirect loop, as ``send`` would do, so
+    redirects keep httpx's rules (and the first request is not sent twice).
     """
 
     def __init__(self, *, plain_transport: Http11Transport | None = None, **options: Any):
         super().__init__(**options)
-        self._plain_transport = plain_transport
-        self._redirecting: set[tuple[str, bytes]] = set()  # origins that redirected a GET
+        self._plain_transport = plain_transport if _REDIRECTS else None
 
     async def open(
         self,
@@ -182,28 +192,41 @@ class Client(httpx.AsyncClient):
             and content is None
             and auth is None
             and self.auth is None
+            and not target.userinfo
             and not self.params
             and not any(self.event_hooks.values())
             and not self.cookies.jar
         ):
-            netloc = target.netloc
-            origin = (target.scheme, netloc)
-            if origin not in self._redirecting:
-                merged = httpx.Headers(self.headers)
-                merged.update(headers)
-                lines = merged.raw
-                if not any(name.lower() == b"host" for name, _ in lines):
-                    lines.insert(0, (b"Host", netloc))  # first, as httpx.Request puts it
-                response = await self._send_plain(transport, target, lines, timeout.as_dict())
-                if not (self.follow_redirects and response.has_redirect_location):
-                    return response
-                await response.aclose()
-                self._redirecting.add(origin)
+            merged = httpx.Headers(self.headers)
+            merged.update(headers)
+            lines = merged.raw
+            if not any(name.lower() == b"host" for name, _ in lines):
+                lines.insert(0, (b"Host", target.netloc))  # first, as httpx.Request puts it
+            response = await self._send_plain(transport, target, lines, timeout.as_dict())
+            if response.has_redirect_location:
+                return await self._redirected(response)
+            return response
         request = self.build_request(
             method, target, headers=headers, content=content, timeout=timeout
         )
         return await self.send(
             request, stream=True, auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth
+        )
+
+    async def _redirected(self, response: httpx.Response) -> httpx.Response:
+        """What ``_send_handling_redirects`` does with a redirect answer: follow it (with
+        httpx's rules: method, headers, cookies, max_redirects), or say where it leads."""
+        try:
+            next_request = self._build_redirect_request(response.request, response)
+            if not self.follow_redirects:
+                response.next_request = next_request
+                return response
+            await response.aread()
+        except BaseException:
+            await response.aclose()
+            raise
+        return await self._send_handling_redirects(
+            next_request, follow_redirects=True, history=[response]
         )
 
     async def _send_plain(
@@ -221,6 +244,7 @@ class Client(httpx.AsyncClient):
         except httpx.RequestError as exc:
             exc.request = httpx.Request("GET", url, headers=lines)  # as request_context does
             raise
+        response.default_encoding = getattr(self, "_default_encoding", "utf-8")
         if any(name.lower() == b"set-cookie" for name, _ in response.head_lines):
             self.cookies.extract_cookies(response)
         if _logger.isEnabledFor(logging.INFO):

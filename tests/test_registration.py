@@ -642,3 +642,52 @@ def test_a_refused_fetch_then_close_stops_the_engine_it_started(tmp_path):
     assert not engine_thread.is_alive()
     with pytest.raises(sqlite3.ProgrammingError):  # closed, not left open by the engine
         mgr._store._db.execute("SELECT 1")
+
+
+def test_close_while_fetch_starts_the_engine_leaves_no_engine_running(tmp_path):
+    """fetch() in one thread is held just before _begin_start() takes the lock; close()
+    runs meanwhile; then fetch() goes on: it must not start an engine after close()
+    (review of session 4: it did, with an open database and a heartbeat)."""
+    import inspect
+    import sys
+
+    from ipybgfetch import BackgroundFetchManager
+
+    mgr = BackgroundFetchManager(home=tmp_path / "h")
+    lines, first = inspect.getsourcelines(BackgroundFetchManager._begin_start)
+    lock_line = first + next(i for i, text in enumerate(lines) if "with self._lock" in text)
+    at_lock, go = threading.Event(), threading.Event()
+
+    def tracer(frame, event, arg):  # pauses the fetch() thread at that line, nothing else
+        if frame.f_code is not BackgroundFetchManager._begin_start.__code__:
+            return None
+
+        def line(f, ev, a):
+            if ev == "line" and f.f_lineno == lock_line:
+                at_lock.set()
+                go.wait(10)
+            return line
+
+        return line
+
+    outcome: list[BaseException] = []
+
+    def fetch_in_thread() -> None:
+        sys.settrace(tracer)
+        try:
+            mgr.fetch("x", "http://127.0.0.1:9/a.bin", dest=tmp_path / "out")
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            sys.settrace(None)
+
+    thread = threading.Thread(target=fetch_in_thread)
+    thread.start()
+    assert at_lock.wait(10)
+    mgr.close()
+    go.set()
+    thread.join(10)
+    assert outcome and isinstance(outcome[0], InvalidStateError)
+    time.sleep(0.2)
+    assert mgr._engine._thread is None, "an engine was started after close()"
+    assert mgr._store is None

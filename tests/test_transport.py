@@ -200,6 +200,10 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         status, body = 200, f"{self.path}|{self.headers.get('Cookie', '-')}".encode()
         if self.path.startswith("/redirect"):
             status, extra = 302, [("Location", "/final")]
+        elif self.path.startswith("/dl?token="):  # a one-time link that sets a session
+            used = sum(p == self.path for p, _ in type(self).seen) > 1
+            status, body = (410, b"used") if used else (302, b"")
+            extra = [] if used else [("Location", "/file.bin"), ("Set-Cookie", "sid=xyz")]
         elif self.path.startswith("/login"):
             extra = [("Set-Cookie", "session=abc123; Path=/")]
         self.send_response(status)
@@ -278,14 +282,13 @@ def test_a_plain_get_sends_the_same_request_httpx_would(recorder):
 def test_redirects_cookies_auth_and_hooks_keep_httpxs_rules(recorder):
     paths = ["/redirect", "/redirect", "/plain", "/login", "/after", "/auth"]
     bodies, sends = _open_all(recorder, paths)
-    assert bodies[:2] == ["/final|-", "/final|-"]  # followed
-    # the first redirect was put aside and sent again through httpx; the second request
-    # to that origin went to httpx at once: 3 hits of /redirect, not 4
-    assert [p for p, _ in _Recorder.seen].count("/redirect") == 3
+    assert bodies[:2] == ["/final|-", "/final|-"]  # followed by httpx's redirect loop
+    seen = [p for p, _ in _Recorder.seen]
+    assert seen[:4] == ["/redirect", "/final", "/redirect", "/final"]  # each sent once
     assert bodies[3] == "/login|-" and bodies[4] == "/after|session=abc123"  # the jar
     auth_headers = dict(_Recorder.seen[-1][1])
     assert auth_headers.get("Authorization", "").startswith("Basic ")
-    assert sends == 6  # after the redirect, every request of this origin went through send
+    assert sends == 2  # the jar holds a cookie after /login: /after and /auth use send()
 
     hooked: list[str] = []
 
@@ -294,6 +297,44 @@ def test_redirects_cookies_auth_and_hooks_keep_httpxs_rules(recorder):
 
     bodies, sends = _open_all(recorder, ["/one"], event_hooks={"request": [hook]})
     assert bodies == ["/one|-"] and sends == 1 and hooked == ["/one"]
+
+
+def test_a_one_time_redirect_is_followed_not_sent_again(recorder):
+    """A download link that works once (a token, redirected to a signed URL, setting a
+    session cookie): the shortcut must not send it twice (review of session 4)."""
+    bodies, _ = _open_all(recorder, ["/dl?token=t1"])
+    assert bodies == ["/file.bin|sid=xyz"]
+    assert [(p, dict(h).get("Cookie")) for p, h in _Recorder.seen] == [
+        ("/dl?token=t1", None),
+        ("/file.bin", "sid=xyz"),
+    ]
+
+
+def test_without_follow_redirects_the_redirect_comes_back_with_next_request(recorder):
+    """As httpx's send() returns them: next_request, the client's default_encoding, an
+    elapsed time once read, and raise_for_status() raising HTTPStatusError."""
+
+    async def main() -> None:
+        async with make_client({"follow_redirects": False, "default_encoding": "latin-1"}) as c:
+
+            async def get(path: str) -> httpx.Response:
+                resp = await c.open(
+                    "GET", recorder + path, headers=httpx.Headers(), timeout=httpx.Timeout(5)
+                )
+                await resp.aread()
+                return resp
+
+            redirect = await get("/redirect")
+            assert redirect.status_code == 302 and redirect.default_encoding == "latin-1"
+            assert str(redirect.next_request.url) == recorder + "/final"
+            assert redirect.elapsed.total_seconds() > 0
+            await get("/dl?token=t9")  # the 302
+            gone = await get("/dl?token=t9")  # used: 410
+            assert gone.status_code == 410
+            with pytest.raises(httpx.HTTPStatusError):
+                gone.raise_for_status()
+
+    asyncio.run(main())
 
 
 def test_a_plain_response_builds_its_request_only_when_asked(recorder):
@@ -320,3 +361,11 @@ def test_a_plain_response_builds_its_request_only_when_asked(recorder):
             assert str(failed.value.request.url) == "http://127.0.0.1:9/gone"
 
     asyncio.run(main())
+
+
+def test_credentials_in_the_url_go_through_httpxs_auth(recorder):
+    """httpx turns user:password@ into Basic auth; the shortcut must not drop them."""
+    with_credentials = recorder.replace("http://", "http://user:pw@")
+    bodies, sends = _open_all(with_credentials, ["/private"])
+    assert bodies == ["/private|-"] and sends == 1
+    assert dict(_Recorder.seen[-1][1])["Authorization"] == "Basic dXNlcjpwdw=="

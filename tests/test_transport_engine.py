@@ -689,8 +689,9 @@ def test_a_proxy_from_the_environment_is_used(tmp_path, script, monkeypatch):
     for name in list(os.environ):
         if name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("HTTP_PROXY", srv.url)
     with manager(tmp_path / "h", retries=0) as mgr:
+        mgr.registrations()  # the engine runs (as after %load_ext) before the proxy is set
+        monkeypatch.setenv("HTTP_PROXY", srv.url)
         reg = mgr.fetch("proxied", "http://files.example.invalid/data.bin").wait(20)
     record = reg.match_all()[0]
     assert reg.result == "success", record.error
