@@ -32,6 +32,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,7 +75,7 @@ class _Job:
         self._done.release()
         waiter = self._waiter  # set after _loop: seeing it means _loop is set too
         if waiter is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(_wake, waiter)
+            _waker(self._loop).wake(waiter)
 
     @property
     def finished(self) -> bool:
@@ -100,6 +101,49 @@ class _Job:
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+class _Waker:
+    """Wakes futures of one event loop from the writer and fsync threads: one
+    ``call_soon_threadsafe`` (a write to the loop's self-pipe, a system call and so a GIL
+    hand-off) for all the wakes that pile up while the loop is busy."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._ready: list[asyncio.Future[None]] = []
+
+    def wake(self, waiter: asyncio.Future[None]) -> None:
+        with self._lock:
+            self._ready.append(waiter)
+            if len(self._ready) > 1:
+                return  # the loop has not drained the earlier ones yet: it will take this too
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    def _drain(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for waiter in ready:
+            _wake(waiter)
+
+
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waker] = (
+    weakref.WeakKeyDictionary()
+)
+_wakers_lock = threading.Lock()
+
+
+def _waker(loop: asyncio.AbstractEventLoop) -> _Waker:
+    waker = _wakers.get(loop)
+    if waker is None:
+        with _wakers_lock:
+            waker = _wakers.get(loop)
+            if waker is None:
+                waker = _wakers[loop] = _Waker(loop)
+    return waker
 
 
 class _Workers:

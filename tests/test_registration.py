@@ -691,3 +691,27 @@ def test_close_while_fetch_starts_the_engine_leaves_no_engine_running(tmp_path):
     time.sleep(0.2)
     assert mgr._engine._thread is None, "an engine was started after close()"
     assert mgr._store is None
+
+
+def test_many_changed_records_are_checkpointed_before_the_interval(tmp_path, server, monkeypatch):
+    """A registration of many small files writes its rows in batches of CHECKPOINT_ROWS as
+    it goes, not all after the last file (nor only once a CHECKPOINT_INTERVAL)."""
+    from ipybgfetch import BackgroundFetchManager, _registration
+
+    monkeypatch.setattr(_registration, "CHECKPOINT_INTERVAL", 100.0)  # never, by time
+    monkeypatch.setattr(_registration, "CHECKPOINT_ROWS", 5)
+    batches: list[int] = []
+    real = BackgroundFetchManager._store_records
+
+    def counting(self, reg, records):  # type: ignore[no-untyped-def]
+        batches.append(len(records))
+        return real(self, reg, records)
+
+    monkeypatch.setattr(BackgroundFetchManager, "_store_records", counting)
+    urls = [server.url(f"cp{i}.bin", 1000, delay=0.02) for i in range(40)]
+    with BackgroundFetchManager(home=tmp_path / "h", max_connections_per_host=1) as mgr:
+        reg = mgr.fetch("many", urls).wait(30)
+    assert reg.result == "success"
+    # ~0.8 s of downloads, a progress event every 0.125 s: several batches before the end
+    assert len(batches) >= 4, batches
+    assert batches[-1] < 40  # the last checkpoint holds only the last few records

@@ -21,6 +21,7 @@ environment proxies ignored, "refused" not said); they now guard the fixes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
@@ -760,3 +761,48 @@ def test_dns_tls_and_truncation_errors_say_what_happened(tmp_path, server):
     assert cut == "the body was truncated: the connection closed before it was complete"
     assert "timed out" in stall and "0.3 s" in stall, stall
     assert files_in(reg.dest) == []
+
+
+def test_writer_completions_that_pile_up_wake_the_loop_once():
+    """Jobs that finish while the event loop is busy are all woken by one
+    call_soon_threadsafe (a self-pipe write is a GIL hand-off); each awaiting coroutine
+    still resumes, with its own result or error."""
+    from ipybgfetch import _sink
+
+    async def main() -> tuple[list[str], int]:
+        loop = asyncio.get_running_loop()
+        scheduled = 0
+        real = loop.call_soon_threadsafe
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal scheduled
+            scheduled += 1
+            return real(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        gate = threading.Event()
+
+        def job(i: int) -> None:
+            gate.wait(10)
+            if i == 3:
+                raise OSError(errno.EIO, "job 3 failed")
+
+        jobs = [_sink._writer.submit(job, i) for i in range(8)]
+
+        async def wait_for(i: int) -> str:
+            try:
+                await jobs[i]
+            except OSError as exc:
+                return str(exc)
+            return "ok"
+
+        waits = [asyncio.ensure_future(wait_for(i)) for i in range(8)]
+        await asyncio.sleep(0)  # every awaiter is waiting on its job
+        gate.set()
+        time.sleep(0.3)  # the loop is busy while all eight jobs finish
+        results = await asyncio.gather(*waits)
+        return results, scheduled
+
+    results, scheduled = asyncio.run(main())
+    assert results == ["ok", "ok", "ok", "[Errno 5] job 3 failed", "ok", "ok", "ok", "ok"]
+    assert scheduled == 1
