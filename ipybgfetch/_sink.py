@@ -130,9 +130,7 @@ class _Waker:
             _wake(waiter)
 
 
-_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waker] = (
-    weakref.WeakKeyDictionary()
-)
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waker] = weakref.WeakKeyDictionary()
 _wakers_lock = threading.Lock()
 
 
