@@ -12,11 +12,13 @@ one go: a thread hop would cost more than the work.
 
 ``fsync`` is where a real disk spends its time with many small files (about 1 ms each on
 ext4 here, where tmpfs takes microseconds). Each folder's recent fsync time is tracked:
-where it is quick, the fsync runs where the body was written; where it is slow, it goes
-to a pool of :data:`FLUSH_THREADS` threads, so that fsyncs of many files run side by side
-(a journaling filesystem commits them together) and neither the loop nor the writer
-thread waits for the disk. 10,000 x 4 KiB into ext4 on this VM (fsync ~0.25 ms): 10.7 ->
-9.6 s (3 interleaved runs each); tmpfs folders keep the inline fsync.
+where it is slow, the fsync goes to a pool of :data:`FLUSH_THREADS` threads, so that
+fsyncs of many files run side by side (a journaling filesystem commits them together)
+and neither the loop nor the writer thread waits for the disk (10,000 x 4 KiB into ext4
+on this VM, fsync ~0.25 ms: 10.7 -> 9.6 s). Where it is quick (under :data:`FAST_FSYNC`),
+the loop runs it itself once the writes are done: every system call on the writer thread
+is a GIL hand-off with the loop, which costs more than a tmpfs fsync (case 2: 0.202 ->
+0.195 s, 6 interleaved rounds).
 
 Measured (docs/benchmarks.md, 1 GiB over loopback into tmpfs): 1.63 s -> 1.18 s at the
 same peak memory. The hand-off is a :class:`_Job` on a queue rather than an executor's
@@ -274,13 +276,17 @@ class PartFile:
             quick = fsync_is_quick(self._folder)
             if not self._submitted and self._size <= INLINE_LIMIT:
                 self._job(self._take(), fsync=quick)
+                fsync_here = False
             else:
-                self._inflight.append(_writer.submit(self._job, self._take(), quick))
+                self._inflight.append(_writer.submit(self._job, self._take(), False))
+                fsync_here = quick  # on the loop, after the writes (see the module doc)
             if not quick:  # behind the writes: the pool's job starts once they are done
                 self._inflight.append(_flushes.submit(self._flush_after, list(self._inflight)))
             while self._inflight:
                 await self._inflight[0]  # still listed: a cancel here leaves it to close()
                 self._inflight.popleft()
+            if fsync_here:
+                _timed_fsync(self._fd, self._folder)
         finally:
             self.close()
 
