@@ -34,14 +34,22 @@ import httpx
 
 from ._models import BAD_HEADER_NAME, BAD_HEADER_VALUE
 
-__all__ = ["Body", "ChunkedDecoder", "Http11Transport", "PlainResponse", "parse_head"]
+__all__ = [
+    "DEFAULT_PORTS",
+    "Body",
+    "ChunkedDecoder",
+    "Http11Transport",
+    "PlainResponse",
+    "parse_head",
+]
 
 T = TypeVar("T")
+R = TypeVar("R", bound=httpx.Response)
 
 MAX_HEAD = 64 * 1024  # bytes: a longer status line + headers is refused
 MAX_CHUNK_LINE = 8 * 1024  # bytes: a chunk-size line (with extensions) or a trailer line
 READ_HIGH = 8 * 1024 * 1024  # bytes of body not yet taken: stop reading (until taken)
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_BODY_STATUS = (204, 304)
 # `b"x" in some_bytes` first tries the operand as an int and formats a TypeError: ~10x a
 # regex search, and these run for every header of every response
@@ -704,7 +712,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
-        conn, (status, reason, headers, version) = await self._exchange(
+        conn, head = await self._exchange(
             url,
             request.method,
             request.headers.raw,
@@ -712,12 +720,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
             isinstance(request.stream, httpx.ByteStream),
             timeouts,
         )
-        return httpx.Response(
-            status,
-            headers=headers,
-            stream=Body(self, conn, timeouts.get("read")),
-            extensions={"http_version": b"HTTP/" + version, "reason_phrase": reason},
-        )
+        return self._response(httpx.Response, conn, head, timeouts)
 
     async def open_plain(
         self, url: httpx.URL, header_lines: list[tuple[bytes, bytes]], timeouts: dict[str, Any]
@@ -726,19 +729,28 @@ class Http11Transport(httpx.AsyncBaseTransport):
         they are (the caller puts ``Host`` first, as httpx does). The response builds its
         httpx.Request only if someone asks for it (cookies, a redirect, logging)."""
         started = time.perf_counter()
-        conn, (status, reason, headers, version) = await self._exchange(
-            url, "GET", header_lines, None, True, timeouts
-        )
-        response = PlainResponse(
+        conn, head = await self._exchange(url, "GET", header_lines, None, True, timeouts)
+        response = self._response(PlainResponse, conn, head, timeouts)
+        response.sent = (url, header_lines, timeouts)
+        response.head_lines = head[2]
+        response.started = started
+        return response
+
+    def _response(
+        self,
+        cls: type[R],
+        conn: _Connection,
+        head: tuple[int, bytes, list[tuple[bytes, bytes]], bytes],
+        timeouts: dict[str, Any],
+    ) -> R:
+        """The response to ``head``; its body streams from ``conn``."""
+        status, reason, headers, version = head
+        return cls(
             status,
             headers=headers,
             stream=Body(self, conn, timeouts.get("read")),
             extensions={"http_version": b"HTTP/" + version, "reason_phrase": reason},
         )
-        response.sent = (url, header_lines, timeouts)
-        response.head_lines = headers
-        response.started = started
-        return response
 
     async def _exchange(
         self,
@@ -754,11 +766,11 @@ class Http11Transport(httpx.AsyncBaseTransport):
         if self._closed:
             raise RuntimeError("the transport is closed")
         scheme = url.scheme
-        if scheme not in _DEFAULT_PORTS:
+        if scheme not in DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
         if not url.host:
             raise httpx.UnsupportedProtocol(f"no host in the URL {url}")
-        key = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
+        key = (scheme, url.host, url.port or DEFAULT_PORTS[scheme])
         target = url.raw_path
         expect_body = method != "HEAD"
         await self._acquire(timeouts.get("pool"))

@@ -205,7 +205,7 @@ class BackgroundFetchManager:
             and not building.cancelled()
             and building.exception() is None
         ):
-            self._http = building.result()  # built at startup, never used: closed below
+            self._http = building.result()  # built for a transfer that never ran: closed below
         try:
             if self._http is not None:
                 await self._http.aclose()

@@ -59,14 +59,14 @@ class _Job:
     the loop must wait for it. ``await job`` waits without blocking the loop; ``wait()``
     blocks (used when a transfer stops)."""
 
-    __slots__ = ("_args", "_done", "_fn", "_loop", "_waiter", "error")
+    __slots__ = ("_args", "_done", "_fn", "_waiter", "_waker", "error")
 
     def __init__(self, fn: Callable[..., None], *args: object) -> None:
         self._fn, self._args = fn, args
         self._done = threading.Lock()
         self._done.acquire()
         self.error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waker: _Waker | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def run(self) -> None:  # on the writer thread
@@ -75,9 +75,9 @@ class _Job:
         except BaseException as exc:
             self.error = exc
         self._done.release()
-        waiter = self._waiter  # set after _loop: seeing it means _loop is set too
-        if waiter is not None and self._loop is not None:
-            _waker(self._loop).wake(waiter)
+        waiter = self._waiter  # set after _waker: seeing it means _waker is set too
+        if waiter is not None and self._waker is not None:
+            self._waker.wake(waiter)
 
     @property
     def finished(self) -> bool:
@@ -92,7 +92,7 @@ class _Job:
     def __await__(self) -> Generator[Any, None, None]:
         if not self.finished:
             loop = asyncio.get_running_loop()
-            self._loop = loop
+            self._waker = _waker(loop)  # looked up here, on the loop: not on the writer
             self._waiter = waiter = loop.create_future()
             if not self.finished:  # else it ended in between: no callback may come
                 yield from waiter.__await__()

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from ._http11 import Http11Transport
+from ._http11 import DEFAULT_PORTS, Http11Transport
 
 __all__ = ["Client", "make_client", "make_transport", "parse_url"]
 
@@ -88,7 +88,6 @@ _IPV4 = re.compile(
     r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
     r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\Z"
 )
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _MAX_URL_LENGTH = 65536  # httpx's limit
 
 
@@ -106,7 +105,7 @@ def _plain_url(text: str) -> httpx.URL | None:
     if "." in path and any(s in (".", "..") for s in path.split("/")):
         return None  # dot segments: httpx removes them
     port = int(port_text) if port_text is not None else None
-    if port == _DEFAULT_PORTS[scheme]:
+    if port == DEFAULT_PORTS[scheme]:
         port = None
     url = httpx.URL.__new__(httpx.URL)
     url._uri_reference = _ParseResult(scheme, "", host, port, path, query, None)  # type: ignore[attr-defined]
@@ -121,10 +120,12 @@ def _check_plain_urls() -> bool:
             "https://h.io",
             "http://1.2.3.4:80/",
         ):
-            built = _plain_url(text)
-            if built is None or built != httpx.URL(text) or str(built) != str(httpx.URL(text)):
-                return False
-            if built.raw_path != httpx.URL(text).raw_path or built.port != httpx.URL(text).port:
+            built, parsed = _plain_url(text), httpx.URL(text)
+            if built is None or (str(built), built.raw_path, built.port) != (
+                str(parsed),
+                parsed.raw_path,
+                parsed.port,
+            ):
                 return False
     except Exception:
         return False

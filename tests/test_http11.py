@@ -886,20 +886,24 @@ def test_read_timeout_inside_the_body(raw):
         peer.read_to_eof()
 
     srv = raw(handler)
-
-    async def main() -> int:
-        received = 0
-        async with client() as c:
-            timeout = httpx.Timeout(3.0, read=0.3)
-            async with c.stream("GET", srv.url, timeout=timeout) as r:
-                with pytest.raises(httpx.ReadTimeout):
-                    async for chunk in r.aiter_raw():
-                        received += len(chunk)
-        return received
-
     start = time.monotonic()
-    assert run(main()) == 500
+    received, _ = run(_read_until_timeout(srv.url, read=0.3))
+    assert received == 500
     assert time.monotonic() - start < 2
+
+
+async def _read_until_timeout(url: str, read: float) -> tuple[int, float]:
+    """GET ``url`` and read its body until it times out (ReadTimeout is expected): the
+    bytes received, and the seconds from the last of them to the timeout."""
+    received, last = 0, time.monotonic()
+    async with client() as c:
+        timeout = httpx.Timeout(3.0, read=read)
+        async with c.stream("GET", url, timeout=timeout) as r:
+            with pytest.raises(httpx.ReadTimeout):
+                async for chunk in r.aiter_raw():
+                    received += len(chunk)
+                    last = time.monotonic()
+    return received, time.monotonic() - last
 
 
 def test_a_slow_but_steady_body_never_times_out_and_a_later_stall_does(raw):
@@ -917,19 +921,7 @@ def test_a_slow_but_steady_body_never_times_out_and_a_later_stall_does(raw):
         peer.read_to_eof()  # the last 100 bytes never come
 
     srv = raw(handler)
-
-    async def main() -> tuple[int, float]:
-        received = 0
-        async with client() as c:
-            timeout = httpx.Timeout(3.0, read=0.3)
-            async with c.stream("GET", srv.url, timeout=timeout) as r:
-                with pytest.raises(httpx.ReadTimeout):
-                    async for chunk in r.aiter_raw():
-                        received += len(chunk)
-                        last = time.monotonic()
-        return received, time.monotonic() - last
-
-    received, stalled_for = run(main())
+    received, stalled_for = run(_read_until_timeout(srv.url, read=0.3))
     assert received == 600  # every byte sent arrived: no timeout while they were coming
     assert 0.25 < stalled_for < 1.5
 
