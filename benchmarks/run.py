@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick             # smaller sizes, 1 rep (< 2 minutes)
     python benchmarks/run.py --cases 1,k --reps 5
     python benchmarks/run.py --variant 'aiohttp={"transport": "aiohttp"}'   # + an experiment
+    python benchmarks/run.py --cases 1,2,3 --baseline /tmp/old-checkout     # before/after
 
 Cases (issue 7):
   1   one 1 GiB file                    ipybgfetch vs curl -o, aria2c, pooch.retrieve
@@ -307,12 +308,19 @@ def run_tool(cmd: list[str], timeout: float = RUN_TIMEOUT) -> Run:
     )
 
 
-def run_worker(spec: dict[str, Any], timeout: float = RUN_TIMEOUT) -> Run:
-    """A Python client in a fresh process (``_worker.py``); it measures itself."""
+def run_worker(spec: dict[str, Any], timeout: float = RUN_TIMEOUT, tree: str | None = None) -> Run:
+    """A Python client in a fresh process (``_worker.py``); it measures itself.
+
+    ``tree``: import ipybgfetch from that checkout instead (``--baseline``: before/after
+    comparisons of two versions, interleaved in one run)."""
     cmd = [sys.executable, str(HERE / "_worker.py"), json.dumps(spec)]
+    env = None
+    if tree:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [tree, env.get("PYTHONPATH")]))
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         load = Load()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
         code, ru = _wait4_with_timeout(proc, timeout)
         foreign = load.foreign_cores(ru.ru_utime + ru.ru_stime)
         out.seek(0)
@@ -421,7 +429,9 @@ def aria2_parallel(job: Job, dest: Path, scratch: Path) -> Run:
     return run_tool(cmd)
 
 
-def worker_peer(peer: str, variant: dict[str, Any] | None = None) -> Callable[..., Run]:
+def worker_peer(
+    peer: str, variant: dict[str, Any] | None = None, tree: str | None = None
+) -> Callable[..., Run]:
     def run(job: Job, dest: Path, scratch: Path) -> Run:
         urls = _write_list(scratch / "urls.txt", job.urls)
         spec = {
@@ -432,12 +442,14 @@ def worker_peer(peer: str, variant: dict[str, Any] | None = None) -> Callable[..
             "conns": job.conns,
             "variant": variant or {},
         }
-        return run_worker(spec)
+        return run_worker(spec, tree=tree)
 
     return run
 
 
-def discover_peers(variants: dict[str, dict[str, Any]]) -> dict[str, Peer]:
+def discover_peers(
+    variants: dict[str, dict[str, Any]], baseline: str | None = None
+) -> dict[str, Peer]:
     peers: dict[str, Peer] = {}
     have_curl = shutil.which("curl") is not None
     have_aria = shutil.which("aria2c") is not None
@@ -457,9 +469,14 @@ def discover_peers(variants: dict[str, dict[str, Any]]) -> dict[str, Peer]:
     add("aria2c -x8", have_aria, no_aria, aria2_single(8), "tool")
     add("aria2c -j16", have_aria, no_aria, aria2_parallel, "tool")
     add("pooch", have_pooch, no_pooch, worker_peer("pooch"), "worker")
-    add("ipybgfetch", have_ipy, no_ipy, worker_peer("ipybgfetch"), "worker")
+    # this checkout, whatever the installed copy is
+    add("ipybgfetch", have_ipy, no_ipy, worker_peer("ipybgfetch", tree=str(REPO)), "worker")
     for label, variant in variants.items():
         add(f"ipybgfetch[{label}]", have_ipy, no_ipy, worker_peer("ipybgfetch", variant), "worker")
+    if baseline:
+        ok = (Path(baseline) / "ipybgfetch" / "__init__.py").is_file()
+        why = f"--baseline {baseline}: no ipybgfetch package there"
+        add("ipybgfetch@base", ok, why, worker_peer("ipybgfetch", tree=baseline), "worker")
     return peers
 
 
@@ -897,6 +914,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=JSON",
                     help="add ipybgfetch with an experiment variant (see _worker.py)")  # fmt: skip
     ap.add_argument(
+        "--baseline",
+        default=None,
+        metavar="TREE",
+        help="also run ipybgfetch imported from another checkout (peer 'ipybgfetch@base'), "
+        "interleaved with this one: before/after comparisons",
+    )
+    ap.add_argument(
         "--builtin-server",
         action="store_true",
         help="use the Python sendfile server even if nginx is installed",
@@ -912,7 +936,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown cases: {sorted(unknown)}")
     variants = parse_variants(args.variant)
-    peers = discover_peers(variants)
+    peers = discover_peers(variants, args.baseline)
     only = {p.strip() for p in args.peers.split(",") if p.strip()}
     default_json = "latest-quick.json" if args.quick else "latest.json"
     json_path = args.json or HERE / "results" / default_json
@@ -1005,11 +1029,16 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             for label in variants:
                 case.peers.append(f"ipybgfetch[{label}]")
+            if args.baseline and "ipybgfetch" in case.peers:
+                case.peers.append("ipybgfetch@base")
             if only:
                 case.peers = [
                     p
                     for p in case.peers
-                    if p in only or p == case.reference or p.startswith("ipybgfetch[")
+                    if p in only
+                    or p == case.reference
+                    or p.startswith("ipybgfetch[")
+                    or p == "ipybgfetch@base"
                 ]
             log(f"case {case.key}: {case.title}")
             run_case(case, peers, reps, work, results)
