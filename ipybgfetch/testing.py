@@ -76,7 +76,13 @@ Add ``tag=anything`` to get a fresh URL with fresh counters. ``srv.reset()`` cle
 ``no_length=1``            no Content-Length: the body is close-delimited
                            (``Connection: close``); ``no_length=chunked`` uses chunked
                            transfer coding instead.
-``delay=SECONDS``          wait before sending the headers.
+``delay=SECONDS``          wait before sending the headers (an added time to first byte).
+``signed=SECONDS``         a signed URL that expires: a request without ``expires=`` is
+                           redirected (302) to the same URL plus ``expires=<now+SECONDS>``;
+                           a request whose ``expires`` has passed gets a 403. Segments and
+                           resumes that keep the redirect's final URL see it expire, and
+                           must go back to the original URL for a fresh one.
+``expires=UNIX_TIME``      set by ``signed`` (see above).
 ``redirect=N``             a chain of N 302 hops (each to the same URL with ``redirect=N-1``)
                            before the file is served.
 ``gzip=1``                 ``Content-Encoding: gzip`` of the full body (ranges ignored,
@@ -84,7 +90,14 @@ Add ``tag=anything`` to get a fresh URL with fresh counters. ``srv.reset()`` cle
 ``echo=1``                 treat this path as the echo endpoint.
 ``tag=ANY``                ignored by the server; makes a distinct URL.
 
-Order of evaluation: ``delay``, ``redirect``, ``status``, then the file (or echo) with
+Server-wide faults (``DataServer(rate_limit=..., latency=...)``, or ``--rate-limit`` and
+``--latency`` on the command line) apply to every response whose URL does not set its own:
+``rate_limit`` paces each response body like ``throttle`` (one response at a time per
+connection: a per-connection cap, as nginx's ``limit_rate``), ``latency`` waits before each
+response's headers like ``delay``. They make a capped CDN or a far-away server out of
+loopback for any client (curl, aria2c, ...), without query parameters.
+
+Order of evaluation: ``delay``, ``redirect``, ``signed``, ``status``, then the file (or echo) with
 ``gzip``, ranges, and the body faults. A malformed fault value gives a 400.
 
 Request log
@@ -269,6 +282,8 @@ FAULT_PARAMS: Final = frozenset(
         "no_length",
         "delay",
         "redirect",
+        "signed",
+        "expires",
         "gzip",
         "echo",
         "tag",
@@ -299,6 +314,8 @@ class _Faults:
     no_length: str | None = None  # None | "close" | "chunked"
     delay: float = 0.0
     redirect: int = 0
+    signed: float | None = None
+    expires: float | None = None
     gzip: bool = False
     echo: bool = False
 
@@ -363,6 +380,8 @@ class _Faults:
             raise ValueError(f"no_length={query['no_length']!r}: expected 1, close or chunked")
         f.delay = ufloat("delay") or 0.0
         f.redirect = uint("redirect") or 0
+        f.signed = ufloat("signed")
+        f.expires = ufloat("expires")
         f.gzip = flag("gzip")
         f.echo = flag("echo")
         return f
@@ -647,7 +666,7 @@ class _Handler(BaseHTTPRequestHandler):
         echo_hash: Any,
     ) -> None:
         owner = self.server.owner
-        self._sleep(f.delay)
+        self._sleep(f.delay or owner.latency)
 
         if f.redirect > 0:
             nq = dict(query)
@@ -658,6 +677,16 @@ class _Handler(BaseHTTPRequestHandler):
             location = owner.base_url + path + ("?" + urlencode(nq, quote_via=quote) if nq else "")
             self._send_simple(record, 302, f"redirect to {location}\n", [("Location", location)])
             return
+
+        if f.signed is not None:
+            if f.expires is None:
+                nq = {**query, "expires": f"{time.time() + f.signed:.3f}"}
+                location = owner.base_url + path + "?" + urlencode(nq, quote_via=quote)
+                self._send_simple(record, 302, f"signed: {location}\n", [("Location", location)])
+                return
+            if time.time() > f.expires:
+                self._send_simple(record, 403, "403 Forbidden: the signature has expired\n")
+                return
 
         retry_after = self._retry_after(f)
         if f.status is not None:
@@ -751,7 +780,7 @@ class _Handler(BaseHTTPRequestHandler):
         if f.stall > 0 and (f.stall_times is None or count <= f.stall_times):
             stall_at = f.stall_after
 
-        plain = limit is None and stall_at is None and f.throttle is None
+        plain = limit is None and stall_at is None and not (f.throttle or owner.rate_limit)
         if plain and framing == "length" and length <= _SMALL_BODY:
             body = b"".join(res.chunks(start, end))
             record.bytes_sent += len(body)
@@ -760,9 +789,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         self.connection.sendall(head)
-        self._send_body(
-            record, res.chunks(start, end), framing, limit, stall_at, f.stall, f.throttle
-        )
+        throttle = f.throttle or owner.rate_limit
+        self._send_body(record, res.chunks(start, end), framing, limit, stall_at, f.stall, throttle)
         if limit is not None:
             # A dropped or short body: close without finishing (FIN after the bytes sent).
             self.close_connection = True
@@ -909,11 +937,28 @@ class DataServer:
     Use it as a context manager (``with DataServer() as srv:``) or call ``start()`` and
     ``stop()``. It binds ``host`` (127.0.0.1) on ``port`` (0: a random free port) and serves
     from a daemon thread, one thread per connection, with keep-alive.
+
+    ``rate_limit`` (bytes per second) caps the rate of each response body, and so of each
+    connection (a CDN or hub that caps connections); ``latency`` (seconds) is added before each
+    response's headers (time to first byte). Both apply to every URL that does not set
+    ``throttle=`` / ``delay=`` itself, and can be changed while the server runs.
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, *, request_queue_size: int = 128
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        request_queue_size: int = 128,
+        rate_limit: float | None = None,
+        latency: float = 0.0,
     ) -> None:
+        if rate_limit is not None and not 0 < rate_limit < float("inf"):
+            raise ValueError(f"rate_limit must be bytes per second > 0, got {rate_limit!r}")
+        if not 0 <= latency < float("inf"):
+            raise ValueError(f"latency must be a number of seconds >= 0, got {latency!r}")
+        self.rate_limit = rate_limit
+        self.latency = latency
         self._host = host
         self._requested_port = port
         self._queue = request_queue_size
@@ -1165,15 +1210,30 @@ def _log_key(url_or_path: str) -> tuple[str, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ipybgfetch.testing [--host H] [--port P]``: serve until Ctrl-C."""
+    """``python -m ipybgfetch.testing [--host H] [--port P] [--rate-limit B] [--latency S]``."""
     parser = argparse.ArgumentParser(
         prog="python -m ipybgfetch.testing",
         description="Serve generated files with fault injection on loopback until Ctrl-C.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (0: a random free port)")
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="BYTES_PER_SEC",
+        help="cap every response body at this rate (per connection, like nginx limit_rate)",
+    )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long before every response's headers (added time to first byte)",
+    )
     args = parser.parse_args(argv)
-    srv = DataServer(args.host, args.port).start()
+    srv = DataServer(args.host, args.port, rate_limit=args.rate_limit, latency=args.latency)
+    srv.start()
     print(srv.base_url, flush=True)
     print(f"  e.g. {srv.url('example.bin', 100 * 2**20, drop_after=2**20)}", flush=True)
     print("  Ctrl-C to stop", flush=True)

@@ -270,6 +270,62 @@ def test_delay(srv: DataServer, client: httpx.Client) -> None:
     assert time.perf_counter() - t >= 0.25
 
 
+def test_server_wide_rate_limit_caps_each_connection() -> None:
+    """rate_limit paces every response (a per-connection cap): two connections at once
+    each take the full time, so together they move twice the cap."""
+    name, size = fresh(), 200_000
+    with DataServer(rate_limit=400_000) as capped, httpx.Client(timeout=10) as c:
+        t = time.perf_counter()
+        assert c.get(capped.url(name, size)).content == DataServer.content(name, size)
+        one = time.perf_counter() - t
+        assert 0.35 < one < 3  # 200 kB at 400 kB/s: about 0.5 s
+
+        def get(tag: str) -> bytes:
+            with httpx.Client(timeout=10) as own:
+                return own.get(capped.url(name, size, tag=tag)).content
+
+        t = time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:
+            bodies = list(pool.map(get, ["a", "b"]))
+        two = time.perf_counter() - t
+        assert bodies == [DataServer.content(name, size)] * 2
+        assert 0.35 < two < 1.6 * one  # side by side, not one after the other
+        # a URL's own throttle wins over the server-wide cap
+        t = time.perf_counter()
+        c.get(capped.url(name, size, throttle=4_000_000, tag="fast"))
+        assert time.perf_counter() - t < one
+
+
+def test_server_wide_latency_delays_every_response() -> None:
+    with DataServer(latency=0.2) as slow, httpx.Client(timeout=10) as c:
+        for _ in range(2):  # each response, also on a kept-alive connection
+            t = time.perf_counter()
+            assert c.get(slow.url(fresh(), 10)).status_code == 200
+            assert time.perf_counter() - t >= 0.18
+        slow.latency = 0.0
+        t = time.perf_counter()
+        assert c.get(slow.url(fresh(), 10)).status_code == 200
+        assert time.perf_counter() - t < 0.18
+    with pytest.raises(ValueError, match="rate_limit"):
+        DataServer(rate_limit=0)
+    with pytest.raises(ValueError, match="latency"):
+        DataServer(latency=-1)
+
+
+def test_signed_url_redirects_then_expires(srv: DataServer, client: httpx.Client) -> None:
+    name = fresh()
+    url = srv.url(name, 1000, signed=0.3)
+    r = client.get(url, follow_redirects=True)
+    assert r.status_code == 200 and r.content == DataServer.content(name, 1000)
+    assert len(r.history) == 1 and "expires=" in str(r.url)
+    signed = str(r.url)
+    assert client.get(signed).status_code == 200  # still valid
+    time.sleep(0.35)
+    assert client.get(signed).status_code == 403  # expired
+    r = client.get(url, follow_redirects=True)  # the original URL: a fresh signature
+    assert r.status_code == 200 and str(r.url) != signed
+
+
 def test_header_values_cannot_inject(srv: DataServer, client: httpx.Client) -> None:
     r = client.get(srv.url(fresh(), 10, disposition_raw="attachment\r\nX-Injected: 1"))
     assert "x-injected" not in r.headers
