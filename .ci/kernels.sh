@@ -51,7 +51,7 @@ case "$version" in
     6.*) ;;
     *) echo "kernels.sh: expected ipykernel 6 in $VENV, got $version" >&2; exit 1 ;;
 esac
-"$VENV/bin/python" -c 'import ipybgfetch._magic' || {
+"$VENV/bin/python" -c 'import ipybgfetch._jupyter.magic' || {
     echo "kernels.sh: ipybgfetch is not importable from $VENV" >&2; exit 1; }
 "$VENV/bin/python" -m ipykernel install --user --name "$NAME" \
     --display-name "Python 3 (ipykernel $version, ipybgfetch tests)" >/dev/null

@@ -95,7 +95,7 @@ def _apply_patches(variant: dict[str, Any]) -> None:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if variant.get("no_hash"):
-        from ipybgfetch import _transfer
+        from ipybgfetch._engine import transfer as _transfer
 
         _transfer._Hashes.update = lambda self, chunk: None  # type: ignore[method-assign]
     if variant.get("offload"):
@@ -110,7 +110,7 @@ def _apply_patches(variant: dict[str, Any]) -> None:
         R._reserve_name = lambda self, name: self._manager._names.reserve(self._dest, name)  # type: ignore[method-assign]
     if variant.get("no_lease_check"):
         # _check_lease() runs a SELECT before each request and before each rename
-        from ipybgfetch import _transfer
+        from ipybgfetch._engine import transfer as _transfer
 
         _transfer._check_lease = lambda reg: None
     if variant.get("lazy_checkpoint"):

@@ -12,7 +12,8 @@ In a notebook: ``%load_ext ipybgfetch`` then ``%bgfetch my-data URL...``.
 
 from typing import Any as _Any
 
-from ._archive import UnsafeArchiveError
+from ._data.archive import UnsafeArchiveError
+from ._engine.retry import RetryPolicy
 from ._events import BackgroundFetchEvent, BackgroundFetchUpdateUIEvent
 from ._exceptions import (
     AbortError,
@@ -27,20 +28,19 @@ from ._models import Request, Response
 from ._records import BackgroundFetchRecord, RecordList
 from ._registration import BackgroundFetchRegistration
 from ._registry import Registry
-from ._retry import RetryPolicy
 
 __version__ = "0.1.0"
 
 
 def load_ipython_extension(ipython: _Any) -> None:
     """``%load_ext ipybgfetch``: register the ``%bgfetch`` / ``%%bgfetch`` magics."""
-    from ._magic import load_ipython_extension as load
+    from ._jupyter.magic import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: _Any) -> None:
-    from ._magic import unload_ipython_extension as unload
+    from ._jupyter.magic import unload_ipython_extension as unload
 
     unload(ipython)
 

@@ -22,23 +22,9 @@ from typing import Any
 import httpx
 
 from ._disk import free_space, nearest_existing
-from ._engine import Engine
-from ._events import (
-    MANAGER_EVENTS,
-    BackgroundFetchEvent,
-    BackgroundFetchUpdateUIEvent,
-    CallbackThread,
-    ListenerSet,
-)
-from ._exceptions import FetchError, InvalidStateError, QuotaExceededError
-from ._models import Request, checked_headers
-from ._names import NameReservations, safe_filename
-from ._output import output_to
-from ._records import RecordData
-from ._registration import BackgroundFetchRegistration, _check_icons
-from ._retry import RetryPolicy
-from ._sizes import format_size, parse_size
-from ._store import (
+from ._engine.loop import Engine
+from ._engine.retry import RetryPolicy
+from ._engine.store import (
     CREDENTIAL_HEADERS,
     IdInUse,
     Store,
@@ -47,7 +33,21 @@ from ._store import (
     lease_timeout,
     public_headers,
 )
-from ._transport import Client, make_client
+from ._events import (
+    MANAGER_EVENTS,
+    BackgroundFetchEvent,
+    BackgroundFetchUpdateUIEvent,
+    CallbackThread,
+    ListenerSet,
+)
+from ._exceptions import FetchError, InvalidStateError, QuotaExceededError
+from ._http.transport import Client, make_client
+from ._models import Request, checked_headers
+from ._names import NameReservations, safe_filename
+from ._output import output_to
+from ._records import RecordData
+from ._registration import BackgroundFetchRegistration, _check_icons
+from ._sizes import format_size, parse_size
 
 __all__ = ["BackgroundFetchManager", "default_home", "manager"]
 
@@ -393,7 +393,7 @@ class BackgroundFetchManager:
         self._listeners.remove(type, handler)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from ._widget import manager_mimebundle
+        from ._jupyter.widget import manager_mimebundle
 
         return manager_mimebundle(self, include=include, exclude=exclude)
 
@@ -632,7 +632,7 @@ class BackgroundFetchManager:
         assert self._store is not None
         mine = [r._key for r in self._registrations.values() if not r.settled and not r._read_only]
         if mine:
-            from ._restore import lose_lease
+            from ._engine.restore import lose_lease
 
             for key in self._store.heartbeat(mine):  # taken over while we were stalled
                 lose_lease(self, key)
@@ -642,7 +642,7 @@ class BackgroundFetchManager:
 
     def _restore(self) -> None:
         """Load registrations from the database: earlier kernels' and other processes'."""
-        from ._restore import restore_into
+        from ._engine.restore import restore_into
 
         self._last_scan = time.time()
         restore_into(self)

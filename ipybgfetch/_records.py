@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import httpx
 
-from ._archive import DEFAULT_MAX_RATIO, DEFAULT_MAX_SIZE
+from ._data.archive import DEFAULT_MAX_RATIO, DEFAULT_MAX_SIZE
 from ._exceptions import AbortError, FetchError, InvalidStateError
 from ._models import Request, Response
 
@@ -323,7 +323,7 @@ class BackgroundFetchRecord(Mapping[str, Any]):
 
     def to_pandas(self, **kwargs: Any) -> pandas.DataFrame:
         """Read the body as a DataFrame (by Content-Type, then extension; compressed too)."""
-        from ._frames import read_pandas
+        from ._data.frames import read_pandas
 
         response = self.response
         return read_pandas(
@@ -334,7 +334,7 @@ class BackgroundFetchRecord(Mapping[str, Any]):
         )
 
     def to_polars(self, **kwargs: Any) -> polars.DataFrame:
-        from ._frames import read_polars
+        from ._data.frames import read_polars
 
         response = self.response
         return read_polars(
@@ -354,9 +354,9 @@ class BackgroundFetchRecord(Mapping[str, Any]):
         """Safely extract a zip/tar body into ``to`` (default: a folder next to the file).
 
         ``max_size`` / ``max_ratio`` limit the expansion (zip bombs): see
-        :func:`ipybgfetch._archive.extract`.
+        :func:`ipybgfetch._data.archive.extract`.
         """
-        from ._archive import extract
+        from ._data.archive import extract
 
         path = self._body_path()
         target = Path(to) if to is not None else path.with_name(path.name + ".d")
@@ -394,7 +394,7 @@ class RecordList(list[BackgroundFetchRecord]):
         """One row per record; with ``concat=True``, the bodies read and concatenated."""
         if concat:
             return self.read_pandas(**kwargs)
-        from ._frames import require_pandas
+        from ._data.frames import require_pandas
 
         pd = require_pandas()
         table = pd.DataFrame(self.rows(), columns=list(ROW_COLUMNS))
@@ -404,7 +404,7 @@ class RecordList(list[BackgroundFetchRecord]):
     def to_polars(self, concat: bool = False, **kwargs: Any) -> polars.DataFrame:
         if concat:
             return self.read_polars(**kwargs)
-        from ._frames import require_polars
+        from ._data.frames import require_polars
 
         pl = require_polars()
         return pl.DataFrame(self.rows(), schema=_polars_schema(pl))
@@ -416,12 +416,12 @@ class RecordList(list[BackgroundFetchRecord]):
 
     def read_pandas(self, source_column: str = "source_url", **kwargs: Any) -> pandas.DataFrame:
         """Read every body and concatenate them, adding the source URL as a column."""
-        from ._frames import concat_pandas
+        from ._data.frames import concat_pandas
 
         return concat_pandas(list(self._bodies()), source_column=source_column, **kwargs)
 
     def read_polars(self, source_column: str = "source_url", **kwargs: Any) -> polars.DataFrame:
-        from ._frames import concat_polars
+        from ._data.frames import concat_polars
 
         return concat_polars(list(self._bodies()), source_column=source_column, **kwargs)
 

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ._disk import fsync_dir
+from ._engine.retry import RetryPolicy
+from ._engine.transfer import RegistrationStopped, run_record
 from ._events import BackgroundFetchEvent, ListenerSet
 from ._exceptions import FetchError, InvalidStateError, NeedsCredentialsError
 from ._models import Request
@@ -31,8 +33,6 @@ from ._records import (
     query_request,
     request_matches,
 )
-from ._retry import RetryPolicy
-from ._transfer import RegistrationStopped, run_record
 
 if TYPE_CHECKING:
     from ._manager import BackgroundFetchManager
@@ -372,7 +372,7 @@ class BackgroundFetchRegistration:
         return max(0.0, (b1 - b0) / (t1 - t0)) if t1 > t0 else 0.0
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from ._widget import registration_mimebundle
+        from ._jupyter.widget import registration_mimebundle
 
         return registration_mimebundle(self, include=include, exclude=exclude)
 

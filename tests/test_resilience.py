@@ -339,7 +339,7 @@ def test_manager_wide_policy_applies_to_every_fetch(srv, tmp_path):
 
 
 def test_backoff_grows_with_jitter_and_retry_after_parses():
-    from ipybgfetch._retry import parse_retry_after
+    from ipybgfetch._engine.retry import parse_retry_after
 
     policy = RetryPolicy(backoff=1.0, max_backoff=8.0)
     for failures, (low, high) in {1: (0.5, 1), 2: (1, 2), 3: (2, 4), 4: (4, 8), 9: (4, 8)}.items():

@@ -310,7 +310,7 @@ def test_orphan_taken_over_by_exactly_one_of_two_new_processes(srv, tmp_path, wo
     url = srv.url("orphan.bin", size, throttle=2 * MiB)
     first = workers({"home": str(home), "fetches": [{"id": "o", "urls": [url]}]})
     first.wait_for_registration("o", lambda r: r["downloaded"] > 200 * KiB, 20)
-    # received bytes reach the .part within ipybgfetch._sink.MAX_DELAY
+    # received bytes reach the .part within ipybgfetch._engine.sink.MAX_DELAY
     wait_until(lambda: part_size(home, "o", "orphan.bin") > 100 * KiB, 10, "bytes on disk")
     first.kill()
     b = workers({"home": str(home), "exit_when_done": True})

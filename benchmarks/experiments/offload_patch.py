@@ -1,7 +1,7 @@
 """Experiment: write + sha256 of body chunks on a writer thread, in batches, *inside the
 product path*, without editing the package (the ``offload`` variant of ``_worker.py``).
 
-How: ``ipybgfetch._transfer`` opens the ``.part`` file with ``open(...)`` and, for every
+How: ``ipybgfetch._engine.transfer`` opens the ``.part`` file with ``open(...)`` and, for every
 chunk, calls ``f.write(chunk)`` then ``hashes.update(chunk)`` with no ``await`` between
 them. This module shadows ``open`` in that module with :class:`BatchedFile`, whose
 ``write`` only collects the chunk, and replaces ``_Hashes.update`` with a version that,
@@ -105,7 +105,7 @@ _real_update: Any = None
 
 def install() -> None:
     global _real_update
-    from ipybgfetch import _transfer
+    from ipybgfetch._engine import transfer as _transfer
 
     if _real_update is not None:
         return

@@ -35,7 +35,7 @@ import ipybgfetch  # noqa: E402
 
 assert ipybgfetch.__file__ and ipybgfetch.__file__.startswith(TREE), ipybgfetch.__file__
 if os.environ.get("NOHASH"):
-    from ipybgfetch import _transfer
+    from ipybgfetch._engine import transfer as _transfer
 
     _transfer._Hashes.update = lambda self, chunk: None  # type: ignore[method-assign]
 

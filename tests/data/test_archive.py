@@ -1,4 +1,4 @@
-"""Tests for ipybgfetch._archive: safe extraction of zip and tar archives."""
+"""Tests for ipybgfetch._data.archive: safe extraction of zip and tar archives."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Literal
 
 import pytest
 
-from ipybgfetch import _archive
-from ipybgfetch._archive import (
+from ipybgfetch._data import archive as _archive
+from ipybgfetch._data.archive import (
     ARCHIVE_FORMATS,
     UnsafeArchiveError,
     detect_archive_format,

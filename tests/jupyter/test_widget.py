@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 import ipybgfetch
-from ipybgfetch import _widget
-from ipybgfetch._widget import (
+from ipybgfetch._jupyter import widget as _widget
+from ipybgfetch._jupyter.widget import (
     MAX_MANAGER_RECORDS,
     WIDGET_MIME,
     BackgroundFetchPanel,

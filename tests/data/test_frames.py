@@ -1,4 +1,4 @@
-"""Tests for ipybgfetch._frames: format detection and DataFrame readers, on local files."""
+"""Tests for ipybgfetch._data.frames: format detection and DataFrame readers, on local files."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from ipybgfetch import _frames
-from ipybgfetch._frames import (
+from ipybgfetch._data import frames as _frames
+from ipybgfetch._data.frames import (
     COMPRESSIONS,
     FORMATS,
     concat_pandas,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ipybgfetch import BackgroundFetchManager, RetryPolicy
-from ipybgfetch._http11 import Http11Transport
+from ipybgfetch._http.http11 import Http11Transport
 
 trustme = pytest.importorskip("trustme")
 

@@ -1,7 +1,7 @@
 """Which transport moves the bytes under the httpx client.
 
 httpx stays the interface (headers, ``auth``, redirects, cookies, timeouts, ``verify``);
-by default ipybgfetch's own HTTP/1.1 transport (:mod:`._http11`) moves the bytes, which
+by default ipybgfetch's own HTTP/1.1 transport (:mod:`.http11`) moves the bytes, which
 measured faster than both httpx's transport and aiohttp's here (docs/benchmarks.md).
 
 httpx's own transport is kept when the user asks for something the HTTP/1.1 transport
@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from ._http11 import DEFAULT_PORTS, Http11Transport
+from .http11 import DEFAULT_PORTS, Http11Transport
 
 __all__ = ["Client", "make_client", "make_transport", "parse_url"]
 

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ._models import BAD_HEADER_NAME, BAD_HEADER_VALUE
+from .._models import BAD_HEADER_NAME, BAD_HEADER_VALUE
 
 __all__ = [
     "DEFAULT_PORTS",

@@ -1,4 +1,4 @@
-"""ipybgfetch._http11 for real: the pure helpers (property tests) and Http11Transport under
+"""ipybgfetch._http.http11 for real: the pure helpers (property tests) and Http11Transport under
 an httpx.AsyncClient against loopback servers, no mocks.
 
 Exact wire scenarios use ``script_server_support.ScriptServer``: every accepted connection
@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from script_server_support import Peer, ScriptServer, raw_servers, replies, response
 
-from ipybgfetch._http11 import MAX_HEAD, READ_HIGH, ChunkedDecoder, Http11Transport, parse_head
+from ipybgfetch._http.http11 import MAX_HEAD, READ_HIGH, ChunkedDecoder, Http11Transport, parse_head
 from ipybgfetch.testing import DataServer
 
 # ---------------------------------------------------------------------------------------
@@ -1091,7 +1091,7 @@ def test_a_cancel_arriving_as_a_connect_completes_is_never_swallowed():
     """asyncio.wait_for (Python < 3.12) returns the result and drops the cancel when both
     land in one loop iteration: a paused download then ran on. _bounded re-raises the
     cancel and hands the unused result (a new connection) to its cleanup."""
-    from ipybgfetch._http11 import _bounded
+    from ipybgfetch._http.http11 import _bounded
 
     async def main() -> tuple[bool, list[str]]:
         loop = asyncio.get_running_loop()

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import anywidget
 import traitlets
 
-from ._sizes import format_size
+from .._sizes import format_size
 
 __all__ = [
     "MAX_MANAGER_PANELS",
@@ -47,7 +47,7 @@ __all__ = [
 
 log = logging.getLogger("ipybgfetch")
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parent.parent / "static"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 MIN_INTERVAL = 0.1  # seconds between two state messages of one panel: at most 10 per second

@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from ._disk import free_space, nearest_existing
-from ._exceptions import BackgroundFetchError, QuotaExceededError
-from ._frames import compression_from_magic
+from .._disk import free_space, nearest_existing
+from .._exceptions import BackgroundFetchError, QuotaExceededError
+from .frames import compression_from_magic
 
 __all__ = [
     "ARCHIVE_FORMATS",

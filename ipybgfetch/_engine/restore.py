@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from ._models import Request, Response
-from ._records import RecordData
-from ._registration import BackgroundFetchRegistration
+from .._models import Request, Response
+from .._records import RecordData
+from .._registration import BackgroundFetchRegistration
 
 if TYPE_CHECKING:
-    from ._manager import BackgroundFetchManager
+    from .._manager import BackgroundFetchManager
 
 __all__ = ["lose_lease", "restore_into"]
 

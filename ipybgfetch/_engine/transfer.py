@@ -23,16 +23,16 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from ._http11 import Body
-from ._integrity import sri_to_hashes, strongest_hashes
-from ._models import Response
-from ._names import filename_from_disposition, filename_from_url
-from ._retry import parse_retry_after
-from ._sink import PartFile
+from .._http.http11 import Body
+from .._integrity import sri_to_hashes, strongest_hashes
+from .._models import Response
+from .._names import filename_from_disposition, filename_from_url
+from .retry import parse_retry_after
+from .sink import PartFile
 
 if TYPE_CHECKING:
-    from ._records import RecordData
-    from ._registration import BackgroundFetchRegistration
+    from .._records import RecordData
+    from .._registration import BackgroundFetchRegistration
 
 __all__ = ["RegistrationStopped", "run_record"]
 
@@ -207,7 +207,7 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
             )
             return
         except _LeaseLost:
-            from ._restore import lose_lease
+            from .restore import lose_lease
 
             lose_lease(reg._manager, reg._key)
             return
@@ -362,7 +362,7 @@ def _settle_failure(
     try:
         _check_lease(reg)
     except _LeaseLost:
-        from ._restore import lose_lease
+        from .restore import lose_lease
 
         lose_lease(reg._manager, reg._key)  # the new owner decides this record's fate
         return

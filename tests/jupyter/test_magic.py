@@ -1,4 +1,4 @@
-"""Tests for ipybgfetch._magic: the %bgfetch / %%bgfetch magics.
+"""Tests for ipybgfetch._jupyter.magic: the %bgfetch / %%bgfetch magics.
 
 Three layers:
 1. the pure parsers (parse_line / parse_cell / parse_cell_body), no IPython shell;
@@ -24,8 +24,8 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import ipybgfetch
-from ipybgfetch import _magic
-from ipybgfetch._magic import (
+from ipybgfetch._jupyter import magic as _magic
+from ipybgfetch._jupyter.magic import (
     VERBS,
     BgFetchMagics,
     Command,
@@ -757,7 +757,7 @@ def test_plain_python_repr_and_no_kernel_routing(tmp_path: Path) -> None:
     ).format(str(tmp_path / "home"))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")])
+        filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")])
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipybgfetch import BackgroundFetchManager, Request, RetryPolicy
-from ipybgfetch._http11 import Http11Transport
-from ipybgfetch._transport import Client, _plain_url, make_client, make_transport, parse_url
+from ipybgfetch._http.http11 import Http11Transport
+from ipybgfetch._http.transport import Client, _plain_url, make_client, make_transport, parse_url
 from ipybgfetch.testing import DataServer
 
 FAST = RetryPolicy(retries=3, backoff=0.01, max_backoff=0.05, read_timeout=0.5)
@@ -79,7 +79,7 @@ def test_the_cookie_jar_still_keeps_cookies_across_requests():
     import http.server
     import threading
 
-    from ipybgfetch._transport import make_client
+    from ipybgfetch._http.transport import make_client
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -338,7 +338,7 @@ def test_without_follow_redirects_the_redirect_comes_back_with_next_request(reco
 
 
 def test_a_plain_response_builds_its_request_only_when_asked(recorder):
-    from ipybgfetch._http11 import PlainResponse
+    from ipybgfetch._http.http11 import PlainResponse
 
     async def main() -> None:
         async with make_client({"follow_redirects": True}) as client:

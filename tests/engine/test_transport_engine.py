@@ -158,7 +158,7 @@ class WriterBlocker:
         self._gate.wait(IO_TIMEOUT)
 
     def block(self) -> None:
-        from ipybgfetch import _sink
+        from ipybgfetch._engine import sink as _sink
 
         self._job = _sink._writer.submit(self._stuck)
         wait_until(self.started.is_set, what="the writer to be stuck")
@@ -580,7 +580,7 @@ def test_a_body_whose_tail_is_large_keeps_its_connection_until_written(tmp_path,
 def test_files_are_fsynced_where_the_folder_says_and_errors_still_fail_the_record(
     tmp_path, server, script, slow_disk, monkeypatch
 ):
-    from ipybgfetch import _sink
+    from ipybgfetch._engine import sink as _sink
 
     where: list[str] = []  # the thread of every fsync (the real one still runs)
     real_fsync = _sink._timed_fsync
@@ -769,7 +769,7 @@ def test_writer_completions_that_pile_up_wake_the_loop_once():
     """Jobs that finish while the event loop is busy are all woken by one
     call_soon_threadsafe (a self-pipe write is a GIL hand-off); each awaiting coroutine
     still resumes, with its own result or error."""
-    from ipybgfetch import _sink
+    from ipybgfetch._engine import sink as _sink
 
     async def main() -> tuple[list[str], int]:
         loop = asyncio.get_running_loop()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 
-from ._sizes import format_size, parse_size
+from .._sizes import format_size, parse_size
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -503,7 +503,7 @@ class RegistrationList(list):  # type: ignore[type-arg]
 def _api_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [ValueError]
     try:
-        from ._exceptions import BackgroundFetchError
+        from .._exceptions import BackgroundFetchError
     except ImportError:  # pragma: no cover
         pass
     else:
