@@ -234,6 +234,8 @@ class BackgroundFetchManager:
         headers: dict[str, str] | None = None,
         auth: Any = None,
         retries: RetryPolicy | int | None = None,
+        storage_options: dict[str, Any] | None = None,
+        cluster: Any = None,
     ) -> BackgroundFetchRegistration:
         """Start a background fetch and return its registration at once.
 
@@ -241,6 +243,12 @@ class BackgroundFetchManager:
         :class:`Registry`). ``download_total`` (bytes, or a size such as ``"2GB"``) caps
         the total download; 0 means no cap. ``headers`` and ``auth`` (any httpx auth)
         apply to every request; credentials are kept in memory only.
+
+        ``dest`` may be an fsspec URL (``"s3://bucket/prefix/"``, ``gs://``, ``memory://``,
+        ``file://``) with ``storage_options`` (kept in memory only): each body is staged and
+        verified under the home, then uploaded (``pip install "ipybgfetch[cloud]"``).
+        ``cluster`` (a ``dask.distributed.Client``) runs the records on its workers
+        (``pip install "ipybgfetch[cluster]"``).
         """
         if not isinstance(id, str):
             raise FetchError(f"id must be a str, got {type(id).__name__}: {id!r}")
@@ -255,6 +263,22 @@ class BackgroundFetchManager:
         total = _download_total(download_total)
         merged_headers = checked_headers(headers)
         policy = RetryPolicy.coerce(retries, self._policy)
+        remote = runner = None
+        key = uuid.uuid4().hex
+        if dest is not None and _is_remote(dest):
+            from ._engine.cloud import remote_dest
+
+            remote = remote_dest(dest, storage_options)  # type: ignore[arg-type]
+            dest = self.home / "staging" / key
+        elif storage_options is not None:
+            raise FetchError(
+                "storage_options applies to an object-storage dest (dest='s3://bucket/prefix/'"
+                ", 'gs://...', 'memory://...'); a local folder needs none"
+            )
+        if cluster is not None:
+            from ._cluster import ClusterRun
+
+            runner = ClusterRun.create(cluster, remote, dest)
         self._ensure_started()
         folder = self._destination(id, dest, create=False)
         with self._lock:
@@ -275,7 +299,7 @@ class BackgroundFetchManager:
             self._destination(id, dest, create=True)
             reg = BackgroundFetchRegistration(
                 self,
-                key=uuid.uuid4().hex,
+                key=key,
                 id=id,
                 requests=reqs,
                 title=title,
@@ -287,6 +311,12 @@ class BackgroundFetchManager:
                 policy=policy,
                 created=time.time(),
             )
+            if remote is not None:
+                from ._engine.cloud import assign_paths
+
+                reg._remote = remote
+                assign_paths(reg, remote)
+            reg._runner = runner
             self._engine.run(self._register(reg))
         return reg
 
@@ -528,6 +558,7 @@ class BackgroundFetchManager:
             )
         needs_credentials = (
             reg._auth is not None
+            or (reg._remote is not None and reg._remote.needs_credentials)
             or any(k.lower() in CREDENTIAL_HEADERS for k in reg._headers)
             or reg._requests_carry_credentials
         )
@@ -536,7 +567,7 @@ class BackgroundFetchManager:
             "id": reg._id,
             "title": reg._title,
             "icons": dumps(reg._icons),
-            "dest": str(reg._dest),
+            "dest": reg._remote.url if reg._remote is not None else str(reg._dest),
             "download_total": reg._download_total,
             "upload_total": reg._upload_total,
             "state": reg._state,
@@ -646,6 +677,14 @@ class BackgroundFetchManager:
 
         self._last_scan = time.time()
         restore_into(self)
+
+
+def _is_remote(dest: Any) -> bool:
+    """An fsspec URL (``s3://...``) rather than a folder (without importing fsspec)."""
+    if isinstance(dest, str):
+        scheme, sep, _ = dest.partition("://")
+        return bool(sep) and scheme.isidentifier()
+    return type(dest).__name__ == "RemoteDest"
 
 
 def _request_list(requests: Any) -> list[Any]:

@@ -235,7 +235,8 @@ class Response:
 
     @property
     def path(self) -> Path:
-        """Where the body is (or will be, once complete) on disk."""
+        """Where the body is (or will be, once complete) on disk; for an object-storage
+        dest, the object (an ``ObjectPath``: ``str()`` is its URL, ``open()`` reads it)."""
         if self._data.final_path is None:
             raise InvalidStateError("the response body has no file yet")
         return self._data.final_path
@@ -260,7 +261,10 @@ class Response:
     def open(self, mode: str = "rb", **kwargs: Any) -> IO[Any]:
         if any(c in mode for c in "wax+"):
             raise ValueError("response bodies are read-only; use mode 'rb' or 'r'")
-        return open(self._complete_path(), mode, **kwargs)
+        path = self._complete_path()
+        if not isinstance(path, Path):  # an object (ObjectPath): read through fsspec
+            return path.open(mode, **kwargs)
+        return open(path, mode, **kwargs)
 
     def read(self) -> bytes:
         return self._complete_path().read_bytes()

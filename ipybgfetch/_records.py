@@ -319,6 +319,8 @@ class BackgroundFetchRecord(Mapping[str, Any]):
                 f"{self._data.error or self.state}): its body is not your data. Read it with "
                 "record.response.text(), or skip failed records with records.successful()"
             )
+        if not isinstance(path, Path):  # an object: readers get a local copy of it
+            return path.local_copy()  # type: ignore[no-any-return]
         return path
 
     def to_pandas(self, **kwargs: Any) -> pandas.DataFrame:

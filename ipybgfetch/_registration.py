@@ -114,6 +114,8 @@ class BackgroundFetchRegistration:
         self._dirty: set[int] = set()
         self._output_target = output_target()  # the cell that started it gets its output
         self._samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=50)
+        self._remote: Any = None  # an object-storage dest (_cloud.RemoteDest), else None
+        self._runner: Any = None  # a cluster run (_cluster.ClusterRun), else local workers
 
     # -- the spec's attributes -----------------------------------------------------------
     @property
@@ -164,8 +166,9 @@ class BackgroundFetchRegistration:
         return self._state
 
     @property
-    def dest(self) -> Path:
-        return self._dest
+    def dest(self) -> Path | str:
+        """The destination folder, or the object-storage URL (``"s3://bucket/prefix/"``)."""
+        return self._remote.url if self._remote is not None else self._dest
 
     @property
     def settled(self) -> bool:
@@ -191,16 +194,27 @@ class BackgroundFetchRegistration:
         self._check_writable("pause")
         return self._manager._engine.run(self._pause())
 
-    def resume(self, *, headers: dict[str, str] | None = None, auth: Any = None) -> bool:
+    def resume(
+        self,
+        *,
+        headers: dict[str, str] | None = None,
+        auth: Any = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> bool:
         """Continue a paused (or needs-credentials) registration from the bytes on disk.
 
-        ``headers``/``auth`` supply credentials again for a registration restored from an
-        earlier kernel: they are never written to disk, so a new kernel must be told.
+        ``headers``/``auth`` (and ``storage_options`` for an object-storage dest) supply
+        credentials again for a registration restored from an earlier kernel: they are
+        never written to disk, so a new kernel must be told.
         """
         if self._settled_state.is_set():
             return False
         self._check_writable("resume")
-        return self._manager._engine.run(self._resume(headers, auth))
+        if storage_options is not None:
+            if self._remote is None:
+                raise FetchError("storage_options applies to an object-storage dest only")
+            self._remote.set_options(storage_options)
+        return self._manager._engine.run(self._resume(headers, auth, storage_options is not None))
 
     def _check_writable(self, what: str) -> None:
         if self._manager._closed:
@@ -357,7 +371,7 @@ class BackgroundFetchRegistration:
             "records_truncated": len(records) > len(shown),
             "started": self._created,
             "finished": self._finished,
-            "dest": str(self._dest),
+            "dest": str(self.dest),
         }
 
     def _speed(self) -> float:
@@ -400,8 +414,13 @@ class BackgroundFetchRegistration:
         if self._state in ("paused", "needs-credentials") or self.settled:
             return
         self._state = "active"
-        self._queue = collections.deque(d for d in self._records if not d.settled)
         engine = self._manager._engine
+        if self._runner is not None:  # a cluster runs the records; one task follows it
+            if not self._tasks:
+                self._tasks.add(engine.spawn(self._runner.follow(self), name=f"bgfetch:{self._id}"))
+            self._touch()
+            return
+        self._queue = collections.deque(d for d in self._records if not d.settled)
         wanted = min(len(self._queue), MAX_WORKERS) - len(self._tasks)
         for _ in range(max(0, wanted)):
             self._tasks.add(engine.spawn(self._worker(), name=f"bgfetch:{self._id}"))
@@ -525,14 +544,16 @@ class BackgroundFetchRegistration:
         self._touch()
         return True
 
-    async def _resume(self, headers: dict[str, str] | None, auth: Any) -> bool:
+    async def _resume(
+        self, headers: dict[str, str] | None, auth: Any, storage: bool = False
+    ) -> bool:
         if self.settled or self._stopping:
             return False
         if headers:
             self._headers.update(headers)
         if auth is not None:
             self._auth = auth
-        if self._state == "needs-credentials" and not (headers or auth is not None):
+        if self._state == "needs-credentials" and not (headers or auth is not None or storage):
             raise NeedsCredentialsError(
                 f"registration {self._id!r} was restored from an earlier kernel and its "
                 "requests carried credentials, which are never stored; call "

@@ -87,7 +87,7 @@ def _build(
         title=row["title"],
         icons=json.loads(row["icons"]),
         download_total=row["download_total"],
-        dest=Path(row["dest"]),
+        dest=Path(row["dest"]) if "://" not in row["dest"] else mgr.home / "staging" / row["key"],
         headers=httpx.Headers(_json_headers(row)),  # credentials were never stored
         auth=None,
         policy=mgr._policy,
@@ -95,10 +95,14 @@ def _build(
     )
     reg._output_target = None  # no starting cell in this kernel: output goes to the latest
     reg._upload_total = row["upload_total"]
+    if "://" in row["dest"]:  # an object-storage dest
+        from .cloud import RemoteDest
+
+        reg._remote = RemoteDest.restored(row["dest"])
     _refresh(reg, row, records)
     for d in reg._records:
         for path in (d.final_path, d.part_path):
-            if path is not None:
+            if isinstance(path, Path):
                 mgr._names.claim(path)
     return reg
 
@@ -116,6 +120,10 @@ def _refresh(
         if d.settled:
             done += 1
             failed += d.state != "success"
+    if reg._remote is not None:
+        from .cloud import restore_paths
+
+        restore_paths(reg)
     reg._done_count, reg._failed_count = done, failed
     reg._downloaded = sum(d.downloaded for d in reg._records)
     reg._uploaded = sum(d.uploaded for d in reg._records)
@@ -207,7 +215,7 @@ def _json_headers(row: sqlite3.Row) -> dict[str, str]:
 
 
 def _complete_but_unsettled(d: RecordData) -> bool:
-    if d.final_path is None or d.part_path is None or d.total is None:
+    if not isinstance(d.final_path, Path) or d.part_path is None or d.total is None:
         return False
     if not 200 <= d.status <= 299:
         return False

@@ -198,6 +198,11 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
     # any other request may have had its effect on the server already, so it is sent
     # once unless the user opts in.
     retryable = policy.retry_non_idempotent or data.request.method == "GET"
+    if reg._remote is not None and data.request.method == "GET":
+        from .cloud import skip_existing
+
+        if await skip_existing(reg, data):  # its object is there already, complete
+            return
     while True:
         data.attempts += 1
         before = data.downloaded
@@ -595,14 +600,23 @@ async def _finish(reg: BackgroundFetchRegistration, data: RecordData, hashes: _H
     if ok and not hashes.matches():
         raise _IntegrityMismatch()
     data.sha256 = hashes.sha256.hexdigest()
-    try:
-        os.replace(data.part_path, data.final_path)
-    except FileNotFoundError:
-        if data.downloaded:  # someone removed the bytes: never rename an empty file in
-            raise _Retry("the partial file disappeared before its rename; restarting") from None
-        data.part_path.touch()  # a 0-byte body with no write still gets a file
-        os.replace(data.part_path, data.final_path)
-    reg._renamed_in(data.final_path.parent)  # made durable before the record's row is
+    if reg._remote is not None:  # object storage: upload the verified file
+        from .cloud import publish
+
+        try:
+            await publish(reg, data)
+        except FileNotFoundError as exc:
+            raise _Retry(f"{exc.strerror}; restarting") from None
+        _check_lease(reg)
+    else:
+        try:
+            os.replace(data.part_path, data.final_path)
+        except FileNotFoundError:
+            if data.downloaded:  # someone removed the bytes: never rename an empty file in
+                raise _Retry("the partial file disappeared before its rename; restarting") from None
+            data.part_path.touch()  # a 0-byte body with no write still gets a file
+            os.replace(data.part_path, data.final_path)
+        reg._renamed_in(data.final_path.parent)  # made durable before the record's row is
     if ok:
         data.error = ""
         reg._settle_record(data, "success", "")
