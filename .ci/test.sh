@@ -29,5 +29,8 @@ echo "== ruff"
 ruff check .
 ruff format --check .
 
+echo "== import layers (lint-imports: contracts in pyproject.toml)"
+lint-imports
+
 echo "== pytest"
 python -m pytest -q -p no:cacheprovider "$@"

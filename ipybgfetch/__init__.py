@@ -12,6 +12,7 @@ In a notebook: ``%load_ext ipybgfetch`` then ``%bgfetch my-data URL...``.
 
 from typing import Any as _Any
 
+from . import _display
 from ._data.archive import UnsafeArchiveError
 from ._engine.retry import RetryPolicy
 from ._events import BackgroundFetchEvent, BackgroundFetchUpdateUIEvent
@@ -30,6 +31,18 @@ from ._registration import BackgroundFetchRegistration
 from ._registry import Registry
 
 __version__ = "0.1.0"
+
+
+def _present(kind: str, obj: _Any, include: _Any, exclude: _Any) -> dict[str, _Any]:
+    """The panel, for the public objects' ``_repr_mimebundle_`` (imported on first use:
+    anywidget and traitlets cost time that a script never showing a panel need not pay)."""
+    from ._jupyter.widget import manager_mimebundle, registration_mimebundle
+
+    show = registration_mimebundle if kind == "registration" else manager_mimebundle
+    return show(obj, include=include, exclude=exclude)
+
+
+_display.set_presenter(_present)
 
 
 def load_ipython_extension(ipython: _Any) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import functools
 import importlib.util
 import os
 import re
@@ -22,7 +23,10 @@ from typing import Any
 import httpx
 
 from ._disk import free_space, nearest_existing
+from ._display import mimebundle
 from ._engine.loop import Engine
+from ._engine.record import RecordData
+from ._engine.restore import restore_into
 from ._engine.retry import RetryPolicy
 from ._engine.store import (
     CREDENTIAL_HEADERS,
@@ -45,7 +49,6 @@ from ._http.transport import Client, make_client
 from ._models import Request, checked_headers
 from ._names import NameReservations, safe_filename
 from ._output import output_to
-from ._records import RecordData
 from ._registration import BackgroundFetchRegistration, _check_icons
 from ._sizes import format_size, parse_size
 
@@ -423,9 +426,7 @@ class BackgroundFetchManager:
         self._listeners.remove(type, handler)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from ._jupyter.widget import manager_mimebundle
-
-        return manager_mimebundle(self, include=include, exclude=exclude)
+        return mimebundle("manager", self, include, exclude)
 
     def __repr__(self) -> str:
         if self._closed:
@@ -663,20 +664,18 @@ class BackgroundFetchManager:
         assert self._store is not None
         mine = [r._key for r in self._registrations.values() if not r.settled and not r._read_only]
         if mine:
-            from ._engine.restore import lose_lease
-
             for key in self._store.heartbeat(mine):  # taken over while we were stalled
-                lose_lease(self, key)
+                reg = self._registrations.get(key)
+                if reg is not None:
+                    reg._lose_lease()
         mirrors = any(r._read_only for r in self._registrations.values())
         if mirrors or time.time() - self._last_scan > lease_timeout():
             self._restore()
 
     def _restore(self) -> None:
         """Load registrations from the database: earlier kernels' and other processes'."""
-        from ._engine.restore import restore_into
-
         self._last_scan = time.time()
-        restore_into(self)
+        restore_into(self, functools.partial(BackgroundFetchRegistration, self))
 
 
 def _is_remote(dest: Any) -> bool:

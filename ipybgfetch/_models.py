@@ -20,7 +20,7 @@ import httpx
 from ._exceptions import FetchError, InvalidStateError
 
 if TYPE_CHECKING:
-    from ._records import RecordData
+    from ._engine.record import RecordData
 
 __all__ = ["Body", "Request", "Response", "validate_url"]
 

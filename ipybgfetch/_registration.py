@@ -19,15 +19,16 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ._disk import fsync_dir
+from ._display import mimebundle
+from ._engine.record import RecordData
 from ._engine.retry import RetryPolicy
-from ._engine.transfer import RegistrationStopped, run_record
+from ._engine.transfer import LeaseLost, RegistrationStopped, run_record
 from ._events import BackgroundFetchEvent, ListenerSet
 from ._exceptions import FetchError, InvalidStateError, NeedsCredentialsError
 from ._models import Request
 from ._output import output_target, output_to
 from ._records import (
     BackgroundFetchRecord,
-    RecordData,
     RecordList,
     await_shared,
     query_request,
@@ -386,9 +387,7 @@ class BackgroundFetchRegistration:
         return max(0.0, (b1 - b0) / (t1 - t0)) if t1 > t0 else 0.0
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from ._jupyter.widget import registration_mimebundle
-
-        return registration_mimebundle(self, include=include, exclude=exclude)
+        return mimebundle("registration", self, include, exclude)
 
     def __repr__(self) -> str:
         from ._sizes import format_size
@@ -446,6 +445,8 @@ class BackgroundFetchRegistration:
         except RegistrationStopped as stop:
             data.error = str(stop)
             self._fail_now(data, stop.reason, str(stop))
+        except LeaseLost:
+            self._lose_lease()  # the new owner decides this record's fate
         except Exception as exc:  # never silent: the record fails and says why
             data.error = f"internal error: {exc!r}"
             self._manager._callbacks.report(exc, self._run)
@@ -511,6 +512,18 @@ class BackgroundFetchRegistration:
             self._mark_dirty(d)
         self._stopping = False
         self._settle("failure", reason)
+
+    def _lose_lease(self) -> None:
+        """Another process took this registration over (this one was stopped or stalled
+        longer than the lease): stop transferring at once and mirror it from now on."""
+        if self.settled or self._read_only:
+            return
+        self._read_only = True
+        self._queue.clear()
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
 
     def _remove_part(self, d: RecordData) -> None:
         if d.part_path is not None:

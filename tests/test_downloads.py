@@ -302,8 +302,8 @@ def test_fetch_from_many_threads(mgr, server):
 
 
 def test_weak_etags_are_not_used_for_if_range(mgr, server):
+    from ipybgfetch._engine.record import RecordData
     from ipybgfetch._engine.transfer import _validator
-    from ipybgfetch._records import RecordData
 
     data = RecordData("x", 0, Request(server.url("w", 1)))
     data.etag, data.last_modified = 'W/"abc"', "Mon, 01 Jan 2024 00:00:00 GMT"

@@ -558,9 +558,9 @@ def test_a_new_records_short_row_stores_what_the_full_row_would(tmp_path):
     be exactly what a full row of a record that has not started would hold."""
     import sqlite3
 
+    from ipybgfetch._engine.record import RecordData
     from ipybgfetch._engine.store import Store
     from ipybgfetch._manager import BackgroundFetchManager
-    from ipybgfetch._records import RecordData
 
     store = Store(tmp_path / "state.sqlite3")
     records = [

@@ -9,27 +9,31 @@ wait in the ``needs-credentials`` state for ``reg.resume(headers=..., auth=...)`
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 
 from .._models import Request, Response
-from .._records import RecordData
-from .._registration import BackgroundFetchRegistration
+from .record import RecordData
 
 if TYPE_CHECKING:
     from .._manager import BackgroundFetchManager
+    from .._registration import BackgroundFetchRegistration
 
-__all__ = ["lose_lease", "restore_into"]
+__all__ = ["restore_into"]
 
 
-def restore_into(mgr: BackgroundFetchManager) -> None:
+def restore_into(
+    mgr: BackgroundFetchManager, new: Callable[..., BackgroundFetchRegistration]
+) -> None:
+    """Load the database's registrations into ``mgr``; ``new(**fields)`` makes the
+    registration object of one this process has not seen yet."""
     store = mgr._store
     assert store is not None
     for row in store.registrations():
@@ -39,7 +43,7 @@ def restore_into(mgr: BackgroundFetchManager) -> None:
             continue
         records = store.records(key)
         if reg is None:
-            reg = _build(mgr, row, records)
+            reg = _build(mgr, new, row, records)
             mgr._registrations[key] = reg
             mgr._callbacks.post(mgr._notify_change, reg)
         else:
@@ -56,22 +60,11 @@ def restore_into(mgr: BackgroundFetchManager) -> None:
             reg._read_only = True
 
 
-def lose_lease(mgr: BackgroundFetchManager, key: str) -> None:
-    """Another process took this registration over (this one was stopped or stalled
-    longer than the lease): stop transferring at once and mirror it from now on."""
-    reg = mgr._registrations.get(key)
-    if reg is None or reg.settled or reg._read_only:
-        return
-    reg._read_only = True
-    reg._queue.clear()
-    current = asyncio.current_task()
-    for task in list(reg._tasks):
-        if task is not current:
-            task.cancel()
-
-
 def _build(
-    mgr: BackgroundFetchManager, row: sqlite3.Row, records: list[sqlite3.Row]
+    mgr: BackgroundFetchManager,
+    new: Callable[..., BackgroundFetchRegistration],
+    row: sqlite3.Row,
+    records: list[sqlite3.Row],
 ) -> BackgroundFetchRegistration:
     requests = [
         Request(
@@ -79,8 +72,7 @@ def _build(
         )
         for r in records
     ]
-    reg = BackgroundFetchRegistration(
-        mgr,
+    reg = new(
         key=row["key"],
         id=row["id"],
         requests=requests,

@@ -31,10 +31,10 @@ from .retry import parse_retry_after
 from .sink import PartFile
 
 if TYPE_CHECKING:
-    from .._records import RecordData
     from .._registration import BackgroundFetchRegistration
+    from .record import RecordData
 
-__all__ = ["RegistrationStopped", "run_record"]
+__all__ = ["LeaseLost", "RegistrationStopped", "run_record"]
 
 UPLOAD_CHUNK = 256 * 1024
 # bytes still on their way to the disk when a body has arrived, at most, for its
@@ -67,15 +67,16 @@ class _IntegrityMismatch(Exception):
     pass
 
 
-class _LeaseLost(Exception):
-    """Another process took this registration over: this one must not touch it."""
+class LeaseLost(Exception):
+    """Another process took this registration over: this one must not touch it. Raised
+    to the registration, which stops its transfers and mirrors it from then on."""
 
 
 def _check_lease(reg: BackgroundFetchRegistration) -> None:
     """Before each request and each irreversible step (rename, failing the record)."""
     store = reg._manager._store
     if reg._read_only or (store is not None and not store.holds(reg._key)):
-        raise _LeaseLost()
+        raise LeaseLost()
 
 
 class _Hashes:
@@ -210,11 +211,6 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
             await _attempt(
                 reg, data, hashes, retryable and failures_without_progress < policy.retries
             )
-            return
-        except _LeaseLost:
-            from .restore import lose_lease
-
-            lose_lease(reg._manager, reg._key)
             return
         except _IntegrityMismatch:
             integrity_failures += 1
@@ -364,13 +360,7 @@ def _restart_from_zero(reg: BackgroundFetchRegistration, data: RecordData, hashe
 def _settle_failure(
     reg: BackgroundFetchRegistration, data: RecordData, reason: str, message: str
 ) -> None:
-    try:
-        _check_lease(reg)
-    except _LeaseLost:
-        from .restore import lose_lease
-
-        lose_lease(reg._manager, reg._key)  # the new owner decides this record's fate
-        return
+    _check_lease(reg)  # raises LeaseLost: the new owner decides this record's fate
     data.error = message
     reg._settle_record(data, "failure", reason)
 
