@@ -32,5 +32,8 @@ ruff format --check .
 echo "== import layers (lint-imports: contracts in pyproject.toml)"
 lint-imports
 
+echo "== types (mypy --strict on the package: settings in pyproject.toml)"
+mypy
+
 echo "== pytest"
 python -m pytest -q -p no:cacheprovider "$@"

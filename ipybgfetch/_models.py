@@ -243,7 +243,8 @@ class Response:
 
     @property
     def content_type(self) -> str:
-        return self.headers.get("content-type", "")
+        value: str = self.headers.get("content-type", "")
+        return value
 
     def _complete_path(self) -> Path:
         data = self._data

@@ -16,7 +16,7 @@ import concurrent.futures
 import contextlib
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, SupportsIndex, TypeVar, overload
 
 import httpx
 
@@ -183,7 +183,7 @@ class BackgroundFetchRecord(Mapping[str, Any]):
                 "record.response.text(), or skip failed records with records.successful()"
             )
         if not isinstance(path, Path):  # an object: readers get a local copy of it
-            return path.local_copy()  # type: ignore[no-any-return]
+            return path.local_copy()
         return path
 
     def to_pandas(self, **kwargs: Any) -> pandas.DataFrame:
@@ -237,7 +237,7 @@ class RecordList(list[BackgroundFetchRecord]):
     """The records of a registration: a list, plus DataFrame conversion and rich display."""
 
     @overload
-    def __getitem__(self, i: int) -> BackgroundFetchRecord: ...
+    def __getitem__(self, i: SupportsIndex) -> BackgroundFetchRecord: ...
     @overload
     def __getitem__(self, i: slice) -> RecordList: ...
     def __getitem__(self, i: Any) -> Any:
@@ -272,7 +272,8 @@ class RecordList(list[BackgroundFetchRecord]):
         from ._data.frames import require_polars
 
         pl = require_polars()
-        return pl.DataFrame(self.rows(), schema=_polars_schema(pl))
+        frame: polars.DataFrame = pl.DataFrame(self.rows(), schema=_polars_schema(pl))
+        return frame
 
     def _bodies(self) -> Iterable[tuple[str, Path, str | None]]:
         for r in self:

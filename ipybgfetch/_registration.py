@@ -432,7 +432,7 @@ class BackgroundFetchRegistration:
             while self._queue:
                 await self._run(self._queue.popleft())
         finally:
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
 
     async def _run(self, data: RecordData) -> None:
         try:

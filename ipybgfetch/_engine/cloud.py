@@ -43,8 +43,8 @@ from .._integrity import sri_to_hashes, strongest_hashes
 from .._names import filename_from_url, safe_filename
 
 if TYPE_CHECKING:
-    from .._records import RecordData
     from .._registration import BackgroundFetchRegistration
+    from .record import RecordData
 
 __all__ = ["ObjectPath", "RemoteDest", "is_remote", "remote_dest"]
 
@@ -431,7 +431,7 @@ async def skip_existing(reg: BackgroundFetchRegistration, data: RecordData) -> b
     listing = reg.__dict__.get("_remote_listing")
     if listing is None:
         listing = loop.run_in_executor(None, remote.listing)
-        reg._remote_listing = listing  # type: ignore[attr-defined]
+        reg._remote_listing = listing
     try:
         names = await asyncio.shield(listing)
     except Exception:

@@ -83,8 +83,8 @@ class Engine:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
             log.error("ipybgfetch: engine task %s failed", task.get_name(), exc_info=exc)
             if self.on_error is not None:
                 self.on_error(exc, task.get_name())

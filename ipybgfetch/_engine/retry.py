@@ -74,7 +74,7 @@ class RetryPolicy:
         """Seconds to wait after the ``failures``-th consecutive failure (1-based)."""
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after)
-        base = min(self.max_backoff, self.backoff * (2 ** max(failures - 1, 0)))
+        base = min(self.max_backoff, self.backoff * (2.0 ** max(failures - 1, 0)))
         return base * random.uniform(0.5, 1.0)
 
 

@@ -477,6 +477,7 @@ async def _receive(
     etag = headers.get("etag", "")
     last_modified = headers.get("last-modified", "")
     encoded = _encoding(headers.get("content-encoding"))
+    length: int | None
     if data.request.method == "HEAD" or status in (204, 304):
         length = 0  # no body, whatever Content-Length says (RFC 9110 8.6)
     else:

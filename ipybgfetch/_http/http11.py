@@ -171,7 +171,7 @@ class _Connection(asyncio.Protocol):
         self._expected = 0
         self._chunked: ChunkedDecoder | None = None
         self._encoded = False  # a Content-Encoding: httpx decodes it from bytes
-        self._body: collections.deque[bytes] = collections.deque()
+        self._body: collections.deque[bytes | memoryview] = collections.deque()
         self._buffered = 0
         self.body_done = False
         self._reading_paused = False
@@ -321,7 +321,7 @@ class _Connection(asyncio.Protocol):
         if self._left == 0:
             self._finish_body()
 
-    def _receive_body(self, data: bytes) -> None:
+    def _receive_body(self, data: bytes | memoryview) -> None:
         framing = self._framing
         if framing == "length":
             n = len(data)
@@ -336,6 +336,7 @@ class _Connection(asyncio.Protocol):
                 self._finish_body()
         elif framing == "chunked":
             assert self._chunked is not None
+            assert isinstance(data, bytes)  # a view is taken for plain bodies only
             try:
                 pieces, rest = self._chunked.feed(data)
             except httpx.RemoteProtocolError as exc:
@@ -352,7 +353,7 @@ class _Connection(asyncio.Protocol):
             self._received += len(data)
             self._push(data)
 
-    def _push(self, data: bytes) -> None:
+    def _push(self, data: bytes | memoryview) -> None:
         if not data:
             return
         self._body.append(data)
@@ -461,7 +462,7 @@ class _Connection(asyncio.Protocol):
             await self._drained(write_timeout)
             return
         if isinstance(stream, httpx.ByteStream):
-            body = b"".join(stream)  # type: ignore[arg-type]
+            body = b"".join(stream)
             if chunked and body:
                 lines += (f"{len(body):x}\r\n".encode(), body, b"\r\n0\r\n\r\n")
             elif chunked:
@@ -472,7 +473,7 @@ class _Connection(asyncio.Protocol):
             await self._drained(write_timeout)
             return
         self._write(b"".join(lines))
-        async for part in stream:  # type: ignore[union-attr]
+        async for part in stream:
             if self._head is not None:  # answered before the body was sent: stop
                 self.reusable = False
                 return
@@ -537,7 +538,7 @@ class _Connection(asyncio.Protocol):
         status, reason, headers, version = self._head
         return status, reason, headers, version
 
-    async def take(self, timeout: float | None) -> collections.deque[bytes] | None:
+    async def take(self, timeout: float | None) -> collections.deque[bytes | memoryview] | None:
         """The body bytes received so far (waiting for some); None once it is complete."""
         while not self._body:
             if self.body_done:
@@ -637,7 +638,9 @@ class Body(httpx.AsyncByteStream):
                 if chunks is None:
                     break
                 for chunk in chunks:
-                    yield chunk
+                    # a plain body's chunk may be a view of the socket read (no copy):
+                    # bytes-like, which is all httpx and the engine do with it
+                    yield chunk  # type: ignore[misc]
         except BaseException:
             if self._conn is conn:  # still ours: not handed back to the pool yet
                 conn.close()

@@ -29,7 +29,7 @@ HTTPX_ONLY = frozenset({"transport", "mounts", "http2", "uds", "app", "proxy"})
 TRANSPORT_OPTIONS = ("verify", "cert", "trust_env", "limits")
 
 
-def make_transport(options: dict[str, Any]) -> httpx.AsyncBaseTransport | None:
+def make_transport(options: dict[str, Any]) -> Http11Transport | None:
     """The transport for these httpx client options, or None for httpx's default."""
     if os.environ.get("IPYBGFETCH_TRANSPORT") == "httpx":
         return None
@@ -108,7 +108,7 @@ def _plain_url(text: str) -> httpx.URL | None:
     if port == DEFAULT_PORTS[scheme]:
         port = None
     url = httpx.URL.__new__(httpx.URL)
-    url._uri_reference = _ParseResult(scheme, "", host, port, path, query, None)  # type: ignore[attr-defined]
+    url._uri_reference = _ParseResult(scheme, "", host, port, path, query, None)
     return url
 
 

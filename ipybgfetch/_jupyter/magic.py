@@ -686,6 +686,7 @@ def load_ipython_extension(ipython: InteractiveShell) -> None:
 def unload_ipython_extension(ipython: InteractiveShell) -> None:
     """``%unload_ext ipybgfetch``: remove the magics. Running downloads keep going."""
     manager = ipython.magics_manager
+    assert manager is not None  # set by every InteractiveShell
     for kind in ("line", "cell"):
         manager.magics[kind].pop(MAGIC_NAME, None)
     manager.registry.pop(BgFetchMagics.__name__, None)

@@ -359,7 +359,7 @@ class BackgroundFetchPanel(anywidget.AnyWidget):
 
     mode = traitlets.Unicode("registration").tag(sync=True)
     state = traitlets.Dict().tag(sync=True)
-    registrations = traitlets.List().tag(sync=True)
+    registrations: traitlets.List[Any] = traitlets.List().tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
@@ -603,7 +603,7 @@ def manager_panel(mgr: Any, *, interval: float = MIN_INTERVAL) -> BackgroundFetc
 def _in_kernel() -> bool:
     """True inside a Jupyter kernel (where a widget front end may exist)."""
     try:
-        from IPython import get_ipython
+        from IPython.core.getipython import get_ipython
     except ImportError:
         return False
     shell = get_ipython()
@@ -624,7 +624,7 @@ def _with_widget(data: dict[str, Any], make: Callable[[], BackgroundFetchPanel])
     if not _in_kernel():
         return data
     widget = make()
-    bundle = widget._repr_mimebundle_()
+    bundle: Any = widget._repr_mimebundle_()
     if isinstance(bundle, tuple):
         bundle = bundle[0]
     if bundle and WIDGET_MIME in bundle:
