@@ -239,6 +239,8 @@ class BackgroundFetchManager:
         retries: RetryPolicy | int | None = None,
         storage_options: dict[str, Any] | None = None,
         cluster: Any = None,
+        force: bool = False,
+        checksum: bool = False,
     ) -> BackgroundFetchRegistration:
         """Start a background fetch and return its registration at once.
 
@@ -252,6 +254,12 @@ class BackgroundFetchManager:
         verified under the home, then uploaded (``pip install "ipybgfetch[cloud]"``).
         ``cluster`` (a ``dask.distributed.Client``) runs the records on its workers
         (``pip install "ipybgfetch[cluster]"``).
+
+        A re-run is free: when the latest registration with this ``id`` succeeded with
+        the same requests and destination, and its files are still there with the same
+        sizes, that settled registration is returned as it is (nothing is downloaded).
+        ``checksum=True`` also re-hashes those files against the SHA-256 recorded when
+        they arrived. ``force=True`` downloads again, replacing the old files in place.
         """
         if not isinstance(id, str):
             raise FetchError(f"id must be a str, got {type(id).__name__}: {id!r}")
@@ -285,6 +293,17 @@ class BackgroundFetchManager:
         self._ensure_started()
         folder = self._destination(id, dest, create=False)
         with self._lock:
+            previous = self._latest(id)
+            if (
+                previous is not None
+                and previous.settled
+                and not force
+                and self._engine.run(
+                    self._reusable(previous, reqs, merged_headers, folder, checksum)
+                )
+            ):
+                previous._reused_at = time.time()
+                return previous
             if id in self.get_ids():
                 active = self.get(id)
                 if active is not None and active.read_only:
@@ -320,8 +339,44 @@ class BackgroundFetchManager:
                 reg._remote = remote
                 assign_paths(reg, remote)
             reg._runner = runner
+            if previous is not None and previous.settled and previous._dest == folder:
+                _replace_files_of(reg, previous)
             self._engine.run(self._register(reg))
         return reg
+
+    def _latest(self, id: str) -> BackgroundFetchRegistration | None:
+        """The newest registration with this id, active or settled."""
+        found = None
+        for reg in list(self._registrations.values()):
+            if reg._id == id and (found is None or reg._created >= found._created):
+                found = reg
+        return found
+
+    async def _reusable(
+        self,
+        old: BackgroundFetchRegistration,
+        reqs: list[Request],
+        headers: httpx.Headers,
+        folder: Path,
+        checksum: bool,
+    ) -> bool:
+        """Can a re-run return ``old`` as it is? Same requests and destination, succeeded,
+        every file still there with its size (and, with ``checksum``, its SHA-256)."""
+        if old._result != "success" or old._dest != folder or len(old._records) != len(reqs):
+            return False
+        if public_headers(old._headers.items()) != public_headers(headers.items()):
+            return False
+        for d, req in zip(old._records, reqs, strict=True):
+            if (
+                req.body is not None
+                or d.request.method != req.method
+                or d.request.url != req.url
+                or (d.request.integrity or None) != (req.integrity or None)
+                or public_headers(d.request.headers.items()) != public_headers(req.headers.items())
+            ):
+                return False
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, _files_intact, old, checksum)
 
     def _active_elsewhere(self, id: str) -> FetchError:
         return FetchError(
@@ -369,23 +424,44 @@ class BackgroundFetchManager:
         self._ensure_started()
         return [r._id for r in list(self._registrations.values()) if not r.settled]
 
-    def registrations(self) -> list[BackgroundFetchRegistration]:
-        """Every known registration, oldest first: active, settled, and earlier kernels'."""
+    def registrations(self, *, replaced: bool = True) -> list[BackgroundFetchRegistration]:
+        """Every known registration, oldest first: active, settled, and earlier kernels'.
+
+        ``replaced=False`` leaves out those that a newer registration with the same id
+        replaced (they keep their files until deleted): what ``%bgfetch list`` shows.
+        """
         self._ensure_started()
-        return list(self._registrations.values())
+        regs = list(self._registrations.values())
+        if replaced:
+            return regs
+        newest: dict[str, BackgroundFetchRegistration] = {}
+        for reg in regs:
+            current = newest.get(reg._id)
+            if current is None or reg._created >= current._created:
+                newest[reg._id] = reg
+        keep = {id(r) for r in newest.values()}
+        return [r for r in regs if id(r) in keep]
 
-    def delete(self, id: str | BackgroundFetchRegistration) -> int:
-        """Forget settled registrations with this id: their records, files and rows.
+    def delete(self, id: str | BackgroundFetchRegistration, *, all: bool = False) -> int:
+        """Forget the latest registration with this id: its records, files and rows.
 
-        Returns how many were deleted. An active one must be aborted first.
+        Older registrations with the same id stay (``all=True`` deletes every one).
+        Returns how many were deleted. An active one must be aborted first. Files that
+        a newer registration re-downloaded in place are left to that one.
         """
         self._ensure_started()
         if isinstance(id, BackgroundFetchRegistration):
             targets = [id]
         else:
-            targets = [r for r in self._registrations.values() if r._id == id]
-            if not targets:
+            same = [r for r in self._registrations.values() if r._id == id]
+            if not same:
                 raise KeyError(f"no registration with id {id!r}; see mgr.registrations()")
+            if all:
+                targets = same
+            else:
+                latest = self._latest(id)
+                assert latest is not None
+                targets = [latest]
         for reg in targets:
             if not reg.settled:
                 where = " in the process downloading it (it shares this home)"
@@ -400,9 +476,17 @@ class BackgroundFetchManager:
 
     async def _delete(self, reg: BackgroundFetchRegistration) -> None:
         assert self._store is not None
+        shared = {
+            p
+            for other in self._registrations.values()
+            if other is not reg
+            for od in other._records
+            for p in (od.final_path, od.part_path)
+            if p is not None
+        }
         for d in reg._records:
             for path in (d.final_path, d.part_path):
-                if path is not None:
+                if path is not None and path not in shared:
                     with contextlib.suppress(OSError):
                         path.unlink()
                     self._names.release(path)
@@ -648,6 +732,16 @@ class BackgroundFetchManager:
         row.pop("key")
         self._store.update_registration(reg._key, **row)
 
+    def _reopen(self, reg: BackgroundFetchRegistration) -> None:
+        """A settled registration becomes active again (retry): this process holds it."""
+        if self._store is None:
+            raise _closed_error()
+        try:
+            self._store.reopen(reg._key)
+        except IdInUse:
+            raise self._active_elsewhere(reg._id) from None
+        reg._read_only = False
+
     def _store_release(self, key: str) -> None:
         if self._store is not None:
             self._store.release(key)
@@ -684,6 +778,48 @@ def _is_remote(dest: Any) -> bool:
         scheme, sep, _ = dest.partition("://")
         return bool(sep) and scheme.isidentifier()
     return type(dest).__name__ == "RemoteDest"
+
+
+def _files_intact(reg: BackgroundFetchRegistration, checksum: bool) -> bool:
+    """Every record's file is there with the size it had (and, with ``checksum``, the
+    SHA-256 recorded when it arrived). Runs in a worker thread."""
+    import hashlib
+
+    for d in reg._records:
+        if d.final_path is None:
+            return False
+        try:
+            size = d.final_path.stat().st_size
+        except OSError:
+            return False
+        if size != d.downloaded:
+            return False
+        if checksum and d.sha256:
+            h = hashlib.sha256()
+            try:
+                with open(d.final_path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+            except OSError:
+                return False
+            if h.hexdigest() != d.sha256:
+                return False
+    return True
+
+
+def _replace_files_of(reg: BackgroundFetchRegistration, old: BackgroundFetchRegistration) -> None:
+    """A new registration under a settled id, in the same folder: each of its requests
+    that the old one fetched is written to the old file's name (through a ``.part`` and
+    an atomic rename), never to a ``-2`` copy beside it."""
+    paths: dict[tuple[str, str], list[Path]] = {}
+    for d in old._records:
+        if d.final_path is not None:
+            paths.setdefault((d.request.method, d.request.url), []).append(d.final_path)
+    for d in reg._records:
+        free = paths.get((d.request.method, d.request.url))
+        if free:
+            d.final_path = free.pop(0)
+            d.part_path = d.final_path.parent / (d.final_path.name + ".part")
 
 
 def _request_list(requests: Any) -> list[Any]:

@@ -10,6 +10,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from ._manager import BackgroundFetchManager
 
 __all__ = ["BackgroundFetchRegistration"]
+
+log = logging.getLogger("ipybgfetch")
 
 # seconds between progress events: 8 per second, so that the final event (the result
 # change, sent at once so that wait() never waits for the throttle) still keeps any 1 s
@@ -96,6 +99,7 @@ class BackgroundFetchRegistration:
         self._state = "active"
         self._stopping = False
         self._read_only = False
+        self._reused_at: float | None = None  # when a re-run last returned it (no download)
         self._records_available = True
         self._done_count = 0
         self._failed_count = 0
@@ -172,6 +176,22 @@ class BackgroundFetchRegistration:
         return self._remote.url if self._remote is not None else self._dest
 
     @property
+    def created(self) -> float:
+        """When fetch() made it (seconds since the epoch)."""
+        return self._created
+
+    @property
+    def finished(self) -> float | None:
+        """When it settled (seconds since the epoch), else None."""
+        return self._finished
+
+    @property
+    def reused(self) -> bool:
+        """True when a re-run of fetch() returned this settled registration as it was
+        ("already downloaded": nothing was fetched again)."""
+        return self._reused_at is not None
+
+    @property
     def settled(self) -> bool:
         return self._settled_state.is_set()
 
@@ -217,6 +237,18 @@ class BackgroundFetchRegistration:
             self._remote.set_options(storage_options)
         return self._manager._engine.run(self._resume(headers, auth, storage_options is not None))
 
+    def retry(self) -> int:
+        """Fetch the failed (or aborted) records of a settled registration again; the
+        records that succeeded keep their files. The registration is active again and
+        settles anew. Returns how many records are fetched again (0: none had failed)."""
+        if not self._settled_state.is_set():
+            raise InvalidStateError(
+                f"registration {self._id!r} is still {self._state}; reg.retry() re-fetches "
+                "the failed records once it has settled: reg.wait() for it first"
+            )
+        self._check_writable("retry")
+        return self._manager._engine.run(self._retry())
+
     def _check_writable(self, what: str) -> None:
         if self._manager._closed:
             raise InvalidStateError(
@@ -230,8 +262,24 @@ class BackgroundFetchRegistration:
                 "and this one takes over"
             )
 
-    def wait(self, timeout: float | None = None) -> BackgroundFetchRegistration:
-        """Block the calling thread until settled (and its event handlers ran)."""
+    def wait(
+        self, timeout: float | None = None, *, progress: bool | None = None
+    ) -> BackgroundFetchRegistration:
+        """Block the calling thread until settled (and its event handlers ran).
+
+        ``progress``: draw a live progress line on standard error meanwhile. The default
+        (None) draws it when standard error is a terminal (terminal IPython, a script in
+        a shell), never in a notebook, a pipe or a log.
+        """
+        if progress is None:
+            from ._console import progress_enabled
+
+            progress = progress_enabled() and not self._manager._callbacks.is_current()
+        if progress and not self.settled:
+            from ._console import wait_with_progress
+
+            wait_with_progress([self], timeout)
+            return self
         event = self._done
         if self._manager._callbacks.is_current():
             event = self._settled_state  # a handler waiting for its own event's end
@@ -373,6 +421,9 @@ class BackgroundFetchRegistration:
             "started": self._created,
             "finished": self._finished,
             "dest": str(self.dest),
+            # "already downloaded <when>": the time it finished, when a re-run of fetch()
+            # returned it as it was; else None
+            "already_downloaded": self._finished if self._reused_at is not None else None,
         }
 
     def _speed(self) -> float:
@@ -392,16 +443,17 @@ class BackgroundFetchRegistration:
     def __repr__(self) -> str:
         from ._sizes import format_size
 
-        # The sizes the server announced, when known; download_total is only a limit.
-        total = self._expected_bytes() or self._download_total
+        # The real size is the sum the server announced (when every size is known);
+        # download_total is only a cap, shown apart.
+        expected = self._expected_bytes()
         done = format_size(self._downloaded)
-        if total:
-            pct = f" ({100 * self._downloaded / total:.0f}%)"
-            done = f"{done} / {format_size(total)}{pct}"
+        if expected:
+            done = f"{done} / {format_size(expected)} ({100 * self._downloaded / expected:.0f}%)"
+        cap = f", cap {format_size(self._download_total)}" if self._download_total else ""
         reason = f": {self._failure_reason}" if self._failure_reason else ""
         n_done = self._done_count
         return (
-            f"<BackgroundFetchRegistration {self._id!r} {self._state}{reason}, {done}, "
+            f"<BackgroundFetchRegistration {self._id!r} {self._state}{reason}, {done}{cap}, "
             f"{n_done}/{len(self._records)} records>"
         )
 
@@ -420,6 +472,14 @@ class BackgroundFetchRegistration:
             self._touch()
             return
         self._queue = collections.deque(d for d in self._records if not d.settled)
+        if self._queue:
+            log.info(
+                "%s: starting %d of %d records into %s",
+                self._id,
+                len(self._queue),
+                len(self._records),
+                self.dest,
+            )
         wanted = min(len(self._queue), MAX_WORKERS) - len(self._tasks)
         for _ in range(max(0, wanted)):
             self._tasks.add(engine.spawn(self._worker(), name=f"bgfetch:{self._id}"))
@@ -463,9 +523,29 @@ class BackgroundFetchRegistration:
             self._failed_count += 1
             self._remove_part(data)  # a settled record is never resumed
         data.resolve_ready()
+        self._log_record(data)
         self._mark_dirty(data)
         self._touch()
         self._maybe_settle()
+
+    def _log_record(self, data: RecordData) -> None:
+        if data.state == "success":
+            log.info(
+                "%s: %s done (%d bytes, status %s) -> %s",
+                self._id,
+                data.request.url,
+                data.downloaded,
+                data.status,
+                data.final_path,
+            )
+        else:
+            log.info(
+                "%s: %s failed (%s): %s",
+                self._id,
+                data.request.url,
+                data.failure or data.state,
+                data.error or "no detail",
+            )
 
     def _maybe_settle(self) -> None:
         if self.settled or self._stopping:
@@ -509,6 +589,7 @@ class BackgroundFetchRegistration:
             self._failed_count += 1
             self._remove_part(d)
             d.resolve_ready()
+            self._log_record(d)
             self._mark_dirty(d)
         self._stopping = False
         self._settle("failure", reason)
@@ -579,6 +660,35 @@ class BackgroundFetchRegistration:
         self._start()
         return True
 
+    async def _retry(self) -> int:
+        if not self.settled:
+            return 0
+        failed = [d for d in self._records if d.state != "success"]
+        if not failed:
+            return 0
+        self._manager._reopen(self)  # raises if another registration took the id meanwhile
+        for d in failed:
+            self._downloaded -= d.downloaded
+            self._uploaded -= d.uploaded
+            d.reset_for_retry()
+            self._mark_dirty(d)
+        self._done_count -= len(failed)
+        self._failed_count = 0
+        self._result = ""
+        self._failure_reason = ""
+        self._finished = None
+        self._state = "active"
+        self._settled_state.clear()
+        self._done.clear()
+        self._done_future = concurrent.futures.Future()
+        self._last_progress = float("-inf")
+        self._samples.clear()
+        log.info("%s: retrying %d failed records", self._id, len(failed))
+        self._persist_registration()
+        self._checkpoint(force=True)
+        self._start()
+        return len(failed)
+
     def _settle(self, result: str, reason: str) -> None:
         self._result = result
         self._failure_reason = reason
@@ -586,6 +696,15 @@ class BackgroundFetchRegistration:
             "success" if result == "success" else ("aborted" if reason == "aborted" else "failure")
         )
         self._finished = time.time()
+        log.info(
+            "%s: settled %s%s: %d of %d records succeeded, %d bytes",
+            self._id,
+            result,
+            f" ({reason})" if reason else "",
+            self._done_count - self._failed_count,
+            len(self._records),
+            self._downloaded,
+        )
         if self._progress_handle is not None:
             self._progress_handle.cancel()
             self._progress_handle = None

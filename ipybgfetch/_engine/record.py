@@ -105,6 +105,29 @@ class RecordData:
     def settled(self) -> bool:
         return self.state in SETTLED_STATES
 
+    def reset_for_retry(self) -> None:
+        """A failed record about to be fetched again: as new, except its file name (the
+        retry writes there, through a ``.part``, instead of beside it)."""
+        self.state = "pending"
+        self.failure = ""
+        self.status = 0
+        self.response_headers = httpx.Headers()
+        self.response_url = ""
+        self.response = None
+        self.ready = Outcome()
+        self.downloaded = 0
+        self.total = None
+        self.uploaded = 0
+        self.attempts = 0
+        self.error = ""
+        self.sha256 = ""
+        self.started = None
+        self.finished = None
+        self.etag = ""
+        self.last_modified = ""
+        if self.final_path is not None:
+            self.part_path = self.final_path.parent / (self.final_path.name + ".part")
+
     def resolve_ready(self) -> None:
         """Settle ``response_ready`` from the settled record, as a browser does (Chromium's
         ``BackgroundFetchRecord``): the response once the record succeeded or ended with an

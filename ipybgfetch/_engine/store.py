@@ -192,6 +192,32 @@ class Store:
             _rollback(db)
             raise
 
+    def reopen(self, key: str) -> None:
+        """A settled registration is active again (its failed records are retried): take
+        its lease, unless another unsettled registration has its id (:class:`IdInUse`)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT id FROM registrations WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                raise KeyError(key)
+            if db.execute(
+                "SELECT 1 FROM registrations WHERE id = ? AND result = '' AND key != ? LIMIT 1",
+                (row["id"], key),
+            ).fetchone():
+                raise IdInUse(row["id"])
+            db.execute(
+                "UPDATE registrations SET result = '', failure_reason = '', state = 'active', "
+                "finished = NULL, owner = ?, heartbeat = ? WHERE key = ?",
+                (self.owner, time.time(), key),
+            )
+            db.execute("COMMIT")
+            self._confirmed[key] = time.monotonic()
+            self._lost.discard(key)
+        except BaseException:
+            _rollback(db)
+            raise
+
     def update_registration(self, key: str, **fields: Any) -> None:
         fields = _scrubbed(fields)
         # Once a registration needed credentials it always does: a process that restored

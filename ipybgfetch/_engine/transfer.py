@@ -13,6 +13,7 @@ import asyncio
 import errno
 import hashlib
 import hmac
+import logging
 import os
 import re
 import sqlite3
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from .record import RecordData
 
 __all__ = ["LeaseLost", "RegistrationStopped", "run_record"]
+
+log = logging.getLogger("ipybgfetch")
 
 UPLOAD_CHUNK = 256 * 1024
 # bytes still on their way to the disk when a body has arrived, at most, for its
@@ -214,6 +217,12 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
             return
         except _IntegrityMismatch:
             integrity_failures += 1
+            log.info(
+                "%s: %s does not match its integrity %s; fetching it again",
+                reg._id,
+                data.request.url,
+                data.request.integrity,
+            )
             if integrity_failures >= 2:
                 _settle_failure(
                     reg,
@@ -267,6 +276,14 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
                 return
             retry_after = exc.retry_after if isinstance(exc, _Retry) else None
             delay = policy.delay(failures_without_progress, retry_after)
+            log.info(
+                "%s: retrying %s in %.1f s (attempt %d failed: %s)",
+                reg._id,
+                data.request.url,
+                delay,
+                data.attempts,
+                message,
+            )
             reg._record_changed(data)
             await asyncio.sleep(delay)
 
@@ -498,6 +515,7 @@ async def _receive(
             and (data.total is None or content_range[2] in (None, data.total))
         ):
             resumed = True
+            log.info("%s: resuming %s at byte %d", reg._id, data.request.url, offset)
             total = content_range[2]
             if total is None and length is not None:
                 total = offset + length

@@ -46,7 +46,7 @@ __all__ = [
 MAGIC_NAME = "bgfetch"
 
 #: Verbs that take exactly one registration id.
-ID_VERBS = ("get", "abort", "pause", "resume", "wait", "delete")
+ID_VERBS = ("get", "abort", "pause", "resume", "wait", "retry", "delete")
 #: Every verb. An id equal to one of these needs the explicit ``fetch`` verb.
 VERBS = ("list", "fetch", *ID_VERBS)
 
@@ -99,6 +99,8 @@ class Command:
     headers: tuple[tuple[str, str], ...] = ()
     timeout: float | None = None
     silent: bool = False
+    force: bool = False
+    all: bool = False
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -117,6 +119,8 @@ class Command:
             kwargs["dest"] = self.dest
         if self.headers:
             kwargs["headers"] = dict(self.headers)
+        if self.force:
+            kwargs["force"] = True
         return kwargs
 
 
@@ -144,14 +148,43 @@ def _fetch_parser() -> _Parser:
     parser.add_argument("--download-total", dest="download_total")
     parser.add_argument("--dest")
     parser.add_argument("-H", "--header", action="append", dest="headers", default=[])
+    parser.add_argument("--force", action="store_true")
     parser.add_argument("-h", "--help", action="store_true")
     return parser
+
+
+def _join_sizes(tokens: list[str]) -> list[str]:
+    """``--download-total 60 MB`` (unquoted): the unit after a number joins the number."""
+    from ._sizes import UNITS
+
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        out.append(token)
+        i += 1
+        if token == "--download-total" and i + 1 < len(tokens):
+            number, unit = tokens[i], tokens[i + 1]
+            if re.fullmatch(r"[0-9.]+", number) and unit.lower() in UNITS and unit:
+                out.append(f"{number} {unit}")
+                i += 2
+        elif (
+            token.startswith("--download-total=")
+            and i < len(tokens)
+            and re.fullmatch(r"[0-9.]+", token.split("=", 1)[1])
+            and tokens[i]
+            and tokens[i].lower() in UNITS
+        ):
+            out[-1] = f"{token} {tokens[i]}"
+            i += 1
+    return out
 
 
 def _wait_parser() -> _Parser:
     parser = _Parser(prog=f"%{MAGIC_NAME} wait", add_help=False, allow_abbrev=False)
     parser.add_argument("id", nargs="?")
     parser.add_argument("--timeout")
+    parser.add_argument("--all", action="store_true")
     parser.add_argument("-h", "--help", action="store_true")
     return parser
 
@@ -223,14 +256,14 @@ def _parse_fetch_args(tokens: list[str], *, explicit_verb: bool, in_cell: bool) 
     if in_cell:
         prefix = "%" + prefix
     try:
-        ns, extra = _fetch_parser().parse_known_intermixed_args(tokens)
+        ns, extra = _fetch_parser().parse_known_intermixed_args(_join_sizes(tokens))
     except _ArgumentError as exc:
         raise _usage_error(str(exc), _fetch_example(explicit_verb, in_cell)) from None
     if ns.help:
         return Command(verb="help")
     if extra:
         options = [t for t in extra if t.startswith("-")] or extra
-        known = ["--title", "--icon", "--download-total", "--dest", "-H", "--header"]
+        known = ["--title", "--icon", "--download-total", "--dest", "-H", "--header", "--force"]
         hints = []
         for option in options:
             close = difflib.get_close_matches(option.split("=", 1)[0], known, n=1)
@@ -238,7 +271,8 @@ def _parse_fetch_args(tokens: list[str], *, explicit_verb: bool, in_cell: bool) 
                 hints.append(f"did you mean {close[0]} instead of {option}?")
         raise _usage_error(
             f"unknown option {' '.join(options)} (the options are --title, --icon, "
-            f"--download-total, --dest, -H/--header){'; ' + ' '.join(hints) if hints else ''}",
+            f"--download-total, --dest, -H/--header, --force)"
+            f"{'; ' + ' '.join(hints) if hints else ''}",
             _fetch_example(explicit_verb, in_cell),
         )
     if ns.id is None:
@@ -263,6 +297,7 @@ def _parse_fetch_args(tokens: list[str], *, explicit_verb: bool, in_cell: bool) 
         download_total=download_total,
         dest=dest,
         headers=headers,
+        force=ns.force,
     )
 
 
@@ -276,6 +311,9 @@ def _fetch_example(explicit_verb: bool, in_cell: bool) -> str:
 
 def _parse_id_verb(verb: str, rest: list[str]) -> Command:
     example = f"%{MAGIC_NAME} {verb} my-data"
+    timeout: float | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    delete_all = False
     if verb == "wait":
         example = f"%{MAGIC_NAME} wait my-data --timeout 60"
         try:
@@ -284,7 +322,6 @@ def _parse_id_verb(verb: str, rest: list[str]) -> Command:
             raise _usage_error(str(exc), example) from None
         if ns.help:
             return Command(verb="help")
-        timeout: float | None = None
         if ns.timeout is not None:
             try:
                 timeout = float(ns.timeout)
@@ -295,15 +332,33 @@ def _parse_id_verb(verb: str, rest: list[str]) -> Command:
                     f"--timeout must be a number of seconds >= 0, got {ns.timeout!r}", example
                 )
         positional = [ns.id, *extra] if ns.id is not None else extra
+        delete_all = ns.all  # wait for every active registration
     else:
-        timeout = None
         if any(t in ("-h", "--help") for t in rest):
             return Command(verb="help")
-        positional = rest
+        positional = []
+        tokens = iter(rest)
+        for token in tokens:
+            if verb == "resume" and token in ("-H", "--header"):
+                value = next(tokens, None)
+                if value is None:
+                    raise _usage_error(
+                        f"{token} needs a value", f"%{MAGIC_NAME} resume my-data {EXAMPLE_HEADER}"
+                    )
+                headers += (_parse_header(value),)
+            elif verb == "resume" and token.startswith("--header="):
+                headers += (_parse_header(token.split("=", 1)[1]),)
+            elif verb == "delete" and token == "--all":
+                delete_all = True
+            else:
+                positional.append(token)
     options = [t for t in positional if t.startswith("-")]
     if options:
-        raise _usage_error(f"{verb} takes no option {options[0]!r}", example)
+        allowed = {"resume": " (resume takes -H/--header)", "delete": " (delete takes --all)"}
+        raise _usage_error(f"{verb} takes no option {options[0]!r}{allowed.get(verb, '')}", example)
     if not positional:
+        if verb == "wait" and delete_all:  # every active registration
+            return Command(verb=verb, timeout=timeout, all=True)
         raise _usage_error(f"{verb} needs the id of a registration", example)
     if len(positional) > 1:
         hint = ""
@@ -317,7 +372,26 @@ def _parse_id_verb(verb: str, rest: list[str]) -> Command:
             example,
         )
     _check_id(positional[0], verb)
-    return Command(verb=verb, id=positional[0], timeout=timeout)
+    return Command(verb=verb, id=positional[0], timeout=timeout, headers=headers, all=delete_all)
+
+
+def _did_you_mean(first: str, rest: list[str]) -> None:
+    """``%bgfetch lst`` or ``%bgfetch abrot my-data``: a misspelt verb, not an id."""
+    if _looks_like_url(first) or any(_looks_like_url(t) for t in rest):
+        return
+    if first.startswith("-"):
+        return
+    close = difflib.get_close_matches(first.lower(), VERBS, n=1, cutoff=0.6)
+    if not close:
+        return
+    verb = close[0]
+    usage = f"%{MAGIC_NAME} {verb}" + ("" if verb == "list" else " ID")
+    raise _usage_error(
+        f"unknown command {first!r}; did you mean {verb!r} ({usage})? To start a download "
+        f"with the id {first!r}, give its URLs",
+        f"{usage.replace(' ID', ' my-data')}",
+        f"%{MAGIC_NAME} {first} https://example.org/a.csv",
+    )
 
 
 def parse_line(line: str) -> Command:
@@ -382,6 +456,7 @@ def _parse_tokens(tokens: list[str], *, in_cell: bool) -> Command:
         return _parse_fetch_args(rest, explicit_verb=True, in_cell=False)
     if first in ID_VERBS:
         return _parse_id_verb(first, rest)
+    _did_you_mean(first, rest)
     return _parse_fetch_args(tokens, explicit_verb=False, in_cell=False)
 
 
@@ -553,20 +628,54 @@ def run_command(command: Command) -> Any:
     """Run a parsed command against ``ipybgfetch.manager()`` and return what to display.
 
     API errors (``FetchError``, ``QuotaExceededError``, ``InvalidStateError``, ``ValueError``)
-    become a :class:`~IPython.core.error.UsageError` carrying their message.
+    become a :class:`~IPython.core.error.UsageError` carrying their message, reworded in
+    the magic's terms (``%bgfetch abort ID`` rather than ``reg.abort()``).
+
+    A trailing ``;`` only keeps IPython from displaying the value: ``reg = %bgfetch ...;``
+    still binds the registration.
     """
     if command.verb == "help":
         print(_HELP)
         return None
     try:
-        result = _run(command)
+        return _run(command)
     except UsageError:
         raise
     except KeyError as exc:  # e.g. delete() of an id that vanished meanwhile
-        raise UsageError(f"%{MAGIC_NAME}: {exc.args[0] if exc.args else exc}") from None
+        message = str(exc.args[0] if exc.args else exc)
+        raise UsageError(f"%{MAGIC_NAME}: {magic_words(message, command)}") from None
     except _api_errors() as exc:
-        raise UsageError(f"%{MAGIC_NAME}: {exc}") from None
-    return None if command.silent else result
+        raise UsageError(f"%{MAGIC_NAME}: {magic_words(str(exc), command)}") from None
+
+
+#: Python-API phrases in error messages, and what the magic's user types instead.
+_MAGIC_WORDS: tuple[tuple[str, str], ...] = (
+    (r"abort it \(mgr\.get\([^)]*\)\.abort\(\)\)", "abort it (%bgfetch abort {id})"),
+    (
+        r"reg\.resume\(headers=\{'Authorization': \.\.\.\}\) or reg\.resume\(auth=\.\.\.\)",
+        '%bgfetch resume {id} -H "Authorization: ..."',
+    ),
+    (r"reg\.resume\(headers=[^)]*\)", '%bgfetch resume {id} -H "Name: value"'),
+    (r"\breg\.(pause|resume|abort|retry|wait)\(\)", r"%bgfetch \1 {id}"),
+    (r"see mgr\.registrations\(\)", "see %bgfetch list"),
+    (r"mgr\.delete\([^)]*all=True\)", "%bgfetch delete {id} --all"),
+    (r"\bforce=True\b", "--force"),
+    (r"pass dest= a folder", "pass --dest a folder"),
+    (r"pick another dest\b", "pick another --dest"),
+    (r"\bdest=", "--dest "),
+)
+
+
+def magic_words(message: str, command: Command) -> str:
+    """An API error message in the magic's terms (see :data:`_MAGIC_WORDS`)."""
+    reg_id = command.id or "ID"
+    for pattern, replacement in _MAGIC_WORDS:
+        message = re.sub(pattern, replacement.replace("{id}", reg_id), message)
+    return message
+
+
+def _one_line(reg: Any) -> str:
+    return f"{getattr(reg, 'id', '?')!r}: {_status(reg)}, {_progress(reg)}"
 
 
 def _run(command: Command) -> Any:
@@ -574,47 +683,133 @@ def _run(command: Command) -> Any:
     if command.verb == "manager":
         return mgr
     if command.verb == "list":
-        return RegistrationList(mgr.registrations())
+        return RegistrationList(_current_registrations(mgr))
     if command.verb == "fetch":
         assert command.id is not None
+        active = mgr.get(command.id)
+        if active is not None:
+            raise _usage_error(
+                f"a registration with id {command.id!r} is already active ({_status(active)}); "
+                f"wait for it (%{MAGIC_NAME} wait {command.id}), abort it "
+                f"(%{MAGIC_NAME} abort {command.id}) or pick another id",
+                f"%{MAGIC_NAME} wait {command.id}",
+            )
         return mgr.fetch(command.id, _build_requests(command), **command.fetch_kwargs())
+    if command.verb == "wait" and command.all:
+        return _wait_all(mgr, command)
     assert command.id is not None
     if command.verb == "delete":
-        _find(mgr, command.id, "delete")
+        target = _find(mgr, command.id, "delete")
+        if not getattr(target, "settled", getattr(target, "state", "") != "active"):
+            raise _usage_error(
+                f"registration {command.id!r} is still {_status(target)}; abort it first "
+                f"(%{MAGIC_NAME} abort {command.id}), then delete it",
+                f"%{MAGIC_NAME} abort {command.id}",
+            )
+        if command.all:
+            n = mgr.delete(command.id, all=True)
+            plural = "s" if n != 1 else ""
+            print(f"Deleted {n} registration{plural} {command.id!r} with their records and files.")
+            return None
+        described = _describe_deleted(target, command.id)
         mgr.delete(command.id)
-        print(f"Deleted the registration {command.id!r} with its records and files.")
+        print(f"Deleted the registration {described} with its records and files.")
+        left = [r for r in mgr.registrations() if getattr(r, "id", None) == command.id]
+        if left:
+            n = len(left)
+            print(
+                f"{n} older registration{'s' if n != 1 else ''} with this id "
+                f"remain{'s' if n == 1 else ''}: %{MAGIC_NAME} delete {command.id} removes the "
+                f"next, %{MAGIC_NAME} delete {command.id} --all every one."
+            )
         return None
     reg = _find(mgr, command.id, command.verb)
     if command.verb == "get":
         return reg
     if command.verb == "abort":
-        if not reg.abort():
+        if reg.abort():
+            print(f"Aborted {_one_line(reg)}.")
+        else:
             print(f"{command.id!r} was not active ({_status(reg)}); nothing to abort.")
         return reg
     if command.verb == "pause":
-        if not reg.pause():
+        if reg.pause():
+            print(f"Paused {_one_line(reg)}; %{MAGIC_NAME} resume {command.id} continues it.")
+        else:
             print(f"{command.id!r} was not downloading ({_status(reg)}); nothing to pause.")
         return reg
     if command.verb == "resume":
-        if not reg.resume():
+        resumed = reg.resume(headers=dict(command.headers)) if command.headers else reg.resume()
+        if resumed:
+            print(f"Resumed {_one_line(reg)}.")
+        else:
             print(f"{command.id!r} was not paused ({_status(reg)}); nothing to resume.")
         return reg
+    if command.verb == "retry":
+        n = reg.retry()
+        if n:
+            print(f"Retrying {n} failed record{'s' if n != 1 else ''} of {command.id!r}.")
+        else:
+            print(f"{command.id!r} has no failed record to retry ({_status(reg)}).")
+        return reg
     if command.verb == "wait":
-        try:
-            reg.wait(timeout=command.timeout) if command.timeout is not None else reg.wait()
-        except KeyboardInterrupt:
-            print(
-                f"Stopped waiting for {command.id!r}; the download continues in the "
-                f"background (%{MAGIC_NAME} abort {command.id} stops it)."
-            )
-            raise
-        except TimeoutError as exc:
-            raise UsageError(
-                f"{exc}\nThe download continues in the background; wait again, e.g. "
-                f"%{MAGIC_NAME} wait {command.id} --timeout 600"
-            ) from None
+        _wait_for([reg], command)
+        print(f"Done: {_one_line(reg)}.")
         return reg
     raise AssertionError(f"unhandled verb {command.verb!r}")  # pragma: no cover
+
+
+def _current_registrations(mgr: Any) -> list[Any]:
+    """The registrations, without those a newer one with the same id replaced."""
+    try:
+        return list(mgr.registrations(replaced=False))
+    except TypeError:  # a manager without the keyword
+        return list(mgr.registrations())
+
+
+def _describe_deleted(reg: Any, reg_id: str) -> str:
+    import datetime
+
+    created = getattr(reg, "created", None)
+    when = ""
+    if isinstance(created, (int, float)):
+        when = datetime.datetime.fromtimestamp(created).strftime(" started %Y-%m-%d %H:%M")
+    records = getattr(reg, "_records", None)
+    count = f", {len(records)} records" if isinstance(records, list) else ""
+    return f"{reg_id!r} ({_status(reg)}{when}{count}, {_progress(reg)})"
+
+
+def _wait_all(mgr: Any, command: Command) -> None:
+    active = [r for r in mgr.registrations() if not getattr(r, "settled", False)]
+    if not active:
+        print("No active registration to wait for.")
+        return None
+    _wait_for(active, command)
+    for reg in active:
+        print(f"Done: {_one_line(reg)}.")
+    return None
+
+
+def _wait_for(regs: list[Any], command: Command) -> None:
+    from ._console import wait_with_progress
+
+    label = command.id if command.id is not None else ""
+    try:
+        if len(regs) == 1:  # reg.wait() draws its own progress line on a terminal
+            regs[0].wait(timeout=command.timeout) if command.timeout is not None else regs[0].wait()
+        else:
+            wait_with_progress(regs, timeout=command.timeout)
+    except KeyboardInterrupt:
+        print(
+            f"Stopped waiting for {label or 'the downloads'!r}; the download continues in the "
+            f"background (%{MAGIC_NAME} abort {label or 'ID'} stops it)."
+        )
+        raise
+    except TimeoutError as exc:
+        raise UsageError(
+            f"{exc}\nThe download continues in the background; wait again, e.g. "
+            f"%{MAGIC_NAME} wait {label} --timeout 600"
+        ) from None
 
 
 # --- the IPython side --------------------------------------------------------------------
@@ -627,12 +822,16 @@ Start a registration (returns it; the last line of a cell shows its panel):
     %bgfetch my-data https://example.org/a.csv https://example.org/b.parquet
     %bgfetch my-data https://example.org/a.csv --title "My data" --download-total 2GB
     reg = %bgfetch my-data https://example.org/a.csv        # keep it in a variable
-    %bgfetch my-data https://example.org/a.csv;             # ';' shows nothing
+    reg = %bgfetch my-data https://example.org/a.csv;       # ';' shows nothing, still binds
+    %bgfetch my-data https://example.org/a.csv --force      # download again, in place
 
     %%bgfetch my-data --title "My data" --download-total 1.5GiB
     # one URL a line, optionally followed by its integrity; blank lines and # comments ok
     https://example.org/a.csv  sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=
     https://example.org/b.parquet
+
+Re-running a cell is free: when the last registration with that id succeeded with the
+same URLs and --dest, and its files are still there, you get it back as it is.
 
 Options (start):
     --title TEXT            title shown in the panel
@@ -641,16 +840,21 @@ Options (start):
                             1.5GiB, 10k (SI = 1000s, KiB/MiB/GiB/TiB = 1024s); 0 = no limit
     --dest DIR              folder for the files (default: under the manager's home)
     -H, --header "Name: value"   HTTP header for every request (repeatable)
+    --force                 download again even if an earlier run already did
 
-Manage registrations:
+Manage registrations (from any notebook or script sharing the same home):
 
     %bgfetch                  the manager panel: every registration
     %bgfetch list             every registration as a table (a list of registrations)
     %bgfetch get ID           the registration (active, else the newest settled one)
     %bgfetch abort ID         stop it; finished records keep their data
     %bgfetch pause ID         pause ... and %bgfetch resume ID
+    %bgfetch resume ID -H "Authorization: Bearer <token>"   resume, giving credentials again
     %bgfetch wait ID [--timeout SECONDS]   block until it settles (Ctrl-C stops waiting only)
-    %bgfetch delete ID        remove a settled registration, its records and files
+    %bgfetch wait --all       wait for every active registration
+    %bgfetch retry ID         fetch the failed records again; the good ones stay
+    %bgfetch delete ID        remove the latest registration with that id, its records and files
+    %bgfetch delete ID --all  remove every registration with that id
     %bgfetch fetch list URL   explicit verb, for an id that equals a verb
 
 URLs are taken literally: $name and {name} are not expanded, so query strings are safe.
@@ -673,6 +877,42 @@ class BgFetchMagics(Magics):
 BgFetchMagics.bgfetch.__doc__ = _HELP
 
 
+_SILENCED_CALL = re.compile(r"run_line_magic\((['\"])bgfetch\1, .*;['\"]\)\s*$")
+#: Verbs that print their own one-line outcome: on a line of their own, their value (the
+#: registration, for ``r = %bgfetch pause ID``) is not displayed as a second panel.
+_QUIET_VERB_CALL = re.compile(
+    r"^\s*get_ipython\(\)\.run_line_magic\((['\"])bgfetch\1, (['\"])\s*"
+    r"(abort|pause|resume|retry|wait|delete)\s.*\)\s*$"
+)
+
+
+def keep_semicolon(lines: list[str]) -> list[str]:
+    """``reg = %bgfetch ID URL;``: IPython turns the line into a call whose ``;`` is inside
+    the magic's string, where its display hook does not see it. The magic returns its
+    value either way (so the assignment binds the registration), and this input
+    transformer keeps the ``;``'s promise outside: a bare silenced call ends in ``; None``
+    (nothing to display), an assignment gets a ``;`` after the call. A verb that prints
+    its one-line outcome (``%bgfetch pause ID``) on a line of its own is not displayed
+    again as a panel either.
+
+    >>> keep_semicolon(["r = get_ipython().run_line_magic('bgfetch', 'x https://a/b;')\n"])
+    ["r = get_ipython().run_line_magic('bgfetch', 'x https://a/b;');\n"]
+    >>> keep_semicolon(["get_ipython().run_line_magic('bgfetch', 'x https://a/b;')\n"])
+    ["get_ipython().run_line_magic('bgfetch', 'x https://a/b;'); None\n"]
+    """
+    out = []
+    for line in lines:
+        if _QUIET_VERB_CALL.search(line) and not _SILENCED_CALL.search(line):
+            body = line.rstrip()
+            line = body + "; None" + line[len(body) :]
+        elif _SILENCED_CALL.search(line):
+            body = line.rstrip()
+            bare = body.lstrip().startswith("get_ipython().run_line_magic(")
+            line = body + ("; None" if bare else ";") + line[len(body) :]
+        out.append(line)
+    return out
+
+
 def load_ipython_extension(ipython: InteractiveShell) -> None:
     """``%load_ext ipybgfetch``: register ``%bgfetch`` and ``%%bgfetch``.
 
@@ -680,11 +920,17 @@ def load_ipython_extension(ipython: InteractiveShell) -> None:
     unfinished resume now (unless ``IPYBGFETCH_AUTO_RESUME=0``).
     """
     ipython.register_magics(BgFetchMagics)
+    post = getattr(ipython, "input_transformers_post", None)
+    if isinstance(post, list) and keep_semicolon not in post:
+        post.append(keep_semicolon)
     _manager().registrations()
 
 
 def unload_ipython_extension(ipython: InteractiveShell) -> None:
     """``%unload_ext ipybgfetch``: remove the magics. Running downloads keep going."""
+    post = getattr(ipython, "input_transformers_post", None)
+    if isinstance(post, list) and keep_semicolon in post:
+        post.remove(keep_semicolon)
     manager = ipython.magics_manager
     assert manager is not None  # set by every InteractiveShell
     for kind in ("line", "cell"):
