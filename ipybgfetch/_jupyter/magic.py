@@ -155,7 +155,7 @@ def _fetch_parser() -> _Parser:
 
 def _join_sizes(tokens: list[str]) -> list[str]:
     """``--download-total 60 MB`` (unquoted): the unit after a number joins the number."""
-    from ._sizes import UNITS
+    from .._sizes import UNITS
 
     out: list[str] = []
     i = 0
@@ -791,7 +791,7 @@ def _wait_all(mgr: Any, command: Command) -> None:
 
 
 def _wait_for(regs: list[Any], command: Command) -> None:
-    from ._console import wait_with_progress
+    from .._console import wait_with_progress
 
     label = command.id if command.id is not None else ""
     try:

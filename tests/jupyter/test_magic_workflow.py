@@ -15,8 +15,8 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import ipybgfetch
-from ipybgfetch import _magic
-from ipybgfetch._magic import load_ipython_extension, parse_line, unload_ipython_extension
+from ipybgfetch._jupyter import magic as _magic
+from ipybgfetch._jupyter.magic import load_ipython_extension, parse_line, unload_ipython_extension
 from ipybgfetch.testing import DataServer
 
 URL = "https://example.org/a.csv"
