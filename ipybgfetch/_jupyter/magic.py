@@ -336,7 +336,7 @@ def _parse_id_verb(verb: str, rest: list[str]) -> Command:
     else:
         if any(t in ("-h", "--help") for t in rest):
             return Command(verb="help")
-        positional = []
+        positional: list[str] = []
         tokens = iter(rest)
         for token in tokens:
             if verb == "resume" and token in ("-H", "--header"):
