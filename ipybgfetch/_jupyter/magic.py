@@ -314,6 +314,7 @@ def _parse_id_verb(verb: str, rest: list[str]) -> Command:
     timeout: float | None = None
     headers: tuple[tuple[str, str], ...] = ()
     delete_all = False
+    positional: list[str] = []
     if verb == "wait":
         example = f"%{MAGIC_NAME} wait my-data --timeout 60"
         try:
@@ -336,7 +337,6 @@ def _parse_id_verb(verb: str, rest: list[str]) -> Command:
     else:
         if any(t in ("-h", "--help") for t in rest):
             return Command(verb="help")
-        positional: list[str] = []
         tokens = iter(rest)
         for token in tokens:
             if verb == "resume" and token in ("-H", "--header"):
