@@ -35,6 +35,7 @@ from ._records import (
     query_request,
     request_matches,
 )
+from ._vocab import FailureReason, RecordState, RegistrationState, Result, Snapshot
 
 if TYPE_CHECKING:
     from ._manager import BackgroundFetchManager
@@ -94,9 +95,9 @@ class BackgroundFetchRegistration:
         self._upload_total = sum(r.body_size for r in requests)
         self._downloaded = 0
         self._uploaded = 0
-        self._result = ""
-        self._failure_reason = ""
-        self._state = "active"
+        self._result: Result = ""
+        self._failure_reason: FailureReason = ""
+        self._state: RegistrationState = "active"
         self._stopping = False
         self._read_only = False
         self._reused_at: float | None = None  # when a re-run last returned it (no download)
@@ -144,12 +145,12 @@ class BackgroundFetchRegistration:
         return self._downloaded
 
     @property
-    def result(self) -> str:
+    def result(self) -> Result:
         """``""`` while active, then ``"success"`` or ``"failure"``."""
         return self._result
 
     @property
-    def failure_reason(self) -> str:
+    def failure_reason(self) -> FailureReason:
         return self._failure_reason
 
     @property
@@ -166,7 +167,7 @@ class BackgroundFetchRegistration:
         return [dict(i) for i in self._icons]
 
     @property
-    def state(self) -> str:
+    def state(self) -> RegistrationState:
         """active | paused | needs-credentials | success | failure | aborted"""
         return self._state
 
@@ -369,7 +370,7 @@ class BackgroundFetchRegistration:
             return None
         return expected
 
-    def _snapshot(self) -> dict[str, Any]:
+    def _snapshot(self) -> Snapshot:
         records = self._records
         expected = self._expected_bytes()
         speed = self._speed()
@@ -512,7 +513,7 @@ class BackgroundFetchRegistration:
             self._manager._callbacks.report(exc, self._run)
             self._settle_record(data, "failure", "fetch-error")
 
-    def _settle_record(self, data: RecordData, state: str, failure: str) -> None:
+    def _settle_record(self, data: RecordData, state: RecordState, failure: FailureReason) -> None:
         if data.settled:
             return
         data.state = state
@@ -558,7 +559,7 @@ class BackgroundFetchRegistration:
         else:
             self._settle("failure", failed.failure or "fetch-error")
 
-    def _fail_now(self, culprit: RecordData, reason: str, message: str) -> None:
+    def _fail_now(self, culprit: RecordData, reason: FailureReason, message: str) -> None:
         """download_total exceeded or disk full: stop every record, fail the registration."""
         if self.settled or self._stopping:
             return
@@ -566,7 +567,9 @@ class BackgroundFetchRegistration:
         self._queue.clear()  # no worker picks up another record meanwhile
         self._manager._engine.spawn(self._stop_all(culprit, reason, message))
 
-    async def _stop_all(self, culprit: RecordData | None, reason: str, message: str) -> None:
+    async def _stop_all(
+        self, culprit: RecordData | None, reason: FailureReason, message: str
+    ) -> None:
         current = asyncio.current_task()
         self._queue.clear()
         tasks = [t for t in self._tasks if t is not current]
@@ -689,7 +692,7 @@ class BackgroundFetchRegistration:
         self._start()
         return len(failed)
 
-    def _settle(self, result: str, reason: str) -> None:
+    def _settle(self, result: Result, reason: FailureReason) -> None:
         self._result = result
         self._failure_reason = reason
         self._state = (

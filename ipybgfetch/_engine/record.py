@@ -17,10 +17,9 @@ import httpx
 
 from .._exceptions import AbortError, FetchError
 from .._models import Request, Response
+from .._vocab import SETTLED_STATES, FailureReason, RecordState
 
-__all__ = ["SETTLED_STATES", "Outcome", "RecordData"]
-
-SETTLED_STATES = frozenset({"success", "failure", "aborted"})
+__all__ = ["Outcome", "RecordData"]
 
 _OUTCOME_LOCK = threading.Lock()
 
@@ -81,8 +80,8 @@ class RecordData:
         self.registration_id = registration_id
         self.index = index
         self.request = request
-        self.state = "pending"  # pending | active | paused | success | failure | aborted
-        self.failure = ""  # a failure reason of the spec, or ""
+        self.state: RecordState = "pending"
+        self.failure: FailureReason = ""  # a failure reason of the spec, or ""
         self.status = 0
         self.response_headers = httpx.Headers()
         self.response_url = ""

@@ -28,6 +28,7 @@ from .._http.http11 import Body
 from .._integrity import sri_to_hashes, strongest_hashes
 from .._models import Response
 from .._names import filename_from_disposition, filename_from_url
+from .._vocab import FailureReason
 from .retry import parse_retry_after
 from .sink import PartFile
 
@@ -53,7 +54,7 @@ _QUOTA_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFB
 class RegistrationStopped(Exception):
     """The whole registration ends now (download_total exceeded, disk full)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: FailureReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -375,7 +376,7 @@ def _restart_from_zero(reg: BackgroundFetchRegistration, data: RecordData, hashe
 
 
 def _settle_failure(
-    reg: BackgroundFetchRegistration, data: RecordData, reason: str, message: str
+    reg: BackgroundFetchRegistration, data: RecordData, reason: FailureReason, message: str
 ) -> None:
     _check_lease(reg)  # raises LeaseLost: the new owner decides this record's fate
     data.error = message

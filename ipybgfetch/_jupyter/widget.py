@@ -31,6 +31,7 @@ import anywidget
 import traitlets
 
 from .._sizes import format_size
+from .._vocab import SETTLED_STATES, Snapshot
 
 __all__ = [
     "MAX_MANAGER_PANELS",
@@ -53,14 +54,13 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 MIN_INTERVAL = 0.1  # seconds between two state messages of one panel: at most 10 per second
 MAX_MANAGER_PANELS = 100  # the manager panel shows the newest N registrations
 MAX_MANAGER_RECORDS = 50  # records per registration sent in manager mode (aggregates are exact)
-SETTLED_STATES = frozenset({"success", "failure", "aborted"})
 INTENTS = ("abort", "pause", "resume", "click")
 
 
 class _Registration(Protocol):
     """What the panel needs from a registration (see ipybgfetch._registration)."""
 
-    def _snapshot(self) -> dict[str, Any]: ...
+    def _snapshot(self) -> Snapshot: ...
     def add_event_listener(self, type: str, callback: Callable[[Any], Any]) -> None: ...
     def remove_event_listener(self, type: str, callback: Callable[[Any], Any]) -> None: ...
     def abort(self) -> bool: ...
