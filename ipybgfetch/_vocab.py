@@ -88,3 +88,5 @@ class Snapshot(TypedDict):
     started: float  # seconds since the epoch
     finished: float | None
     dest: str
+    # when a re-run of fetch() returned it as it was (no download): the time it finished
+    already_downloaded: float | None

@@ -53,5 +53,6 @@ export const RECORD_SNAPSHOT_KEYS = Object.freeze(["index", "url", "status", "st
  * @property {number} started
  * @property {number | null} finished
  * @property {string} dest
+ * @property {number | null} already_downloaded
  */
-export const SNAPSHOT_KEYS = Object.freeze(["key", "id", "title", "icons", "state", "result", "failure_reason", "downloaded", "download_total", "expected_bytes", "uploaded", "upload_total", "speed", "eta", "records_total", "records_done", "records_failed", "records_active", "records", "records_truncated", "started", "finished", "dest"]);
+export const SNAPSHOT_KEYS = Object.freeze(["key", "id", "title", "icons", "state", "result", "failure_reason", "downloaded", "download_total", "expected_bytes", "uploaded", "upload_total", "speed", "eta", "records_total", "records_done", "records_failed", "records_active", "records", "records_truncated", "started", "finished", "dest", "already_downloaded"]);
