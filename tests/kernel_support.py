@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
@@ -27,16 +28,37 @@ DEFAULT_KERNEL = "python3"
 IPK6_KERNEL = os.environ.get("IPK6_NAME", "ipybgfetch-ipk6")
 
 
-def available_kernels() -> list[str]:
-    """``python3`` and, when ``.ci/kernels.sh`` has run, the ipykernel 6 kernelspec."""
-    names = [DEFAULT_KERNEL]
+def missing_kernel(name: str) -> str | None:
+    """Why the kernelspec ``name`` cannot be used (None: it is installed)."""
+    if name == DEFAULT_KERNEL:
+        return None  # jupyter_client always provides the current environment's kernel
     try:
         specs = KernelSpecManager().find_kernel_specs()
-    except Exception:  # pragma: no cover
-        specs = {}
-    if IPK6_KERNEL in specs:
-        names.append(IPK6_KERNEL)
-    return names
+    except Exception as exc:  # pragma: no cover
+        return f"cannot list the kernelspecs: {exc!r}"
+    if name in specs:
+        return None
+    return (
+        f"kernelspec {name!r} (ipykernel 6) is not installed: run `bash .ci/kernels.sh` "
+        "(it needs network access to install ipykernel 6) to test on ipykernel 6 too"
+    )
+
+
+def available_kernels() -> list[str]:
+    """``python3`` and, when ``.ci/kernels.sh`` has run, the ipykernel 6 kernelspec."""
+    return [n for n in (DEFAULT_KERNEL, IPK6_KERNEL) if missing_kernel(n) is None]
+
+
+def kernel_params() -> list[Any]:
+    """Every kernel the tests run on, as pytest params: a missing one is reported as a skip
+    with its reason, never left out silently."""
+    params: list[Any] = []
+    for name in (DEFAULT_KERNEL, IPK6_KERNEL):
+        reason = missing_kernel(name)
+        params.append(
+            name if reason is None else pytest.param(name, marks=pytest.mark.skip(reason=reason))
+        )
+    return params
 
 
 def kernel_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:

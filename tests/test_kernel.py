@@ -21,14 +21,14 @@ from typing import Any
 
 import nbformat
 import pytest
-from kernel_support import KernelSession, available_kernels, kernel_env
+from kernel_support import KernelSession, kernel_env, kernel_params
 from nbclient import NotebookClient
 
 from ipybgfetch.testing import DataServer
 
 pytestmark = pytest.mark.kernel
 
-KERNELS = available_kernels()
+KERNELS = kernel_params()  # a missing ipykernel 6 kernelspec: a skip with its reason
 
 SETUP = """\
 %load_ext ipybgfetch
