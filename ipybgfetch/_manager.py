@@ -274,8 +274,12 @@ class BackgroundFetchManager:
         total = _download_total(download_total)
         merged_headers = checked_headers(headers)
         policy = RetryPolicy.coerce(retries, self._policy)
-        remote = runner = None
+        remote = None
         key = uuid.uuid4().hex
+        if cluster is not None:
+            from ._cluster import check_cluster
+
+            dest = check_cluster(cluster, dest)  # a shared folder becomes file://...
         if dest is not None and _is_remote(dest):
             from ._engine.cloud import remote_dest
 
@@ -286,10 +290,6 @@ class BackgroundFetchManager:
                 "storage_options applies to an object-storage dest (dest='s3://bucket/prefix/'"
                 ", 'gs://...', 'memory://...'); a local folder needs none"
             )
-        if cluster is not None:
-            from ._cluster import ClusterRun
-
-            runner = ClusterRun.create(cluster, remote, dest)
         self._ensure_started()
         folder = self._destination(id, dest, create=False)
         with self._lock:
@@ -338,7 +338,10 @@ class BackgroundFetchManager:
 
                 reg._remote = remote
                 assign_paths(reg, remote)
-            reg._runner = runner
+            if cluster is not None:
+                from ._cluster import ClusterRun
+
+                reg._runner = ClusterRun(cluster)
             if previous is not None and previous.settled and previous._dest == folder:
                 _replace_files_of(reg, previous)
             self._engine.run(self._register(reg))

@@ -1,0 +1,495 @@
+"""``mgr.fetch(id, urls, dest="s3://bucket/prefix/", cluster=client)``: the records run on
+a ``dask.distributed`` cluster; the registration in this process follows them.
+
+Imported only when ``cluster=`` is given (``pip install "ipybgfetch[cluster]"``).
+
+How it works (Dask's scheduler does the scheduling; nothing here is a scheduler):
+
+- The unsettled records are cut into *shards* by count and by bytes (sizes known from an
+  earlier run count; unknown ones count as zero), at least two per worker so that Dask can
+  balance them. Each shard is one Dask task, :func:`run_shard`.
+- On a worker, a shard runs on an ordinary ipybgfetch engine (one manager per worker
+  process, its home in the worker's local directory) and writes to the shared destination:
+  object storage, or a shared folder (taken as ``file://``). Object names are fixed by
+  this process at fetch() time and travel with the shard, so every worker agrees.
+- Live progress: every ~0.25 s a shard logs an event (``worker.log_event``) under the
+  registration's topic with the records that changed; this process subscribes to the topic
+  and applies them to the local registration on its engine thread. So the registration's
+  progress events, ``%bgfetch list`` and the panel show bytes, files and rate as for a local
+  run, and its snapshot has a per-worker breakdown under ``"cluster"``.
+- Control: a ``distributed.Variable`` per registration holds ``active``/``paused``/
+  ``aborted``/``stopped``; shards read it every ~0.25 s (so pause, resume and abort reach
+  every worker within about half a second).
+- Results: each shard returns every record's outcome (state, failure, status, bytes,
+  sha256, headers, error), applied to the local records, which the local store keeps.
+- Worker loss: Dask reschedules the lost shard on another worker; there, records whose
+  objects already exist complete (uploaded for the same URL, same size and sha256) settle
+  without a request. A shard that keeps failing (Dask gives up: ``KilledWorker``, or an
+  error) fails its unsettled records with that reason.
+- ``download_total`` is enforced per shard on the workers and for the sum here (a total
+  over the limit fails the registration with ``download-total-exceeded`` and aborts the
+  shards); the check for the sum happens when progress arrives, so a few chunks past the
+  limit may be fetched before the shards stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import FetchError
+
+if TYPE_CHECKING:
+    from ._engine.cloud import RemoteDest
+    from ._records import RecordData
+    from ._registration import BackgroundFetchRegistration
+
+__all__ = ["ClusterRun", "check_cluster", "run_shard"]
+
+CLUSTER_EXTRA = 'pip install "ipybgfetch[cluster]"'
+SHARD_RECORDS = 100  # records per shard, at most
+SHARD_BYTES = 2 * 2**30  # bytes per shard, at most (of the sizes known in advance)
+SHARDS_PER_WORKER = 2  # at least this many shards per worker, when there are records enough
+REPORT_INTERVAL = 0.25  # seconds between a shard's progress events and control reads
+SHARD_RETRIES = 1  # Dask re-runs a shard that raised once; lost workers: Dask's own limit
+_RECORD_FIELDS = (
+    "state",
+    "failure",
+    "status",
+    "downloaded",
+    "total",
+    "sha256",
+    "error",
+    "attempts",
+    "started",
+    "finished",
+    "response_url",
+    "etag",
+    "last_modified",
+)
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise FetchError(
+            f"cluster= needs dask.distributed: {CLUSTER_EXTRA}, then pass a distributed.Client"
+        ) from None
+    return distributed
+
+
+def check_cluster(cluster: Any, dest: Any) -> Any:
+    """fetch() time: ``cluster`` is a running, synchronous Client and ``dest`` something
+    every worker can write to. Returns the dest to use (a shared folder as ``file://``)."""
+    distributed = _distributed()
+    if not isinstance(cluster, distributed.Client):
+        raise FetchError(
+            "cluster= must be a dask.distributed.Client, e.g. "
+            "Client(LocalCluster()) or Client('tcp://scheduler:8786'); got "
+            f"{type(cluster).__name__}"
+        )
+    if cluster.status not in ("running", "connecting", "newly-created"):
+        raise FetchError(f"the dask Client given as cluster= is {cluster.status}; pass an open one")
+    if getattr(cluster, "asynchronous", False):
+        raise FetchError(
+            "cluster= needs a synchronous dask Client (Client(...), not "
+            "Client(..., asynchronous=True))"
+        )
+    if dest is None:
+        raise FetchError(
+            "cluster= needs a dest every worker can write to: object storage "
+            "(dest='s3://bucket/prefix/') or a shared folder (dest='/shared/data')"
+        )
+    if isinstance(dest, str) and "://" in dest:
+        return dest
+    if type(dest).__name__ == "RemoteDest":
+        return dest
+    return "file://" + os.path.abspath(os.path.expanduser(os.fspath(dest)))
+
+
+def shards(records: list[RecordData], n_workers: int) -> list[list[RecordData]]:
+    """Cut the records into shards of at most SHARD_RECORDS records and SHARD_BYTES known
+    bytes, and into at least SHARDS_PER_WORKER per worker when there are enough records."""
+    if not records:
+        return []
+    wanted = max(1, n_workers) * SHARDS_PER_WORKER
+    per_shard = max(1, min(SHARD_RECORDS, math.ceil(len(records) / wanted)))
+    out: list[list[RecordData]] = [[]]
+    size = 0
+    for d in records:
+        known = d.total or 0
+        if out[-1] and (len(out[-1]) >= per_shard or size + known > SHARD_BYTES):
+            out.append([])
+            size = 0
+        out[-1].append(d)
+        size += known
+    return out
+
+
+class ClusterRun:
+    """The local side of a registration whose records run on a Dask cluster."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._futures: dict[int, Any] = {}  # shard number -> dask Future
+        self._members: dict[int, list[int]] = {}  # shard number -> record indexes
+        self._shard_info: dict[int, dict[str, Any]] = {}  # latest progress per shard
+        self._done_shards: set[int] = set()
+        self._submitted = False
+        self._finished: asyncio.Event | None = None
+        self._topic = ""
+        self._control = ""
+        self._lock = threading.Lock()
+        self._waiter: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- the registration's task (engine thread) ---------------------------------------------
+    async def follow(self, reg: BackgroundFetchRegistration) -> None:
+        """Run (or resume) the shards and apply their progress until every one is done."""
+        loop = asyncio.get_running_loop()
+        self._finished = asyncio.Event()
+        try:
+            if not self._submitted:
+                await loop.run_in_executor(None, self._submit, reg)
+            else:
+                await loop.run_in_executor(None, self._set_control, "active")
+            if len(self._done_shards) < len(self._futures):
+                await self._finished.wait()
+            for d in reg._records:  # every shard is done: nothing may stay unsettled
+                if not d.settled and not reg.settled:
+                    d.error = d.error or "its shard on the dask cluster ended without it"
+                    reg._settle_record(d, "failure", "fetch-error")
+        except asyncio.CancelledError:
+            # abort() or download_total (the registration is stopping), pause(), or the
+            # manager closing: tell every shard, without waiting for the answer here.
+            if reg._stopping:
+                self._signal("aborted")
+            else:
+                self._signal("paused" if reg._state == "paused" else "stopped")
+            raise
+        finally:
+            reg._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+            if reg.settled or reg._stopping:
+                self._close()
+
+    def _submit(self, reg: BackgroundFetchRegistration) -> None:
+        """In an executor thread: the control variable, the topic, then the shard tasks."""
+        distributed = _distributed()
+        client = self.client
+        self._topic = f"ipybgfetch-{reg._key}"
+        self._control = f"ipybgfetch-control-{reg._key}"
+        distributed.Variable(self._control, client=client).set("active")
+        engine = reg._manager._engine
+        client.subscribe_topic(
+            self._topic, lambda event: engine.call_soon(self._progress, reg, event[1])
+        )
+        try:
+            n_workers = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+        except TypeError:  # older distributed: no n_workers argument
+            n_workers = len(client.scheduler_info().get("workers", {}))
+        remote: RemoteDest = reg._remote
+        names = [d.final_path.path[len(remote.root) + 1 :] for d in reg._records]  # type: ignore[union-attr]
+        pending = [d for d in reg._records if not d.settled]
+        headers = [(k, v) for k, v in reg._headers.multi_items()]
+        per_host = reg._manager._per_host
+        for number, members in enumerate(shards(pending, n_workers)):
+            spec = {
+                "key": reg._key,
+                "id": reg._id,
+                "shard": number,
+                "indexes": [d.index for d in members],
+                "requests": [
+                    (d.request.url, d.request.method, dict(d.request.headers), d.request.integrity)
+                    for d in members
+                ],
+                "names": [names[d.index] for d in members],
+                "remote": remote,  # with its storage_options: in memory, on the wire only
+                "headers": headers,
+                "download_total": reg._download_total,
+                "per_host": per_host,
+                "topic": self._topic,
+                "control": self._control,
+            }
+            self._members[number] = spec["indexes"]
+            self._futures[number] = client.submit(
+                run_shard,
+                spec,
+                key=f"ipybgfetch-shard-{reg._key}-{number}",
+                pure=False,
+                retries=SHARD_RETRIES,
+            )
+        self._submitted = True
+        self._waiter = threading.Thread(
+            target=self._wait_shards, args=(reg,), name="ipybgfetch-cluster", daemon=True
+        )
+        self._waiter.start()
+
+    def _wait_shards(self, reg: BackgroundFetchRegistration) -> None:
+        """A thread: hand each finished shard to the engine thread."""
+        distributed = _distributed()
+        engine = reg._manager._engine
+        by_key = {f.key: n for n, f in self._futures.items()}
+        for future in distributed.as_completed(list(self._futures.values())):
+            if self._stop.is_set():
+                return
+            number = by_key[future.key]
+            try:
+                if future.cancelled():
+                    outcome: tuple[bool, Any] = (False, "cancelled")
+                else:
+                    outcome = (True, future.result())
+            except BaseException as exc:  # the shard failed for good (KilledWorker, an error)
+                outcome = (False, f"{type(exc).__name__}: {exc}")
+            try:
+                engine.call_soon(self._shard_done, reg, number, outcome)
+            except RuntimeError:  # the engine stopped (manager closed)
+                return
+
+    # -- applied on the engine thread -------------------------------------------------------
+    def _progress(self, reg: BackgroundFetchRegistration, msg: dict[str, Any]) -> None:
+        if reg.settled or reg._stopping:
+            return
+        shard = msg.get("shard")
+        if shard in self._done_shards:
+            return
+        self._shard_info[shard] = {
+            "worker": msg.get("worker", ""),
+            "downloaded": msg.get("downloaded", 0),
+            "files": msg.get("files", 0),
+            "records": msg.get("records_total", 0),
+            "rate": msg.get("rate", 0.0),
+        }
+        self._apply(reg, msg.get("records", []))
+
+    def _shard_done(
+        self, reg: BackgroundFetchRegistration, number: int, outcome: tuple[bool, Any]
+    ) -> None:
+        if number in self._done_shards:
+            return
+        self._done_shards.add(number)
+        info = self._shard_info.setdefault(number, {"worker": "", "rate": 0.0})
+        info["rate"] = 0.0
+        ok, value = outcome
+        if reg.settled or reg._stopping:
+            pass
+        elif ok:
+            self._apply(reg, value, final=True)
+        elif value != "cancelled":
+            for index in self._members.get(number, []):
+                d = reg._records[index]
+                if not d.settled:
+                    d.error = (
+                        f"its shard failed on the dask cluster ({value}); the other records "
+                        "were not affected"
+                    )
+                    reg._settle_record(d, "failure", "fetch-error")
+        if len(self._done_shards) >= len(self._futures) and self._finished is not None:
+            self._finished.set()
+
+    def _apply(
+        self, reg: BackgroundFetchRegistration, updates: list[dict[str, Any]], final: bool = False
+    ) -> None:
+        import httpx
+
+        from ._models import Response
+
+        for u in updates:
+            d = reg._records[u["index"]]
+            if d.settled or reg.settled:
+                continue
+            state = u["state"]
+            if state not in ("success", "failure", "aborted") and final:
+                state = "paused"  # the shard stopped before this record finished
+            for name in _RECORD_FIELDS:
+                if name in ("state", "downloaded"):
+                    continue
+                value = u.get(name)
+                if value is not None:
+                    setattr(d, name, value)
+            if u.get("headers") is not None:
+                d.response_headers = httpx.Headers(u["headers"])
+            if d.status and d.response is None:
+                d.response = Response(d)
+            delta = int(u.get("downloaded") or 0) - d.downloaded
+            if delta:
+                reg._add_downloaded(d, delta)
+            if state in ("success", "failure", "aborted"):
+                if state != "success":
+                    d.final_path = None  # a failed record's body stayed on its worker
+                if state == "aborted":
+                    state, u["failure"] = "failure", u.get("failure") or "fetch-error"
+                    d.error = d.error or "aborted on its worker"
+                reg._settle_record(d, state, u.get("failure") or "")
+                if u.get("failure") == "download-total-exceeded" and not reg.settled:
+                    reg._fail_now(d, "download-total-exceeded", d.error)
+                    return
+            else:
+                if d.state != state:
+                    d.state = state
+                reg._mark_dirty(d)
+        limit = reg._download_total
+        if limit and reg._downloaded > limit and not reg.settled:
+            culprit = next((d for d in reg._records if not d.settled), None)
+            if culprit is not None:
+                reg._fail_now(
+                    culprit,
+                    "download-total-exceeded",
+                    f"download_total of {limit} bytes exceeded by the cluster's records",
+                )
+
+    def snapshot(self) -> dict[str, Any]:
+        """The per-worker breakdown for the registration's snapshot (key ``"cluster"``)."""
+        workers: dict[str, dict[str, Any]] = {}
+        for number, info in list(self._shard_info.items()):
+            name = info.get("worker") or "?"
+            w = workers.setdefault(
+                name, {"worker": name, "downloaded": 0, "files": 0, "rate": 0.0, "shards": 0}
+            )
+            w["downloaded"] += info.get("downloaded", 0)
+            w["files"] += info.get("files", 0)
+            w["rate"] += info.get("rate", 0.0)
+            w["shards"] += number not in self._done_shards
+        return {
+            "scheduler": getattr(getattr(self.client, "scheduler", None), "address", ""),
+            "shards_total": len(self._futures),
+            "shards_done": len(self._done_shards),
+            "workers": sorted(workers.values(), key=lambda w: w["worker"]),
+        }
+
+    # -- control ----------------------------------------------------------------------------
+    def _set_control(self, state: str) -> None:
+        if self._control:
+            _distributed().Variable(self._control, client=self.client).set(state)
+
+    def _signal(self, state: str) -> None:
+        """Set the control state from the engine thread without blocking it."""
+        thread = threading.Thread(
+            target=self._signal_now, args=(state,), name="ipybgfetch-cluster-control", daemon=True
+        )
+        thread.start()
+
+    def _signal_now(self, state: str) -> None:
+        with contextlib.suppress(Exception):  # a closed client: the shards end with it
+            self._set_control(state)
+            if state == "aborted":
+                self.client.cancel(list(self._futures.values()))
+
+    def _close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            if self._topic:
+                self.client.unsubscribe_topic(self._topic)
+
+
+# ======================================================================================
+# The worker side: one Dask task per shard.
+# ======================================================================================
+_MANAGERS: dict[str, Any] = {}
+_MANAGERS_LOCK = threading.Lock()
+
+
+def _worker_manager(home: str, per_host: int) -> Any:
+    """One ipybgfetch manager per worker process (its home in the worker's local folder)."""
+    from ._manager import BackgroundFetchManager
+
+    with _MANAGERS_LOCK:
+        mgr = _MANAGERS.get(home)
+        if mgr is None or mgr._closed:
+            mgr = _MANAGERS[home] = BackgroundFetchManager(
+                home=home, max_connections_per_host=per_host, auto_resume=False
+            )
+        return mgr
+
+
+def _record_update(d: RecordData, index: int) -> dict[str, Any]:
+    u: dict[str, Any] = {"index": index}
+    for name in _RECORD_FIELDS:
+        u[name] = getattr(d, name)
+    u["headers"] = [(k, v) for k, v in d.response_headers.multi_items() if k != "set-cookie"]
+    return u
+
+
+def run_shard(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Dask task: fetch one shard's records on this worker; returns their outcomes."""
+    import distributed
+
+    from ._models import Request
+
+    worker = distributed.get_worker()
+    control = distributed.Variable(spec["control"])
+    if _read_control(control) in ("aborted", "stopped"):
+        return []
+    home = os.path.join(worker.local_directory, "ipybgfetch")
+    mgr = _worker_manager(home, spec["per_host"])
+    remote = spec["remote"]
+    remote.names = spec["names"]
+    shard_id = f"{spec['id']}#{spec['shard']}@{spec['key'][:8]}"
+    reg = mgr.get(shard_id)
+    if reg is None:
+        reg = mgr.fetch(
+            shard_id,
+            [
+                Request(url, method=method, headers=headers or None, integrity=integrity)
+                for url, method, headers, integrity in spec["requests"]
+            ],
+            dest=remote,
+            headers=dict(spec["headers"]) if spec["headers"] else None,
+            download_total=spec["download_total"],
+        )
+    indexes = spec["indexes"]
+    sent: dict[int, tuple[Any, ...]] = {}
+    last_bytes, last_time, rate = 0, time.monotonic(), 0.0
+    state = "active"
+    while True:
+        settled = reg._done.wait(REPORT_INTERVAL)
+        now = time.monotonic()
+        changed = []
+        for d, index in zip(reg._records, indexes, strict=True):
+            key = (d.state, d.downloaded, d.status, d.total, d.error)
+            if sent.get(index) != key:
+                sent[index] = key
+                changed.append(_record_update(d, index))
+        downloaded = reg._downloaded
+        if now > last_time:
+            rate = 0.5 * rate + 0.5 * max(0.0, (downloaded - last_bytes) / (now - last_time))
+        last_bytes, last_time = downloaded, now
+        if changed or not settled:
+            worker.log_event(
+                spec["topic"],
+                {
+                    "shard": spec["shard"],
+                    "worker": worker.address,
+                    "downloaded": downloaded,
+                    "files": reg._done_count,
+                    "records_total": len(indexes),
+                    "rate": 0.0 if settled else rate,
+                    "records": changed,
+                },
+            )
+        if settled:
+            break
+        wanted = _read_control(control)
+        if wanted != state:
+            state = wanted
+            if wanted == "aborted":
+                reg.abort()
+            elif wanted in ("paused", "stopped"):
+                reg.pause()
+                if wanted == "stopped":
+                    break
+            elif wanted == "active":
+                reg.resume()
+    return [_record_update(d, index) for d, index in zip(reg._records, indexes, strict=True)]
+
+
+def _read_control(control: Any) -> str:
+    try:
+        return str(control.get(timeout=5))
+    except Exception:  # the client went away: stop here, resumable
+        return "stopped"

@@ -1,0 +1,250 @@
+"""Records running on a Dask cluster (``ipybgfetch._cluster``): a real
+``distributed.LocalCluster(n_workers=2, processes=True)`` writing into moto's real S3
+server on loopback, both started here. The whole module stays within ~90 s."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Everything that builds ASTs is imported before any thread starts (CPython 3.11.7's
+# gh-106905 would otherwise make imports racing in threads flaky).
+from cloud_support import S3, files_under, s3_server
+
+distributed = pytest.importorskip(
+    "distributed", reason="the cluster tests need pip install 'ipybgfetch[cluster]'"
+)
+pandas = pytest.importorskip("pandas", reason="the records DataFrame needs pandas")
+from resilience_support import wait_until  # noqa: E402
+
+import ipybgfetch._cluster  # noqa: E402
+import ipybgfetch._engine.cloud  # noqa: E402
+from ipybgfetch import BackgroundFetchManager, FetchError  # noqa: E402
+from ipybgfetch.testing import DataServer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+s3 = pytest.fixture(scope="module")(s3_server)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=1,
+        dashboard_address=None,
+        silence_logs=50,
+    )
+    c = distributed.Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+@pytest.fixture
+def srv() -> Iterator[DataServer]:
+    with DataServer() as s:  # a server of its own: its request log is this test's alone
+        yield s
+
+
+def worker_dirs(client: Any) -> list[Path]:
+    return [Path(d) for d in client.run(lambda dask_worker: dask_worker.local_directory).values()]
+
+
+def test_300_files_into_s3(s3: S3, srv: DataServer, client: Any, tmp_path: Path) -> None:
+    secret = "ClusterSecret-" + os.urandom(8).hex()
+    bucket = s3.bucket()
+    sizes = [1000 + 37 * i for i in range(300)]
+    urls = [srv.url(f"f{i:03}.bin", n) for i, n in enumerate(sizes)]
+    events: list[int] = []
+    with BackgroundFetchManager(home=tmp_path / "home") as mgr:
+        reg = mgr.fetch(
+            "many",
+            urls,
+            dest=f"s3://{bucket}/x/",
+            storage_options=s3.options(secret),
+            cluster=client,
+            title="300 files",
+        )
+        reg.add_event_listener("progress", lambda e: events.append(e.registration.downloaded))
+        seen = []
+        while not reg.settled:
+            seen.append(reg._snapshot())
+            time.sleep(0.05)
+        reg.wait(60)
+        assert reg.result == "success", reg.failure_reason
+        assert reg.downloaded == sum(sizes)
+        # the objects: one per URL, the server's bytes
+        keys = s3.keys(bucket, "x/")
+        assert sorted(keys) == [f"x/f{i:03}.bin" for i in range(300)]
+        for i in range(0, 300, 7):  # a sample of the bytes themselves...
+            assert s3.sha256(bucket, f"x/f{i:03}.bin") == DataServer.sha256(
+                f"f{i:03}.bin", sizes[i]
+            )
+        # ...and every record's sha256, as the workers computed them
+        df = reg.match_all().to_pandas()
+        assert len(df) == 300 and set(df["state"]) == {"success"}
+        assert list(df["sha256"]) == [
+            DataServer.sha256(f"f{i:03}.bin", n) for i, n in enumerate(sizes)
+        ]
+        assert list(df["bytes"]) == sizes
+        assert list(df["path"]) == [f"s3://{bucket}/x/f{i:03}.bin" for i in range(300)]
+        assert set(df["status"]) == {200}
+        # the same columns and dtypes as a local run
+        local = mgr.fetch("local", urls[:3]).wait(30).match_all().to_pandas()
+        assert list(df.columns) == list(local.columns)
+        assert list(df.dtypes) == list(local.dtypes)
+        # live progress came back through Dask: events, and a per-worker breakdown
+        assert events and events[-1] == sum(sizes)
+        workers = reg._snapshot()["cluster"]["workers"]
+        assert len(workers) == 2 and all(w["files"] > 0 for w in workers)
+        assert sum(w["downloaded"] for w in workers) == sum(sizes)
+        assert sum(w["files"] for w in workers) == 300
+        assert any(0 < s["records_done"] < 300 for s in seen), "no live progress was seen"
+        assert reg.match(urls[5]).response.read() == DataServer.content("f005.bin", sizes[5])
+        # the shards ran on the workers: the local process sent no request itself
+        assert len(srv.requests) == 300 + 3
+    homes = [tmp_path / "home", *worker_dirs(client)]
+    found = [p for h in homes for p in files_under(h) if secret.encode() in p.read_bytes()]
+    assert not found, f"the storage_options secret was written to {found}"
+    assert any(list(files_under(d)) for d in worker_dirs(client)), "the workers kept no state?"
+
+
+def test_a_worker_killed_midway(s3: S3, srv: DataServer, client: Any, tmp_path: Path) -> None:
+    bucket = s3.bucket()
+    n, size = 48, 60_000
+    # paced at 150 kB/s per connection: ~0.4 s per file, a few seconds per shard
+    urls = [srv.url(f"k{i:02}.bin", size, throttle=150_000) for i in range(n)]
+    pids = client.run(os.getpid)
+    with BackgroundFetchManager(home=tmp_path / "home") as mgr:
+        reg = mgr.fetch(
+            "kill", urls, dest=f"s3://{bucket}/k/", storage_options=s3.options(), cluster=client
+        )
+
+        def victim() -> str | None:  # a worker with finished files and a shard still running
+            for w in reg._snapshot()["cluster"]["workers"]:
+                if w["files"] >= 3 and w["shards"] and w["worker"] in pids:
+                    return w["worker"]
+            return None
+
+        wait_until(lambda: victim() is not None or reg.settled, 30, "a worker with files done")
+        address = victim()
+        assert address is not None and not reg.settled, "finished before a worker could be killed"
+        done_before = [d.request.url for d in reg._records if d.state == "success"]
+        os.kill(pids[address], signal.SIGKILL)
+        assert reg.wait(60).result == "success", [r.error for r in reg.match_all()]
+        assert reg.downloaded == n * size
+    keys = s3.keys(bucket, "k/")
+    assert sorted(keys) == [f"k/k{i:02}.bin" for i in range(n)]  # each exactly once
+    for i in range(0, n, 5):
+        assert s3.sha256(bucket, f"k/k{i:02}.bin") == DataServer.sha256(f"k{i:02}.bin", size)
+    assert done_before
+    refetched = [u for u in done_before if len(srv.requests_for(u)) != 1]
+    assert not refetched, f"finished files were fetched again: {refetched}"
+    wait_until(lambda: len(client.scheduler_info()["workers"]) == 2, 30, "the nanny's restart")
+
+
+def test_abort_reaches_every_worker(s3: S3, srv: DataServer, client: Any, tmp_path: Path) -> None:
+    bucket = s3.bucket()
+    urls = [srv.url(f"a{i:03}.bin", 400_000, throttle=100_000) for i in range(200)]
+    with BackgroundFetchManager(home=tmp_path / "home") as mgr:
+        reg = mgr.fetch(
+            "abort", urls, dest=f"s3://{bucket}/a/", storage_options=s3.options(), cluster=client
+        )
+        wait_until(lambda: reg.downloaded > 200_000, 30, "bytes from the workers")
+        workers = {w["worker"] for w in reg._snapshot()["cluster"]["workers"]}
+        t_abort = time.time()
+        assert reg.abort() is True
+        assert reg.result == "failure" and reg.failure_reason == "aborted"
+        time.sleep(3.5)
+        late = [r for r in srv.requests if r.time > t_abort + 2.0]
+        assert not late, f"{len(late)} requests more than 2 s after abort()"
+        sent = srv.bytes_sent_total
+        time.sleep(0.5)
+        assert srv.bytes_sent_total == sent, "bodies still streaming after the abort"
+        assert len(workers) == 2
+        df = reg.match_all().to_pandas()
+        assert set(df["state"]) <= {"aborted", "success"} and "aborted" in set(df["state"])
+
+
+def test_pause_and_resume_reach_the_workers(
+    s3: S3, srv: DataServer, client: Any, tmp_path: Path
+) -> None:
+    bucket = s3.bucket()
+    urls = [srv.url(f"p{i:02}.bin", 120_000, throttle=200_000) for i in range(24)]
+    with BackgroundFetchManager(home=tmp_path / "home") as mgr:
+        reg = mgr.fetch(
+            "pause", urls, dest=f"s3://{bucket}/p/", storage_options=s3.options(), cluster=client
+        )
+        wait_until(lambda: reg.downloaded > 100_000, 30, "bytes from the workers")
+        assert reg.pause() is True
+        time.sleep(2.0)
+        sent = srv.bytes_sent_total
+        time.sleep(1.0)
+        assert srv.bytes_sent_total == sent, "the workers kept downloading while paused"
+        assert reg.state == "paused" and not reg.settled
+        assert reg.resume() is True
+        assert reg.wait(60).result == "success"
+    assert sorted(s3.keys(bucket, "p/")) == [f"p/p{i:02}.bin" for i in range(24)]
+
+
+def test_bad_cluster_arguments(client: Any, s3: S3, tmp_path: Path) -> None:
+    url = "http://127.0.0.1:1/a.bin"
+    with BackgroundFetchManager(home=tmp_path / "home") as mgr:
+        with pytest.raises(FetchError, match=r"cluster= must be a dask.distributed.Client"):
+            mgr.fetch("x", url, dest="memory://b/x/", cluster=object())
+        with pytest.raises(FetchError, match=r"cluster= must be a dask.distributed.Client"):
+            mgr.fetch("x", url, dest="memory://b/x/", cluster=client.cluster)
+        with pytest.raises(FetchError, match=r"needs a dest every worker can write to"):
+            mgr.fetch("x", url, cluster=client)
+        with pytest.raises(FetchError, match=r"bucket 'nope' .* does not exist"):
+            mgr.fetch("x", url, dest="s3://nope/x/", storage_options=s3.options(), cluster=client)
+        closed = distributed.Client(client.scheduler.address)
+        closed.close()
+        with pytest.raises(FetchError, match=r"pass an open one"):
+            mgr.fetch("x", url, dest="memory://b/x/", cluster=closed)
+        assert mgr.get_ids() == []
+
+
+def test_missing_dask_names_the_extra(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["distributed"] = None  # as if not installed
+        from ipybgfetch import BackgroundFetchManager, FetchError
+        with BackgroundFetchManager(home={str(tmp_path / "h")!r}) as mgr:
+            try:
+                mgr.fetch("x", "http://127.0.0.1:1/a", dest="memory://b/", cluster=object())
+            except FetchError as exc:
+                print("ERR", exc)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    want = 'ERR cluster= needs dask.distributed: pip install "ipybgfetch[cluster]"'
+    assert want in out.stdout, out.stdout + out.stderr
+
+
+def test_shards_by_count_and_bytes() -> None:
+    from ipybgfetch._models import Request
+    from ipybgfetch._records import RecordData
+
+    records = [RecordData("r", i, Request(f"http://h/{i}")) for i in range(10)]
+    assert [len(s) for s in ipybgfetch._cluster.shards(records, 2)] == [3, 3, 3, 1]
+    for d in records[:4]:
+        d.total = ipybgfetch._cluster.SHARD_BYTES // 2 + 1  # known sizes: two don't fit
+    cut = ipybgfetch._cluster.shards(records, 1)
+    assert [len(s) for s in cut] == [1, 1, 1, 5, 2]
+    assert ipybgfetch._cluster.shards([], 2) == []
