@@ -46,8 +46,9 @@ from ._exceptions import FetchError
 
 if TYPE_CHECKING:
     from ._engine.cloud import RemoteDest
-    from ._records import RecordData
+    from ._engine.record import RecordData
     from ._registration import BackgroundFetchRegistration
+    from ._vocab import ClusterSnapshot, ClusterWorkerSnapshot
 
 __all__ = ["ClusterRun", "check_cluster", "run_shard"]
 
@@ -174,7 +175,7 @@ class ClusterRun:
                 self._signal("paused" if reg._state == "paused" else "stopped")
             raise
         finally:
-            reg._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+            reg._tasks.discard(asyncio.current_task())
             if reg.settled or reg._stopping:
                 self._close()
 
@@ -199,7 +200,7 @@ class ClusterRun:
         headers = [(k, v) for k, v in reg._headers.multi_items()]
         per_host = reg._manager._per_host
         for number, members in enumerate(shards(pending, n_workers)):
-            spec = {
+            spec: dict[str, Any] = {
                 "key": reg._key,
                 "id": reg._id,
                 "shard": number,
@@ -255,7 +256,7 @@ class ClusterRun:
     def _progress(self, reg: BackgroundFetchRegistration, msg: dict[str, Any]) -> None:
         if reg.settled or reg._stopping:
             return
-        shard = msg.get("shard")
+        shard = int(msg.get("shard", -1))
         if shard in self._done_shards:
             return
         self._shard_info[shard] = {
@@ -343,9 +344,9 @@ class ClusterRun:
                     f"download_total of {limit} bytes exceeded by the cluster's records",
                 )
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> ClusterSnapshot:
         """The per-worker breakdown for the registration's snapshot (key ``"cluster"``)."""
-        workers: dict[str, dict[str, Any]] = {}
+        workers: dict[str, ClusterWorkerSnapshot] = {}
         for number, info in list(self._shard_info.items()):
             name = info.get("worker") or "?"
             w = workers.setdefault(
@@ -422,7 +423,7 @@ def run_shard(spec: dict[str, Any]) -> list[dict[str, Any]]:
     from ._models import Request
 
     worker = distributed.get_worker()
-    control = distributed.Variable(spec["control"])
+    control = distributed.Variable(spec["control"])  # type: ignore[no-untyped-call]
     if _read_control(control) in ("aborted", "stopped"):
         return []
     home = os.path.join(worker.local_directory, "ipybgfetch")

@@ -425,7 +425,7 @@ class BackgroundFetchRegistration:
             # "already downloaded <when>": the time it finished, when a re-run of fetch()
             # returned it as it was; else None
             "already_downloaded": self._finished if self._reused_at is not None else None,
-            **({"cluster": self._runner.snapshot()} if self._runner is not None else {}),
+            "cluster": self._runner.snapshot() if self._runner is not None else None,
         }
 
     def _speed(self) -> float:

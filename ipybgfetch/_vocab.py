@@ -17,6 +17,8 @@ __all__ = [
     "REGISTRATION_STATES",
     "RESULTS",
     "SETTLED_STATES",
+    "ClusterSnapshot",
+    "ClusterWorkerSnapshot",
     "FailureReason",
     "RecordSnapshot",
     "RecordState",
@@ -61,6 +63,25 @@ class RecordSnapshot(TypedDict):
     attempts: int
 
 
+class ClusterWorkerSnapshot(TypedDict):
+    """One Dask worker of a registration running on a cluster (``fetch(..., cluster=)``)."""
+
+    worker: str  # the worker's address
+    downloaded: int  # bytes of the shards it ran or runs
+    files: int  # records of those shards settled
+    rate: float  # bytes per second, recent
+    shards: int  # shards running there now
+
+
+class ClusterSnapshot(TypedDict):
+    """A registration's cluster run: its shards and the per-worker breakdown."""
+
+    scheduler: str  # the scheduler's address
+    shards_total: int
+    shards_done: int
+    workers: list[ClusterWorkerSnapshot]
+
+
 class Snapshot(TypedDict):
     """A registration as the panel shows it (``registration._snapshot()``), at most
     ~10 times a second; the browser side only renders it."""
@@ -90,3 +111,5 @@ class Snapshot(TypedDict):
     dest: str
     # when a re-run of fetch() returned it as it was (no download): the time it finished
     already_downloaded: float | None
+    # a registration running on a Dask cluster (fetch(..., cluster=client)), else None
+    cluster: ClusterSnapshot | None

@@ -238,8 +238,8 @@ def test_missing_dask_names_the_extra(tmp_path: Path) -> None:
 
 
 def test_shards_by_count_and_bytes() -> None:
+    from ipybgfetch._engine.record import RecordData
     from ipybgfetch._models import Request
-    from ipybgfetch._records import RecordData
 
     records = [RecordData("r", i, Request(f"http://h/{i}")) for i in range(10)]
     assert [len(s) for s in ipybgfetch._cluster.shards(records, 2)] == [3, 3, 3, 1]

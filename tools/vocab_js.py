@@ -24,7 +24,8 @@ from ipybgfetch import _vocab  # noqa: E402
 
 CONSTANTS = ("RECORD_STATES", "REGISTRATION_STATES", "RESULTS", "FAILURE_REASONS")
 ALIASES = ("RecordState", "RegistrationState", "Result", "FailureReason")
-TYPED_DICTS = ("RecordSnapshot", "Snapshot")
+TYPED_DICTS = ("ClusterWorkerSnapshot", "ClusterSnapshot", "RecordSnapshot", "Snapshot")
+KEY_CONSTANTS = {"Snapshot": "SNAPSHOT_KEYS", "RecordSnapshot": "RECORD_SNAPSHOT_KEYS"}
 
 
 def _js_type(tp: object) -> str:
@@ -73,9 +74,9 @@ def render() -> str:
         out += ["", "/**", f" * {doc}", f" * @typedef {{object}} {name}"]
         out += [f" * @property {{{_js_type(tp)}}} {key}" for key, tp in hints.items()]
         out.append(" */")
-        keys = ", ".join(json.dumps(k) for k in hints)
-        const = "SNAPSHOT_KEYS" if name == "Snapshot" else "RECORD_SNAPSHOT_KEYS"
-        out.append(f"export const {const} = Object.freeze([{keys}]);")
+        if name in KEY_CONSTANTS:
+            keys = ", ".join(json.dumps(k) for k in hints)
+            out.append(f"export const {KEY_CONSTANTS[name]} = Object.freeze([{keys}]);")
     return "\n".join(out) + "\n"
 
 

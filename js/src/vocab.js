@@ -14,6 +14,25 @@ export const FAILURE_REASONS = Object.freeze(["", "aborted", "bad-status", "fetc
 export const SETTLED_STATES = new Set(["aborted", "failure", "success"]);
 
 /**
+ * One Dask worker of a registration running on a cluster (`fetch(..., cluster=)`).
+ * @typedef {object} ClusterWorkerSnapshot
+ * @property {string} worker
+ * @property {number} downloaded
+ * @property {number} files
+ * @property {number} rate
+ * @property {number} shards
+ */
+
+/**
+ * A registration's cluster run: its shards and the per-worker breakdown.
+ * @typedef {object} ClusterSnapshot
+ * @property {string} scheduler
+ * @property {number} shards_total
+ * @property {number} shards_done
+ * @property {Array<ClusterWorkerSnapshot>} workers
+ */
+
+/**
  * One record as the panel shows it.
  * @typedef {object} RecordSnapshot
  * @property {number} index
@@ -54,5 +73,6 @@ export const RECORD_SNAPSHOT_KEYS = Object.freeze(["index", "url", "status", "st
  * @property {number | null} finished
  * @property {string} dest
  * @property {number | null} already_downloaded
+ * @property {ClusterSnapshot | null} cluster
  */
-export const SNAPSHOT_KEYS = Object.freeze(["key", "id", "title", "icons", "state", "result", "failure_reason", "downloaded", "download_total", "expected_bytes", "uploaded", "upload_total", "speed", "eta", "records_total", "records_done", "records_failed", "records_active", "records", "records_truncated", "started", "finished", "dest", "already_downloaded"]);
+export const SNAPSHOT_KEYS = Object.freeze(["key", "id", "title", "icons", "state", "result", "failure_reason", "downloaded", "download_total", "expected_bytes", "uploaded", "upload_total", "speed", "eta", "records_total", "records_done", "records_failed", "records_active", "records", "records_truncated", "started", "finished", "dest", "already_downloaded", "cluster"]);
