@@ -1,6 +1,8 @@
-"""Helpers for the end-to-end browser tests: a headless JupyterLab and a Playwright page.
+"""Helpers for the end-to-end browser tests: a headless JupyterLab (or Notebook 7) and a
+Playwright page.
 
-``JupyterLab`` starts ``jupyter lab`` on loopback with a token, an isolated config,
+``JupyterLab`` starts ``jupyter lab`` (``Notebook7``: ``jupyter notebook``, same options)
+on loopback with a token, an isolated config,
 settings and workspace dir (the default data dirs stay, so the anywidget and ipywidgets
 lab extensions are found), and no network features (news, update checks). ``LabPage``
 drives a notebook through JupyterLab's own command registry (``window.jupyterapp``, exposed
@@ -55,8 +57,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def notebook_json(cells: list[str] | None = None) -> str:
-    """A minimal nbformat 4 notebook with code cells, bound to the python3 kernel."""
+def notebook_unavailable_reason() -> str | None:
+    """Why the Notebook 7 browser tests cannot run here, or None."""
+    reason = browser_unavailable_reason()
+    if reason:
+        return reason
+    try:
+        import notebook
+    except ImportError:
+        return "notebook (Notebook 7) is not installed: pip install 'notebook>=7.4'"
+    major = int(str(getattr(notebook, "__version__", "0")).split(".")[0])
+    if major < 7:
+        return f"notebook {notebook.__version__} is not Notebook 7"
+    return None
+
+
+def notebook_json(cells: list[str] | None = None, kernel: str = "python3") -> str:
+    """A minimal nbformat 4 notebook with code cells, bound to the kernel ``kernel``."""
     return json.dumps(
         {
             "cells": [
@@ -71,7 +88,7 @@ def notebook_json(cells: list[str] | None = None) -> str:
                 for i, source in enumerate(cells or [""])
             ],
             "metadata": {
-                "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                "kernelspec": {"display_name": kernel, "language": "python", "name": kernel},
                 "language_info": {"name": "python"},
             },
             "nbformat": 4,
@@ -82,6 +99,9 @@ def notebook_json(cells: list[str] | None = None) -> str:
 
 class JupyterLab:
     """``jupyter lab`` in a subprocess, serving ``root`` on 127.0.0.1."""
+
+    module = "jupyterlab"
+    app_class = "LabApp"
 
     def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
         self.root = root
@@ -115,7 +135,7 @@ class JupyterLab:
         cmd = [
             sys.executable,
             "-m",
-            "jupyterlab",
+            self.module,
             "--no-browser",
             f"--port={self.port}",
             "--ServerApp.port_retries=0",
@@ -123,13 +143,11 @@ class JupyterLab:
             f"--IdentityProvider.token={TOKEN}",
             f"--ServerApp.root_dir={self.root}",
             "--ServerApp.allow_remote_access=False",
-            "--LabApp.news_url=None",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            "--LabApp.expose_app_in_browser=True",
-            f"--LabApp.user_settings_dir={self.settings_dir}",
-            f"--LabApp.workspaces_dir={self.settings_dir.parent / 'workspaces'}",
-            "--LabApp.extension_manager=readonly",
+            f"--{self.app_class}.expose_app_in_browser=True",
+            f"--{self.app_class}.user_settings_dir={self.settings_dir}",
+            f"--{self.app_class}.workspaces_dir={self.settings_dir.parent / 'workspaces'}",
             "--ServerApp.terminals_enabled=False",
+            *self.app_options(),
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-root")  # CI containers run as root
@@ -152,6 +170,13 @@ class JupyterLab:
                 self.stop()
                 raise RuntimeError(f"jupyter lab did not start in {timeout}s:\n{self.log()}")
             time.sleep(0.2)
+
+    def app_options(self) -> list[str]:
+        return [
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+        ]
 
     def log(self) -> str:
         try:
@@ -191,11 +216,24 @@ class JupyterLab:
         self.stop()
 
 
+class Notebook7(JupyterLab):
+    """``jupyter notebook`` (Notebook 7) in a subprocess; same page API as JupyterLab's."""
+
+    module = "notebook"
+    app_class = "JupyterNotebookApp"
+
+    def app_options(self) -> list[str]:
+        return []
+
+    def notebook_url(self, name: str) -> str:
+        return f"{self.url}/notebooks/{name}?token={TOKEN}"
+
+
 # JavaScript run in the page; `window.jupyterapp` is the JupyterLab application.
 _JS_NOTEBOOK = "() => { const w = window.jupyterapp.shell.currentWidget; return w && w.content; }"
 
 _JS_INSERT_AND_RUN = """
-async ([source]) => {
+async ([source, wait]) => {
   const app = window.jupyterapp;
   const panel = app.shell.currentWidget;
   const nb = panel.content;
@@ -203,7 +241,9 @@ async ([source]) => {
   nb.model.sharedModel.insertCell(index, {cell_type: "code", source});
   nb.activeCellIndex = index;
   nb.deselectAll();
-  await app.commands.execute("notebook:run-cell");
+  // The command's promise ends with the cell's execution: only await it when asked to.
+  const done = app.commands.execute("notebook:run-cell");
+  if (wait) await done;
   return index;
 }
 """
@@ -253,7 +293,7 @@ class LabPage:
         )
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=timeout * 1000)
         # A wide notebook: the file browser's sidebar only takes room from the panel.
-        page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
+        page.evaluate("() => window.jupyterapp.shell.collapseLeft?.()")
         self.wait_idle(timeout)
 
     def wait_idle(self, timeout: float = 60) -> None:
@@ -264,7 +304,7 @@ class LabPage:
 
     def run(self, source: str, *, wait: bool = True, timeout: float = 60) -> Any:
         """Append a code cell with ``source``, run it, return its locator."""
-        index = self.page.evaluate(_JS_INSERT_AND_RUN, [source])
+        index = self.page.evaluate(_JS_INSERT_AND_RUN, [source, wait])
         cell = self.cell(index)
         if wait:
             self.wait_idle(timeout)

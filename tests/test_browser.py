@@ -261,11 +261,12 @@ def test_screenshots_light_and_dark(nb: LabPage, data_server: DataServer, tmp_pa
         assert (shots / name).stat().st_size > 5_000
 
 
-def test_a_panel_from_before_a_kernel_restart_says_so_when_clicked(
+def test_a_panel_from_before_a_kernel_restart_says_so_at_once(
     nb: LabPage, data_server: DataServer
 ) -> None:
     # Last in this module: it restarts the kernel the other tests share. After a restart
-    # the old panel's comm is closed; a click used to throw "Cannot send" silently.
+    # the old panel's comm is closed; a click used to throw "Cannot send" silently. Now
+    # the panel says so as soon as the kernel restarts, before anyone clicks.
     page = nb.page
     url = data_server.url("stale.bin", 20_000_000, throttle=300_000)
     cell = nb.run(f"stale = mgr.fetch('stale', [{url!r}], title='Stale')\nstale")
@@ -278,9 +279,11 @@ def test_a_panel_from_before_a_kernel_restart_says_so_when_clicked(
     page.wait_for_timeout(1000)
     nb.wait_idle(60)
     pause = panel.locator("button.ipybgfetch-pause")
-    pause.click()
     banner = cell.locator(".ipybgfetch-error")
     banner.wait_for(state="visible", timeout=10_000)
     assert "lost its kernel" in banner.inner_text()
+    assert pause.is_disabled()
+    assert panel.locator(".ipybgfetch-notice").inner_text().startswith("Kernel gone")
+    pause.click(force=True)  # a click on the disabled button changes nothing, throws nothing
     assert pause.is_disabled()
     assert nb.page_errors[errors_before:] == []  # type: ignore[attr-defined]

@@ -6,8 +6,21 @@ The panel is a view only. The engine owns the state; this module turns
 
     engine loop ──progress──▶ callback thread ──request()──▶ _Throttle ──flush──▶ comm
                                                                (≤ 10 Hz per panel)
-    browser ──model.send({type, id, key})──▶ on_msg ──▶ reg.abort() / pause() / resume()
+    browser ──model.send({type, id, key, seq})──▶ on_msg ──▶ reg.abort() / pause() / resume()
                                                         / manager._dispatch_click(reg)
+            ◀── state + ack=seq (one update message) ──┘
+
+Intents and busy cells: JupyterLab >= 4.4 and Notebook >= 7.4 send comm messages to a
+kernel subshell, so with ipykernel >= 7 an intent can run while a cell keeps the main shell
+busy. ipykernel 7 re-routes an incoming comm message to the subshell of the parent that
+last *published* on that comm, and this panel publishes its progress from background
+threads under the main shell's parent, which would queue every click behind the busy cell.
+:func:`_route_intents_to_their_subshell` keeps the front end's choice for this panel's
+intents only (nothing else of ipykernel is touched). The intent handler then runs on a
+subshell thread: it never holds the panel's lock while it calls the registration (the
+engine may flush the panel meanwhile), and every trait write goes through that lock.
+Where an intent cannot overtake a busy cell (ipykernel 6, subshells off, VS Code), the
+front end shows it as pending until ``ack`` reaches its ``seq``.
 
 ``registration_mimebundle`` / ``manager_mimebundle`` are what the registration's and the
 manager's ``_repr_mimebundle_`` return: the widget view plus text fallbacks inside a
@@ -55,6 +68,10 @@ MIN_INTERVAL = 0.1  # seconds between two state messages of one panel: at most 1
 MAX_MANAGER_PANELS = 100  # the manager panel shows the newest N registrations
 MAX_MANAGER_RECORDS = 50  # records per registration sent in manager mode (aggregates are exact)
 INTENTS = ("abort", "pause", "resume", "click")
+READ_ONLY_REASON = (
+    "Another process sharing this home downloads this registration: "
+    "pause, resume or abort it from there."
+)
 
 
 class _Registration(Protocol):
@@ -361,11 +378,14 @@ class BackgroundFetchPanel(anywidget.AnyWidget):
     state = traitlets.Dict().tag(sync=True)
     registrations: traitlets.List[Any] = traitlets.List().tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
+    # The ``seq`` of the newest intent carried out; sent with the state it produced.
+    ack = traitlets.Int(0).tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.messages_sent = 0  # state updates pushed after creation (benchmarks, tests)
         self._controller: _Controller | None = None
+        self.intents_overtake_busy_cells = _route_intents_to_their_subshell(self.comm)
         self.on_msg(self._on_front_end_msg)
 
     def _on_front_end_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
@@ -377,6 +397,49 @@ class BackgroundFetchPanel(anywidget.AnyWidget):
         if controller is not None:
             controller.detach()
         super().close()
+
+
+def _is_intent(data: Any) -> bool:
+    """True for a comm message's ``data`` that carries one of this panel's intents."""
+    if not isinstance(data, Mapping) or data.get("method") != "custom":
+        return False
+    content = data.get("content")
+    return isinstance(content, Mapping) and content.get("type") in INTENTS
+
+
+def _route_intents_to_their_subshell(comm: Any) -> bool:
+    """Let this comm's intents run on the subshell the front end sent them to.
+
+    The only place that knows an ipykernel internal. ipykernel >= 7 calls
+    ``comm._reply_subshell_for(data, subshell_id)`` on the shell-channel thread for each
+    incoming comm message and routes it to the subshell it returns: by default the one of
+    the parent that last published on the comm (here: the main shell, busy with a cell).
+    For this panel's intents the front end's own ``subshell_id`` is kept (``None`` when
+    it sent none: the main shell, as before); any other message on the comm is routed as
+    ipykernel decides. Feature-detected per comm instance: on ipykernel 6, or any comm
+    without the hook, this does nothing and returns False.
+    """
+    route = getattr(comm, "_reply_subshell_for", None)
+    if not callable(route):
+        return False
+
+    def reply_subshell_for(data: Any, default: Any) -> Any:
+        if _is_intent(data):
+            return default
+        return route(data, default)
+
+    try:
+        comm._reply_subshell_for = reply_subshell_for
+    except (AttributeError, TypeError):  # a comm class with slots or a read-only hook
+        return False
+    return True
+
+
+def _intent_seq(content: Mapping[str, Any]) -> int:
+    seq = content.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        return 0
+    return min(seq, 2**53)  # a JS number
 
 
 class _Controller(abc.ABC):
@@ -410,10 +473,19 @@ class _Controller(abc.ABC):
         """The registration a front-end intent is about."""
 
     def handle_intent(self, content: Any) -> None:
+        """Carry out one intent. Runs on whichever thread the kernel delivers comm messages
+        on: the main shell, or a subshell thread while a cell keeps the main shell busy.
+
+        The panel's lock is NOT held while the registration acts: the engine may flush this
+        panel meanwhile (from its own thread) and must not wait for us. Afterwards the state
+        the intent produced and ``ack = seq`` go to the front end in one message, so its
+        pending button clears together with the new state.
+        """
         if not isinstance(content, Mapping) or content.get("type") not in INTENTS:
             log.warning("ipybgfetch: ignoring unknown message from the panel: %r", content)
             return
         kind = content["type"]
+        error = ""
         try:
             reg = self.resolve(content)
             if reg is None:
@@ -424,10 +496,30 @@ class _Controller(abc.ABC):
                 getattr(reg, kind)()
         except Exception as exc:
             log.exception("ipybgfetch: %s from the panel failed", kind)
-            self.set_error(f"{kind} failed: {_describe(exc)}")
+            error = f"{kind} failed: {_describe(exc)}"
         else:
-            self.set_error("")
-        self.throttle.request()
+            self.changed(reg)
+        self.confirm(_intent_seq(content), error)
+        self.throttle.request()  # and whatever the engine still reports after the call
+
+    def changed(self, reg: Any) -> None:  # noqa: B027 - a hook; most panels need nothing
+        """``reg`` changed (an intent acted on it): its next snapshot must be fresh."""
+
+    def confirm(self, seq: int, error: str) -> None:
+        """Push the current state, the error line and the ack of ``seq`` in one message."""
+        widget = self.widget
+        with self.lock:
+            try:
+                with widget.hold_sync():
+                    try:
+                        self.flush()
+                    finally:
+                        if widget.error != error:
+                            widget.error = error
+                        if seq > widget.ack:
+                            widget.ack = seq
+            except Exception:
+                log.exception("ipybgfetch: updating the panel failed")
 
 
 class _RegistrationController(_Controller):
@@ -446,9 +538,7 @@ class _RegistrationController(_Controller):
             self._manager._add_change_listener(self._on_change)
 
     def snapshot(self) -> dict[str, Any]:
-        snap = dict(self.reg._snapshot())
-        snap["key"] = self.key
-        return snap
+        return _panel_snapshot(self.reg, self.reg._snapshot(), self.key)
 
     def flush(self) -> None:
         snap = self.snapshot()
@@ -480,6 +570,16 @@ class _RegistrationController(_Controller):
             self._manager._remove_change_listener(self._on_change)
 
 
+def _panel_snapshot(reg: Any, snap: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The registration's snapshot plus what only the panel needs: its key, and (only when
+    they cannot work here) why its buttons are off."""
+    out = dict(snap)
+    out["key"] = key
+    if getattr(reg, "read_only", False):
+        out["controls_disabled"] = READ_ONLY_REASON
+    return out
+
+
 def _trim(snap: dict[str, Any], limit: int) -> dict[str, Any]:
     records = snap.get("records") or []
     if len(records) <= limit:
@@ -498,9 +598,12 @@ class _ManagerController(_Controller):
         mgr._add_change_listener(self._on_change)
 
     def _on_change(self, reg: Any) -> None:
+        self.changed(reg)
+        self.throttle.request()
+
+    def changed(self, reg: Any) -> None:
         with self._lock:
             self._dirty.add(_key(reg))
-        self.throttle.request()
 
     def build(self) -> list[dict[str, Any]]:
         regs = list(self.mgr.registrations())[-MAX_MANAGER_PANELS:]
@@ -514,8 +617,7 @@ class _ManagerController(_Controller):
             keyed[key] = reg
             snap = self._cache.get(key)
             if snap is None or key in dirty:
-                snap = _trim(dict(reg._snapshot()), MAX_MANAGER_RECORDS)
-                snap["key"] = key
+                snap = _panel_snapshot(reg, _trim(reg._snapshot(), MAX_MANAGER_RECORDS), key)
             cache[key] = snap
             out.append(snap)
         self._cache, self._regs = cache, keyed
@@ -568,8 +670,7 @@ def registration_panel(
         widget = _cached(reg)
         if widget is not None:
             return widget
-        snap = dict(reg._snapshot())
-        snap["key"] = _key(reg)
+        snap = _panel_snapshot(reg, reg._snapshot(), _key(reg))
         widget = BackgroundFetchPanel(mode="registration", state=snap)
         controller = _RegistrationController(widget, reg, interval)
         controller.final_sent = _settled(snap)

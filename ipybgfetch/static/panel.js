@@ -4,7 +4,6 @@
 var MAX_ROWS = 200;
 var MAX_PANELS = 100;
 var SETTLED_STATES = /* @__PURE__ */ new Set(["success", "failure", "aborted"]);
-var INTENT_TIMEOUT_MS = 5e3;
 var CLS = "ipybgfetch";
 var DASH = "\u2014";
 var BYTE_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
@@ -359,8 +358,29 @@ function createRecordList(doc) {
   }
   return { el: details, update, rows, tbody };
 }
+var SLOW_INTENT_MS = 1e3;
+var PENDING_WORDS = { pause: "Pausing\u2026", resume: "Resuming\u2026", abort: "Aborting\u2026" };
+var INTENT_NAMES = { pause: "Pause", resume: "Resume", abort: "Abort", click: "The click" };
+var lastSeq = Date.now();
+function nextSeq() {
+  lastSeq = Math.max(lastSeq + 1, Date.now());
+  return lastSeq;
+}
+function shellWord(text) {
+  const s = String(text ?? "");
+  if (/^[A-Za-z0-9_.,:@%+=\/-]+$/.test(s)) return s;
+  return `'${s.replace(/'/g, `'"'"'`)}'`;
+}
+function intentCode(type, id) {
+  if (type === "click") return "";
+  return `%bgfetch ${type} ${shellWord(id)}`;
+}
+function slowIntentText(type) {
+  const name = INTENT_NAMES[type] ?? String(type);
+  return `The kernel is busy: ${name} takes effect when the running cell finishes.`;
+}
 function createPanel(doc, send, options = {}) {
-  const now = options.now ?? (() => Date.now());
+  const slowMs = options.slowIntentMs ?? SLOW_INTENT_MS;
   const root = h(doc, "section", `${CLS}-panel`);
   root.setAttribute("aria-label", "Background fetch");
   const header = h(doc, "div", `${CLS}-header`);
@@ -383,6 +403,7 @@ function createPanel(doc, send, options = {}) {
   badge.setAttribute("role", "status");
   const actions = h(doc, "div", `${CLS}-actions`);
   const buttons = {};
+  const labels = {};
   for (const [type, label] of [
     ["pause", "Pause"],
     ["resume", "Resume"],
@@ -392,9 +413,17 @@ function createPanel(doc, send, options = {}) {
     b.type = "button";
     b.dataset.action = type;
     buttons[type] = b;
+    labels[type] = label;
     actions.appendChild(b);
   }
   header.append(icon, titleBox, badge, actions);
+  const notice = h(doc, "div", `${CLS}-notice`);
+  notice.setAttribute("role", "status");
+  notice.hidden = true;
+  const noticeText = h(doc, "span", `${CLS}-notice-text`);
+  const noticeCode = h(doc, "code", `${CLS}-notice-code`);
+  noticeCode.hidden = true;
+  notice.append(noticeText, noticeCode);
   const bar = h(doc, "div", `${CLS}-bar`);
   bar.setAttribute("role", "progressbar");
   const fill = h(doc, "div", `${CLS}-bar-fill`);
@@ -409,46 +438,98 @@ function createPanel(doc, send, options = {}) {
   upload.hidden = true;
   stats.append(percent, bytes, speed, eta, recs, upload);
   const records = createRecordList(doc);
-  root.append(header, bar, stats, records.el);
+  root.append(header, notice, bar, stats, records.el);
   let snap = {};
+  let ack = 0;
+  let disabledReason = "";
   let pending = null;
-  let timer = null;
+  let clicked = null;
+  function drop(entry) {
+    if (entry?.timer) clearTimeout(entry.timer);
+    return null;
+  }
   function fire(type) {
-    if (!snap || !snap.id) return;
-    const msg = { type, id: String(snap.id) };
+    if (!snap || !snap.id || disabledReason) return;
+    const isClick = type === "click";
+    if (!isClick && (pending !== null || controlsDisabled())) return;
+    const seq = nextSeq();
+    const msg = { type, id: String(snap.id), seq };
     if (snap.key !== void 0) msg.key = snap.key;
     if (send(msg) === false) return;
-    if (type !== "click") {
-      pending = { type, state: snap.state, at: now() };
-      refreshButtons();
-      if (timer === null && typeof setTimeout === "function") {
-        timer = setTimeout(() => {
-          timer = null;
-          refreshButtons();
-        }, INTENT_TIMEOUT_MS + 50);
-        timer?.unref?.();
-      }
+    const entry = { type, seq, state: snap.state, slow: false, timer: null };
+    if (typeof setTimeout === "function") {
+      entry.timer = setTimeout(() => {
+        entry.timer = null;
+        entry.slow = true;
+        refresh();
+      }, slowMs);
+      entry.timer?.unref?.();
     }
+    if (isClick) {
+      drop(clicked);
+      clicked = entry;
+    } else {
+      pending = entry;
+    }
+    refresh();
   }
   title.addEventListener("click", () => fire("click"));
   for (const [type, b] of Object.entries(buttons)) b.addEventListener("click", () => fire(type));
-  function refreshButtons() {
+  function controlsDisabled() {
+    return Boolean(snap?.controls_disabled) && !isSettled(snap);
+  }
+  function settlePending() {
+    if (pending !== null && (ack >= pending.seq || snap?.state !== pending.state)) pending = drop(pending);
+    if (clicked !== null && ack >= clicked.seq) clicked = drop(clicked);
+  }
+  function refresh() {
+    settlePending();
     const state = snap?.state;
     const settled = isSettled(snap);
-    if (pending && (pending.state !== state || now() - pending.at > INTENT_TIMEOUT_MS)) pending = null;
     const show = {
       pause: !settled && state === "active",
       resume: !settled && state === "paused",
       abort: !settled && (state === "active" || state === "paused" || state === "needs-credentials")
     };
+    const blocked = Boolean(disabledReason) || controlsDisabled();
     for (const [type, b] of Object.entries(buttons)) {
+      const mine = pending !== null && pending.type === type;
       setHidden(b, !show[type]);
-      b.disabled = !show[type] || pending !== null;
+      b.disabled = !show[type] || blocked || pending !== null;
+      setText(b, mine ? PENDING_WORDS[type] : labels[type]);
+      setAttr(b, "aria-busy", mine ? "true" : null);
     }
     setHidden(actions, !(show.pause || show.resume || show.abort));
+    title.disabled = Boolean(disabledReason);
+    setAttr(title, "aria-busy", clicked ? "true" : null);
+    setAttr(root, "data-pending", pending ? pending.type : clicked ? "click" : null);
+    let text = "";
+    let code = "";
+    let kind = null;
+    if (disabledReason) {
+      text = disabledReason;
+      kind = "stale";
+    } else if (controlsDisabled()) {
+      text = String(snap.controls_disabled);
+      kind = "disabled";
+    } else {
+      const slow = pending?.slow ? pending : clicked?.slow ? clicked : null;
+      if (slow) {
+        text = slowIntentText(slow.type);
+        code = intentCode(slow.type, snap?.id);
+        if (code) text += " Or run in a new cell:";
+        kind = "slow";
+      }
+    }
+    setText(noticeText, text);
+    setText(noticeCode, code);
+    setHidden(noticeCode, !code);
+    setHidden(notice, !text);
+    setAttr(notice, "data-kind", kind);
   }
-  function update(next) {
+  function update(next, nextAck) {
     snap = next && typeof next === "object" ? next : {};
+    if (isNumber(nextAck) && nextAck > ack) ack = nextAck;
     const name = String(snap.title || snap.id || "");
     const id = String(snap.id ?? "");
     const label = stateLabel(snap);
@@ -475,7 +556,7 @@ function createPanel(doc, send, options = {}) {
       const word = type[0].toUpperCase() + type.slice(1);
       setAttr(buttons[type], "aria-label", `${word} ${name}`);
     }
-    refreshButtons();
+    refresh();
     const info = progressInfo(snap);
     const btext = bytesText(snap);
     setAttr(bar, "aria-label", `Download progress of ${name}`);
@@ -505,12 +586,20 @@ function createPanel(doc, send, options = {}) {
     if (hasUpload) setText(upload, `uploaded ${formatBytes(snap.uploaded)} of ${formatBytes(snap.upload_total)}`);
     records.update(snap);
   }
+  function setDisabled(reason) {
+    disabledReason = reason ? String(reason) : "";
+    if (disabledReason) {
+      pending = drop(pending);
+      clicked = drop(clicked);
+    }
+    refresh();
+  }
   function destroy() {
-    if (timer !== null) clearTimeout(timer);
-    timer = null;
+    pending = drop(pending);
+    clicked = drop(clicked);
     root.remove();
   }
-  return { el: root, update, destroy, records, buttons, title, bar };
+  return { el: root, update, setDisabled, destroy, records, buttons, title, bar, notice };
 }
 function registrationKey(snap, position) {
   if (snap?.key !== void 0 && snap?.key !== null) return `k:${snap.key}`;
@@ -528,7 +617,8 @@ function createManagerView(doc, send, options = {}) {
   more.hidden = true;
   root.append(heading, empty, list, more);
   const panels = /* @__PURE__ */ new Map();
-  function update(registrations) {
+  let disabledReason = "";
+  function update(registrations, ack) {
     const regs = Array.isArray(registrations) ? registrations : [];
     const total = regs.length;
     const shown = Math.min(total, MAX_PANELS);
@@ -548,11 +638,12 @@ function createManagerView(doc, send, options = {}) {
         const item = h(doc, "div", `${CLS}-item`);
         item.setAttribute("role", "listitem");
         const panel = createPanel(doc, send, options);
+        if (disabledReason) panel.setDisabled(disabledReason);
         item.appendChild(panel.el);
         entry = { item, panel };
         panels.set(key, entry);
       }
-      entry.panel.update(snap);
+      entry.panel.update(snap, ack);
       const at = list.children[i];
       if (at !== entry.item) list.insertBefore(entry.item, at ?? null);
     }
@@ -564,14 +655,19 @@ function createManagerView(doc, send, options = {}) {
       }
     }
   }
+  function setDisabled(reason) {
+    disabledReason = reason ? String(reason) : "";
+    for (const entry of panels.values()) entry.panel.setDisabled(disabledReason);
+  }
   function destroy() {
     for (const entry of panels.values()) entry.panel.destroy();
     panels.clear();
     root.remove();
   }
-  return { el: root, update, destroy, panels };
+  return { el: root, update, setDisabled, destroy, panels };
 }
 var STALE_MESSAGE = "This panel lost its kernel (restarted or shut down), so its buttons no longer work. Run the cell again, or %bgfetch, for a live panel: downloads resume in the new kernel.";
+var STALE_REASON = "Kernel gone: these controls no longer reach it.";
 function defaultSchedule(fn) {
   if (typeof requestAnimationFrame === "function") {
     let done = false;
@@ -602,19 +698,25 @@ function mount(model, el, options = {}) {
   let alive = true;
   let stale = false;
   const send = (msg) => {
+    if (stale) return false;
     try {
       model.send(msg);
       return true;
     } catch {
-      stale = true;
-      showStale();
+      markStale();
       return false;
     }
   };
+  function markStale() {
+    if (!alive || stale) return;
+    stale = true;
+    showStale();
+  }
   function showStale() {
     setText(banner, STALE_MESSAGE);
     setHidden(banner, false);
     setAttr(root, "data-stale", "true");
+    view?.setDisabled(STALE_REASON);
     for (const b of root.querySelectorAll("button")) b.disabled = true;
   }
   function render() {
@@ -624,10 +726,12 @@ function mount(model, el, options = {}) {
     if (nextMode !== mode) {
       if (view) view.destroy();
       view = nextMode === "manager" ? createManagerView(doc, send, options) : createPanel(doc, send, options);
+      if (stale) view.setDisabled(STALE_REASON);
       root.appendChild(view.el);
       mode = nextMode;
     }
-    view.update(mode === "manager" ? model.get("registrations") : model.get("state"));
+    const ack = model.get("ack");
+    view.update(mode === "manager" ? model.get("registrations") : model.get("state"), isNumber(ack) ? ack : 0);
     if (stale) {
       showStale();
       return;
@@ -641,12 +745,15 @@ function mount(model, el, options = {}) {
     queued = true;
     schedule(render);
   }
-  const events = ["change:state", "change:registrations", "change:mode", "change:error"];
+  const events = ["change:state", "change:registrations", "change:mode", "change:error", "change:ack"];
   for (const ev of events) model.on(ev, request);
+  const lifecycle = ["comm_live_update", "comm:close"];
+  for (const ev of lifecycle) model.on(ev, markStale);
   render();
   return () => {
     alive = false;
     for (const ev of events) model.off(ev, request);
+    for (const ev of lifecycle) model.off(ev, markStale);
     if (view) view.destroy();
     root.remove();
   };

@@ -15,8 +15,6 @@
 export const MAX_ROWS = 200;
 export const MAX_PANELS = 100;
 export const SETTLED_STATES = new Set(["success", "failure", "aborted"]);
-// A pending intent keeps its button disabled until the state changes or this many ms pass.
-export const INTENT_TIMEOUT_MS = 5000;
 
 const CLS = "ipybgfetch";
 const DASH = "\u2014";
@@ -444,12 +442,46 @@ export function createRecordList(doc) {
 // One registration panel
 // ---------------------------------------------------------------------------------------
 
+/** How long an intent may go unconfirmed before the panel explains the wait (ms). */
+export const SLOW_INTENT_MS = 1000;
+
+const PENDING_WORDS = { pause: "Pausing\u2026", resume: "Resuming\u2026", abort: "Aborting\u2026" };
+const INTENT_NAMES = { pause: "Pause", resume: "Resume", abort: "Abort", click: "The click" };
+
+// Intents are numbered across every panel of the page, increasing (the kernel acks the
+// newest it carried out; it handles one comm's intents in order).
+let lastSeq = Date.now();
+export function nextSeq() {
+  lastSeq = Math.max(lastSeq + 1, Date.now());
+  return lastSeq;
+}
+
+/** An id as one shell word for a %bgfetch line: bare when safe, else single-quoted. */
+export function shellWord(text) {
+  const s = String(text ?? "");
+  if (/^[A-Za-z0-9_.,:@%+=\/-]+$/.test(s)) return s;
+  return `'${s.replace(/'/g, `'"'"'`)}'`;
+}
+
+/** The one line of code that does what a button does, for when the button has to wait. */
+export function intentCode(type, id) {
+  if (type === "click") return "";
+  return `%bgfetch ${type} ${shellWord(id)}`;
+}
+
+/** What the panel says while an intent waits for a busy kernel. */
+export function slowIntentText(type) {
+  const name = INTENT_NAMES[type] ?? String(type);
+  return `The kernel is busy: ${name} takes effect when the running cell finishes.`;
+}
+
 /**
- * Build a panel. `send(msg)` receives {type: "abort"|"pause"|"resume"|"click", id, key}.
- * Returns {el, update(snapshot), destroy()}.
+ * Build a panel. `send(msg)` receives {type: "abort"|"pause"|"resume"|"click", id, key, seq}
+ * and returns false when the message cannot be delivered.
+ * Returns {el, update(snapshot, ack), setDisabled(reason), destroy()}.
  */
 export function createPanel(doc, send, options = {}) {
-  const now = options.now ?? (() => Date.now());
+  const slowMs = options.slowIntentMs ?? SLOW_INTENT_MS;
   const root = h(doc, "section", `${CLS}-panel`);
   root.setAttribute("aria-label", "Background fetch");
 
@@ -473,6 +505,7 @@ export function createPanel(doc, send, options = {}) {
   badge.setAttribute("role", "status");
   const actions = h(doc, "div", `${CLS}-actions`);
   const buttons = {};
+  const labels = {};
   for (const [type, label] of [
     ["pause", "Pause"],
     ["resume", "Resume"],
@@ -482,9 +515,19 @@ export function createPanel(doc, send, options = {}) {
     b.type = "button";
     b.dataset.action = type;
     buttons[type] = b;
+    labels[type] = label;
     actions.appendChild(b);
   }
   header.append(icon, titleBox, badge, actions);
+
+  // Why the buttons wait or do not work: a busy kernel, another process, a lost kernel.
+  const notice = h(doc, "div", `${CLS}-notice`);
+  notice.setAttribute("role", "status");
+  notice.hidden = true;
+  const noticeText = h(doc, "span", `${CLS}-notice-text`);
+  const noticeCode = h(doc, "code", `${CLS}-notice-code`);
+  noticeCode.hidden = true;
+  notice.append(noticeText, noticeCode);
 
   const bar = h(doc, "div", `${CLS}-bar`);
   bar.setAttribute("role", "progressbar");
@@ -502,51 +545,111 @@ export function createPanel(doc, send, options = {}) {
   stats.append(percent, bytes, speed, eta, recs, upload);
 
   const records = createRecordList(doc);
-  root.append(header, bar, stats, records.el);
+  root.append(header, notice, bar, stats, records.el);
 
   let snap = {};
-  let pending = null; // {type, state, at}
-  let timer = null;
+  let ack = 0;
+  let disabledReason = ""; // set from outside: the kernel is gone
+  // Sent, not yet confirmed: one button intent and one title click at most.
+  /** @type {{type: string, seq: number, state: string, slow: boolean, timer: any} | null} */
+  let pending = null;
+  /** @type {{type: string, seq: number, state: string, slow: boolean, timer: any} | null} */
+  let clicked = null;
+
+  function drop(entry) {
+    if (entry?.timer) clearTimeout(entry.timer);
+    return null;
+  }
 
   function fire(type) {
-    if (!snap || !snap.id) return;
-    const msg = { type, id: String(snap.id) };
+    if (!snap || !snap.id || disabledReason) return;
+    const isClick = type === "click";
+    if (!isClick && (pending !== null || controlsDisabled())) return;
+    const seq = nextSeq();
+    const msg = { type, id: String(snap.id), seq };
     if (snap.key !== undefined) msg.key = snap.key;
     if (send(msg) === false) return; // not delivered: mount() says why and disables us
-    if (type !== "click") {
-      pending = { type, state: snap.state, at: now() };
-      refreshButtons();
-      if (timer === null && typeof setTimeout === "function") {
-        timer = setTimeout(() => {
-          timer = null;
-          refreshButtons();
-        }, INTENT_TIMEOUT_MS + 50);
-        timer?.unref?.(); // node (tests): don't keep the process alive
-      }
+    const entry = { type, seq, state: snap.state, slow: false, timer: null };
+    if (typeof setTimeout === "function") {
+      entry.timer = setTimeout(() => {
+        entry.timer = null;
+        entry.slow = true;
+        refresh();
+      }, slowMs);
+      entry.timer?.unref?.(); // node (tests): don't keep the process alive
     }
+    if (isClick) {
+      drop(clicked);
+      clicked = entry;
+    } else {
+      pending = entry;
+    }
+    refresh();
   }
 
   title.addEventListener("click", () => fire("click"));
   for (const [type, b] of Object.entries(buttons)) b.addEventListener("click", () => fire(type));
 
-  function refreshButtons() {
+  function controlsDisabled() {
+    return Boolean(snap?.controls_disabled) && !isSettled(snap);
+  }
+
+  function settlePending() {
+    // Confirmed: the kernel acked this intent (or a later one), or the state moved on.
+    if (pending !== null && (ack >= pending.seq || snap?.state !== pending.state)) pending = drop(pending);
+    if (clicked !== null && ack >= clicked.seq) clicked = drop(clicked);
+  }
+
+  function refresh() {
+    settlePending();
     const state = snap?.state;
     const settled = isSettled(snap);
-    if (pending && (pending.state !== state || now() - pending.at > INTENT_TIMEOUT_MS)) pending = null;
     const show = {
       pause: !settled && state === "active",
       resume: !settled && state === "paused",
       abort: !settled && (state === "active" || state === "paused" || state === "needs-credentials"),
     };
+    const blocked = Boolean(disabledReason) || controlsDisabled();
     for (const [type, b] of Object.entries(buttons)) {
+      const mine = pending !== null && pending.type === type;
       setHidden(b, !show[type]);
-      b.disabled = !show[type] || pending !== null;
+      b.disabled = !show[type] || blocked || pending !== null;
+      setText(b, mine ? PENDING_WORDS[type] : labels[type]);
+      setAttr(b, "aria-busy", mine ? "true" : null);
     }
     setHidden(actions, !(show.pause || show.resume || show.abort));
+    title.disabled = Boolean(disabledReason);
+    setAttr(title, "aria-busy", clicked ? "true" : null);
+    setAttr(root, "data-pending", pending ? pending.type : clicked ? "click" : null);
+
+    let text = "";
+    let code = "";
+    let kind = null;
+    if (disabledReason) {
+      text = disabledReason;
+      kind = "stale";
+    } else if (controlsDisabled()) {
+      text = String(snap.controls_disabled);
+      kind = "disabled";
+    } else {
+      const slow = pending?.slow ? pending : clicked?.slow ? clicked : null;
+      if (slow) {
+        text = slowIntentText(slow.type);
+        code = intentCode(slow.type, snap?.id);
+        if (code) text += " Or run in a new cell:";
+        kind = "slow";
+      }
+    }
+    setText(noticeText, text);
+    setText(noticeCode, code);
+    setHidden(noticeCode, !code);
+    setHidden(notice, !text);
+    setAttr(notice, "data-kind", kind);
   }
 
-  function update(next) {
+  function update(next, nextAck) {
     snap = next && typeof next === "object" ? next : {};
+    if (isNumber(nextAck) && nextAck > ack) ack = nextAck;
     const name = String(snap.title || snap.id || "");
     const id = String(snap.id ?? "");
     const label = stateLabel(snap);
@@ -576,7 +679,7 @@ export function createPanel(doc, send, options = {}) {
       const word = type[0].toUpperCase() + type.slice(1);
       setAttr(buttons[type], "aria-label", `${word} ${name}`);
     }
-    refreshButtons();
+    refresh();
 
     const info = progressInfo(snap);
     const btext = bytesText(snap);
@@ -611,13 +714,23 @@ export function createPanel(doc, send, options = {}) {
     records.update(snap);
   }
 
+  /** The kernel is gone (or similar): every control off, and the reason shown. */
+  function setDisabled(reason) {
+    disabledReason = reason ? String(reason) : "";
+    if (disabledReason) {
+      pending = drop(pending);
+      clicked = drop(clicked);
+    }
+    refresh();
+  }
+
   function destroy() {
-    if (timer !== null) clearTimeout(timer);
-    timer = null;
+    pending = drop(pending);
+    clicked = drop(clicked);
     root.remove();
   }
 
-  return { el: root, update, destroy, records, buttons, title, bar };
+  return { el: root, update, setDisabled, destroy, records, buttons, title, bar, notice };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -641,8 +754,9 @@ export function createManagerView(doc, send, options = {}) {
   more.hidden = true;
   root.append(heading, empty, list, more);
   const panels = new Map(); // key -> {panel, item}
+  let disabledReason = "";
 
-  function update(registrations) {
+  function update(registrations, ack) {
     const regs = Array.isArray(registrations) ? registrations : [];
     const total = regs.length;
     const shown = Math.min(total, MAX_PANELS);
@@ -663,11 +777,12 @@ export function createManagerView(doc, send, options = {}) {
         const item = h(doc, "div", `${CLS}-item`);
         item.setAttribute("role", "listitem");
         const panel = createPanel(doc, send, options);
+        if (disabledReason) panel.setDisabled(disabledReason);
         item.appendChild(panel.el);
         entry = { item, panel };
         panels.set(key, entry);
       }
-      entry.panel.update(snap);
+      entry.panel.update(snap, ack);
       const at = list.children[i];
       if (at !== entry.item) list.insertBefore(entry.item, at ?? null);
     }
@@ -680,13 +795,18 @@ export function createManagerView(doc, send, options = {}) {
     }
   }
 
+  function setDisabled(reason) {
+    disabledReason = reason ? String(reason) : "";
+    for (const entry of panels.values()) entry.panel.setDisabled(disabledReason);
+  }
+
   function destroy() {
     for (const entry of panels.values()) entry.panel.destroy();
     panels.clear();
     root.remove();
   }
 
-  return { el: root, update, destroy, panels };
+  return { el: root, update, setDisabled, destroy, panels };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -696,6 +816,8 @@ export function createManagerView(doc, send, options = {}) {
 export const STALE_MESSAGE =
   "This panel lost its kernel (restarted or shut down), so its buttons no longer work. " +
   "Run the cell again, or %bgfetch, for a live panel: downloads resume in the new kernel.";
+/** The short reason shown beside the disabled controls of a panel whose kernel is gone. */
+export const STALE_REASON = "Kernel gone: these controls no longer reach it.";
 
 function defaultSchedule(fn) {
   if (typeof requestAnimationFrame === "function") {
@@ -739,20 +861,29 @@ export function mount(model, el, options = {}) {
   // closed: model.send() throws. Say so instead of failing silently, and stop offering
   // buttons that cannot work.
   const send = (msg) => {
+    if (stale) return false;
     try {
       model.send(msg);
       return true;
     } catch {
-      stale = true;
-      showStale();
+      markStale();
       return false;
     }
   };
+
+  // ipywidgets marks a model's comm dead when its kernel restarts or shuts down
+  // ("comm_live_update" then, "comm:close" when the kernel closes it): say so at once.
+  function markStale() {
+    if (!alive || stale) return;
+    stale = true;
+    showStale();
+  }
 
   function showStale() {
     setText(banner, STALE_MESSAGE);
     setHidden(banner, false);
     setAttr(root, "data-stale", "true");
+    view?.setDisabled(STALE_REASON);
     for (const b of root.querySelectorAll("button")) b.disabled = true;
   }
 
@@ -763,10 +894,12 @@ export function mount(model, el, options = {}) {
     if (nextMode !== mode) {
       if (view) view.destroy();
       view = nextMode === "manager" ? createManagerView(doc, send, options) : createPanel(doc, send, options);
+      if (stale) view.setDisabled(STALE_REASON);
       root.appendChild(view.el);
       mode = nextMode;
     }
-    view.update(mode === "manager" ? model.get("registrations") : model.get("state"));
+    const ack = model.get("ack");
+    view.update(mode === "manager" ? model.get("registrations") : model.get("state"), isNumber(ack) ? ack : 0);
     if (stale) {
       showStale();
       return;
@@ -782,13 +915,16 @@ export function mount(model, el, options = {}) {
     schedule(render);
   }
 
-  const events = ["change:state", "change:registrations", "change:mode", "change:error"];
+  const events = ["change:state", "change:registrations", "change:mode", "change:error", "change:ack"];
   for (const ev of events) model.on(ev, request);
+  const lifecycle = ["comm_live_update", "comm:close"];
+  for (const ev of lifecycle) model.on(ev, markStale);
   render();
 
   return () => {
     alive = false;
     for (const ev of events) model.off(ev, request);
+    for (const ev of lifecycle) model.off(ev, markStale);
     if (view) view.destroy();
     root.remove();
   };
