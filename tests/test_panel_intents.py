@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from kernel_support import IPK6_KERNEL, KernelSession, available_kernels, kernel_env
 
-from ipybgfetch._widget import BackgroundFetchPanel, _route_intents_to_their_subshell
+from ipybgfetch._jupyter.widget import BackgroundFetchPanel, _route_intents_to_their_subshell
 from ipybgfetch.testing import DataServer
 
 pytestmark = pytest.mark.timeout(180)
@@ -89,7 +89,7 @@ def test_a_registration_another_process_downloads_has_its_controls_off_with_the_
     tmp_path: Path, server: DataServer
 ) -> None:
     import ipybgfetch
-    from ipybgfetch._widget import READ_ONLY_REASON, manager_panel, registration_panel
+    from ipybgfetch._jupyter.widget import READ_ONLY_REASON, manager_panel, registration_panel
 
     home = tmp_path / "home"
     url = server.url("owned.bin", 5_000_000, throttle=500_000, tag=str(time.time()))
@@ -118,7 +118,7 @@ def test_a_registration_another_process_downloads_has_its_controls_off_with_the_
 SETUP = """\
 import asyncio, time
 import ipybgfetch
-from ipybgfetch._widget import registration_panel
+from ipybgfetch._jupyter.widget import registration_panel
 mgr = ipybgfetch.BackgroundFetchManager(home={home!r})
 clicks = []
 mgr.add_event_listener("backgroundfetchclick", lambda e: clicks.append(e.registration.id))
