@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import sqlite3
-import ssl
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -29,6 +28,7 @@ from .._integrity import sri_to_hashes, strongest_hashes
 from .._models import Response
 from .._names import filename_from_disposition, filename_from_url
 from .._vocab import FailureReason
+from .failures import classify
 from .retry import parse_retry_after
 from .sink import PartFile
 
@@ -235,7 +235,8 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
             _restart_from_zero(reg, data, hashes)
             continue
         except (httpx.TooManyRedirects, httpx.DecodingError, httpx.InvalidURL) as exc:
-            _settle_failure(reg, data, "fetch-error", _describe_unfetchable(exc))
+            failure = classify(exc)
+            _settle_failure(reg, data, failure.reason, failure.message)
             return
         except _BadBody as exc:
             _settle_failure(reg, data, "fetch-error", f"{exc} (not retried)")
@@ -257,10 +258,11 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
                     ) from exc
                 _settle_failure(reg, data, "fetch-error", f"cannot write the file: {exc}")
                 return
-            message = _describe(exc)
+            failure = classify(exc)
+            message = failure.message
             data.error = message
-            if _permanent(exc):  # the same request can only fail the same way again
-                _settle_failure(reg, data, "fetch-error", message + " (not retried)")
+            if not failure.retryable:  # the same request can only fail the same way again
+                _settle_failure(reg, data, failure.reason, message + " (not retried)")
                 return
             if data.downloaded > before:
                 failures_without_progress = 0
@@ -287,52 +289,6 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
             )
             reg._record_changed(data)
             await asyncio.sleep(delay)
-
-
-def _permanent(exc: BaseException) -> bool:
-    """A failure no retry can fix: an untrusted certificate, an illegal request."""
-    if isinstance(exc, (httpx.LocalProtocolError, httpx.UnsupportedProtocol)):
-        return True
-    cause = exc.__cause__
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return True
-        cause = cause.__cause__
-    return False
-
-
-def _describe_unfetchable(exc: Exception) -> str:
-    """What went wrong when the same request could only fail the same way again."""
-    if isinstance(exc, httpx.TooManyRedirects):
-        return (
-            "the server redirected too many times (a redirect loop?); open the URL in a "
-            "browser to see where it leads (not retried)"
-        )
-    if isinstance(exc, httpx.DecodingError):
-        return (
-            f"the body could not be decoded ({exc}); the server's compressed data is "
-            "corrupt. To get the bytes as they are, fetch with "
-            "headers={'Accept-Encoding': 'identity'} (not retried)"
-        )
-    return (
-        f"the server redirected to a URL that cannot be fetched ({exc}); open the URL in a "
-        "browser to see where it leads (not retried)"
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    """One plain sentence for a failed attempt, whichever transport raised it."""
-    if isinstance(exc, httpx.TimeoutException):
-        return f"timed out ({type(exc).__name__}): {exc}" if str(exc) else type(exc).__name__
-    cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else ""
-    if cause in ("ContentLengthError", "ClientPayloadError", "TransferEncodingError") or (
-        isinstance(exc, httpx.RemoteProtocolError) and "complete message body" in str(exc)
-    ):
-        return "the body was truncated: the connection closed before it was complete"
-    if cause == "ServerDisconnectedError" or "without sending a response" in str(exc):
-        return "the server closed the connection before answering"
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if isinstance(exc, httpx.TransportError) else text
 
 
 async def _rehash_part(reg: BackgroundFetchRegistration, data: RecordData, hashes: _Hashes) -> None:

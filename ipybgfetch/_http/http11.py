@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import httpx
 
 from .._models import BAD_HEADER_NAME, BAD_HEADER_VALUE
+from .errors import ClosedBeforeResponse, IncompleteBody, MalformedResponse
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -69,10 +70,10 @@ def parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]], byte
     status_line = lines[0]
     parts = status_line.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[0]) != 8:
-        raise httpx.RemoteProtocolError(f"not an HTTP/1.x status line: {status_line[:80]!r}")
+        raise MalformedResponse(f"not an HTTP/1.x status line: {status_line[:80]!r}")
     code = parts[1]
     if len(code) != 3 or not code.isdigit() or code[0:1] == b"0":
-        raise httpx.RemoteProtocolError(f"bad status code in {status_line[:80]!r}")
+        raise MalformedResponse(f"bad status code in {status_line[:80]!r}")
     headers: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
@@ -81,7 +82,7 @@ def parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]], byte
                 last_name, last_value = headers[-1]
                 headers[-1] = (last_name, last_value + b" " + line.strip())
                 continue
-            raise httpx.RemoteProtocolError(f"malformed header line: {line[:80]!r}")
+            raise MalformedResponse(f"malformed header line: {line[:80]!r}")
         headers.append((name, value.strip(b" \t")))
     return int(code), (parts[2] if len(parts) > 2 else b""), headers, parts[0][5:]
 
@@ -114,17 +115,17 @@ class ChunkedDecoder:
             if nl < 0:
                 self._pending += view[pos:]
                 if len(self._pending) > MAX_CHUNK_LINE:
-                    raise httpx.RemoteProtocolError("chunk-size line too long")
+                    raise MalformedResponse("chunk-size line too long")
                 break
             line = bytes(self._pending) + data[pos:nl] if self._pending else data[pos:nl]
             self._pending.clear()
             pos = nl + 1
             if len(line) > MAX_CHUNK_LINE:
-                raise httpx.RemoteProtocolError("chunk-size line too long")
+                raise MalformedResponse("chunk-size line too long")
             line = line[:-1] if line.endswith(b"\r") else line
             if self._state == "crlf":
                 if line:
-                    raise httpx.RemoteProtocolError("no CRLF after a chunk's data")
+                    raise MalformedResponse("no CRLF after a chunk's data")
                 self._state = "size"
             elif self._state == "size":
                 size_text = line.split(b";", 1)[0].strip()
@@ -133,7 +134,7 @@ class ChunkedDecoder:
                 except ValueError:
                     size = -1
                 if size < 0 or not all(c in b"0123456789abcdefABCDEF" for c in size_text):
-                    raise httpx.RemoteProtocolError(f"bad chunk size: {line[:40]!r}")
+                    raise MalformedResponse(f"bad chunk size: {line[:40]!r}")
                 if size == 0:
                     self._state = "trailer"
                 else:
@@ -249,7 +250,7 @@ class _Connection(asyncio.Protocol):
             found = _HEAD_END.search(data, start, MAX_HEAD + 4)
             if found is None:
                 if len(data) > MAX_HEAD:
-                    self._fail(httpx.RemoteProtocolError(f"response head over {MAX_HEAD} bytes"))
+                    self._fail(MalformedResponse(f"response head over {MAX_HEAD} bytes"))
                 else:
                     self._head_buf += data
                 return
@@ -303,7 +304,7 @@ class _Connection(asyncio.Protocol):
         if encodings:
             codings = [c.strip().lower() for c in b",".join(encodings).split(b",")]
             if codings != [b"chunked"]:  # gzip/deflate/identity...: not decoded here
-                raise httpx.RemoteProtocolError(f"unsupported Transfer-Encoding: {codings!r}")
+                raise MalformedResponse(f"unsupported Transfer-Encoding: {codings!r}")
             self._framing = "chunked"
             self._chunked = ChunkedDecoder()
             if any(n.lower() == b"content-length" for n, _ in headers):
@@ -315,7 +316,7 @@ class _Connection(asyncio.Protocol):
             self.reusable = False
             return
         if len(lengths) > 1 or not next(iter(lengths)).isdigit():
-            raise httpx.RemoteProtocolError(f"bad Content-Length: {sorted(lengths)!r}")
+            raise MalformedResponse(f"bad Content-Length: {sorted(lengths)!r}")
         self._framing = "length"
         self._left = self._expected = int(next(iter(lengths)))
         if self._left == 0:
@@ -530,10 +531,8 @@ class _Connection(asyncio.Protocol):
                 if not self.got_bytes and self.uses > 1:
                     raise _Stale()
                 if not self.got_bytes:
-                    raise httpx.RemoteProtocolError(
-                        "Server disconnected without sending a response."
-                    )
-                raise httpx.RemoteProtocolError("the connection closed in the response head")
+                    raise ClosedBeforeResponse("Server disconnected without sending a response.")
+                raise ClosedBeforeResponse("the connection closed in the response head")
             await self._wait(timeout, "waiting for the response")
         status, reason, headers, version = self._head
         return status, reason, headers, version
@@ -548,7 +547,7 @@ class _Connection(asyncio.Protocol):
                     raise self._exc
                 raise httpx.ReadError(str(self._exc) or type(self._exc).__name__) from self._exc
             if self._eof:
-                raise httpx.RemoteProtocolError(self._truncation())
+                raise IncompleteBody(self._truncation())
             await self._wait(timeout, "reading the body")
         body, self._body = self._body, collections.deque()
         self._buffered = 0
@@ -791,7 +790,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
                     conn.close()
                     if replayable:
                         continue  # the server closed a kept-alive connection: a new one
-                    raise httpx.RemoteProtocolError(
+                    raise ClosedBeforeResponse(
                         "Server disconnected without sending a response."
                     ) from None
                 except BaseException:
