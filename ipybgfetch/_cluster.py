@@ -214,6 +214,9 @@ class ClusterRun:
                 "headers": headers,
                 "download_total": reg._download_total,
                 "per_host": per_host,
+                # the class workers build their manager with (pickled by reference): this
+                # module never imports the manager, which imports it
+                "manager_class": type(reg._manager),
                 "topic": self._topic,
                 "control": self._control,
             }
@@ -395,14 +398,12 @@ _MANAGERS: dict[str, Any] = {}
 _MANAGERS_LOCK = threading.Lock()
 
 
-def _worker_manager(home: str, per_host: int) -> Any:
+def _worker_manager(home: str, per_host: int, manager_class: Any) -> Any:
     """One ipybgfetch manager per worker process (its home in the worker's local folder)."""
-    from ._manager import BackgroundFetchManager
-
     with _MANAGERS_LOCK:
         mgr = _MANAGERS.get(home)
         if mgr is None or mgr._closed:
-            mgr = _MANAGERS[home] = BackgroundFetchManager(
+            mgr = _MANAGERS[home] = manager_class(
                 home=home, max_connections_per_host=per_host, auto_resume=False
             )
         return mgr
@@ -427,7 +428,7 @@ def run_shard(spec: dict[str, Any]) -> list[dict[str, Any]]:
     if _read_control(control) in ("aborted", "stopped"):
         return []
     home = os.path.join(worker.local_directory, "ipybgfetch")
-    mgr = _worker_manager(home, spec["per_host"])
+    mgr = _worker_manager(home, spec["per_host"], spec["manager_class"])
     remote = spec["remote"]
     remote.names = spec["names"]
     shard_id = f"{spec['id']}#{spec['shard']}@{spec['key'][:8]}"
