@@ -28,6 +28,7 @@ from ._engine.loop import Engine
 from ._engine.record import RecordData
 from ._engine.restore import restore_into
 from ._engine.retry import RetryPolicy
+from ._engine.segments import DEFAULT_MIN_SEGMENT
 from ._engine.store import (
     CREDENTIAL_HEADERS,
     IdInUse,
@@ -241,6 +242,8 @@ class BackgroundFetchManager:
         cluster: Any = None,
         force: bool = False,
         checksum: bool = False,
+        segments: int | None = None,
+        min_segment_size: int | str | None = None,
     ) -> BackgroundFetchRegistration:
         """Start a background fetch and return its registration at once.
 
@@ -260,6 +263,12 @@ class BackgroundFetchManager:
         sizes, that settled registration is returned as it is (nothing is downloaded).
         ``checksum=True`` also re-hashes those files against the SHA-256 recorded when
         they arrived. ``force=True`` downloads again, replacing the old files in place.
+
+        Segmented downloads: a file of at least twice ``min_segment_size`` (bytes or a
+        size such as ``"16MiB"``; default 8 MiB) from a server that serves byte ranges
+        with a strong validator is fetched over up to ``segments`` connections at once
+        (default: as many as the host's ``max_connections_per_host`` budget has free;
+        ``segments=1`` turns it off). It helps where servers cap each connection.
         """
         if not isinstance(id, str):
             raise FetchError(f"id must be a str, got {type(id).__name__}: {id!r}")
@@ -274,6 +283,7 @@ class BackgroundFetchManager:
         total = _download_total(download_total)
         merged_headers = checked_headers(headers)
         policy = RetryPolicy.coerce(retries, self._policy)
+        split = _segment_options(segments, min_segment_size)
         remote = None
         key = uuid.uuid4().hex
         if cluster is not None:
@@ -344,6 +354,7 @@ class BackgroundFetchManager:
                 reg._runner = ClusterRun(cluster)
             if previous is not None and previous.settled and previous._dest == folder:
                 _replace_files_of(reg, previous)
+            reg._segments, reg._min_segment_size = split
             self._engine.run(self._register(reg))
         return reg
 
@@ -720,6 +731,7 @@ class BackgroundFetchManager:
             part_path=str(d.part_path) if d.part_path else None,
             etag=d.etag,
             last_modified=d.last_modified,
+            segments=None if d.segment_map is None else d.segment_map.dumps(),
         )
         return row
 
@@ -864,6 +876,29 @@ def _download_total(value: Any) -> int:
         except ValueError as exc:
             raise FetchError(f"download_total: {exc}") from None
     raise FetchError(f"download_total must be an int (bytes) or a size like '2GB', got {value!r}")
+
+
+def _segment_options(segments: Any, min_segment_size: Any) -> tuple[int | None, int]:
+    if segments is not None and (
+        isinstance(segments, bool) or not isinstance(segments, int) or segments < 1
+    ):
+        raise FetchError(
+            f"segments must be an int >= 1 (connections per file; 1 = never split) or "
+            f"None for the default, got {segments!r}"
+        )
+    if min_segment_size is None:
+        return segments, DEFAULT_MIN_SEGMENT
+    try:
+        if isinstance(min_segment_size, bool):
+            raise ValueError("not a size")
+        size = parse_size(min_segment_size)
+    except (ValueError, TypeError) as exc:
+        raise FetchError(
+            f"min_segment_size must be a number of bytes or a size like '16MiB': {exc}"
+        ) from None
+    if size < 1:
+        raise FetchError(f"min_segment_size must be at least 1 byte, got {min_segment_size!r}")
+    return segments, size
 
 
 def _close_at_exit(ref: weakref.ref[BackgroundFetchManager]) -> None:

@@ -23,6 +23,7 @@ from ._disk import fsync_dir
 from ._display import mimebundle
 from ._engine.record import RecordData
 from ._engine.retry import RetryPolicy
+from ._engine.segments import DEFAULT_MIN_SEGMENT
 from ._engine.transfer import LeaseLost, RegistrationStopped, run_record
 from ._events import BackgroundFetchEvent, ListenerSet
 from ._exceptions import FetchError, InvalidStateError, NeedsCredentialsError
@@ -58,6 +59,11 @@ MAX_WORKERS = 64  # concurrent records per registration; per-host limits apply i
 
 class BackgroundFetchRegistration:
     """A set of requests downloading in the background. Created by ``manager.fetch()``."""
+
+    # segmented downloads (fetch's segments= and min_segment_size=; a registration
+    # restored from an earlier process uses the defaults)
+    _segments: int | None = None
+    _min_segment_size: int = DEFAULT_MIN_SEGMENT
 
     def __init__(
         self,
@@ -415,6 +421,7 @@ class BackgroundFetchRegistration:
                     "total": d.total,
                     "error": d.error,
                     "attempts": d.attempts,
+                    "connections": d.connections or int(d.state == "active"),
                 }
                 for d in shown
             ],

@@ -653,7 +653,11 @@ class _Handler(BaseHTTPRequestHandler):
             if faults is None:
                 self._send_simple(record, 400, f"bad fault parameter: {error}\n")
                 return
-            self._respond_with(record, count, split.path, query, faults, spool, echo_hash)
+            owner._serving(+1)
+            try:
+                self._respond_with(record, count, split.path, query, faults, spool, echo_hash)
+            finally:
+                owner._serving(-1)
 
     def _respond_with(
         self,
@@ -971,6 +975,8 @@ class DataServer:
         self._requests: list[RequestRecord] = []
         self._counts: dict[str, int] = {}
         self._sent_total = 0
+        self._active = 0
+        self._peak = 0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -1157,12 +1163,26 @@ class DataServer:
         """Response body bytes sent for one path (or exact target, when it has a query)."""
         return sum(r.bytes_sent for r in self.requests_for(url_or_path))
 
+    @property
+    def active_responses(self) -> int:
+        """Responses being served right now (one per busy connection)."""
+        with self._lock:
+            return self._active
+
+    @property
+    def peak_responses(self) -> int:
+        """The most responses served at the same time since start or the last ``reset()``:
+        how many connections a client really used at once."""
+        with self._lock:
+            return self._peak
+
     def reset(self) -> None:
         """Clear the request log, the byte counters and every per-URL request counter."""
         with self._lock:
             self._requests.clear()
             self._counts.clear()
             self._sent_total = 0
+            self._peak = self._active
 
     # -- internal hooks used by the handler ------------------------------------------------------
 
@@ -1172,6 +1192,11 @@ class DataServer:
             count = self._counts.get(record.target, 0) + 1
             self._counts[record.target] = count
             return count
+
+    def _serving(self, n: int) -> None:
+        with self._lock:
+            self._active += n
+            self._peak = max(self._peak, self._active)
 
     def _add_sent(self, n: int) -> None:
         with self._lock:

@@ -215,7 +215,10 @@ def worker_main(spec: dict[str, Any]) -> int:
 
     policy = RetryPolicy(**spec.get("retries", {"backoff": 0.05, "max_backoff": 0.5}))
     mgr = BackgroundFetchManager(
-        home=spec["home"], retries=policy, auto_resume=spec.get("auto_resume", True)
+        home=spec["home"],
+        retries=policy,
+        auto_resume=spec.get("auto_resume", True),
+        **spec.get("manager", {}),
     )
     for f in spec.get("fetches", []):
         requests = [
@@ -224,7 +227,13 @@ def worker_main(spec: dict[str, Any]) -> int:
             else Request(u["url"], method=u["method"], body=b"u" * u["body_size"])
             for u in f["urls"]
         ]
-        mgr.fetch(f["id"], requests, headers=f.get("headers"), dest=f.get("dest"))
+        mgr.fetch(
+            f["id"],
+            requests,
+            headers=f.get("headers"),
+            dest=f.get("dest"),
+            **f.get("options", {}),
+        )
         if f.get("wait"):
             mgr.get(f["id"]).wait(30)  # type: ignore[union-attr]
     if not spec.get("fetches"):

@@ -18,6 +18,7 @@ import httpx
 from .._exceptions import AbortError, FetchError
 from .._models import Request, Response
 from .._vocab import SETTLED_STATES, FailureReason, RecordState
+from .ranges import RangeSet
 
 __all__ = ["Outcome", "RecordData"]
 
@@ -99,6 +100,10 @@ class RecordData:
         self.part_path: Path | None = None
         self.etag = ""
         self.last_modified = ""
+        # a segmented download (issue 17): the byte ranges written so far, else None
+        self.segment_map: RangeSet | None = None
+        self.connections = 0  # connections open for this record now
+        self.split_refused = False  # the server ignored a segment's Range: one stream
 
     @property
     def settled(self) -> bool:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from .._models import Request, Response
+from .ranges import RangeSet
 from .record import RecordData
 
 if TYPE_CHECKING:
@@ -139,6 +140,8 @@ def _load_record(d: RecordData, r: sqlite3.Row) -> None:
     d.part_path = Path(r["part_path"]) if r["part_path"] else None
     d.etag = r["etag"]
     d.last_modified = r["last_modified"]
+    segments = r["segments"]
+    d.segment_map = None if segments is None else RangeSet.loads(segments)
     if d.status and d.response is None:
         d.response = Response(d)
     d.resolve_ready()  # a settled record's response_ready is settled too
@@ -175,6 +178,10 @@ def _adopt(mgr: BackgroundFetchManager, reg: BackgroundFetchRegistration, row: s
         if size is None or not (d.etag or d.last_modified):
             reg._downloaded -= d.downloaded
             d.downloaded = 0
+            d.segment_map = None
+        elif d.segment_map is not None:  # segmented: only the ranges known written count
+            reg._downloaded += d.segment_map.size - d.downloaded
+            d.downloaded = d.segment_map.size
         else:
             reg._downloaded += size - d.downloaded
             d.downloaded = size

@@ -75,13 +75,14 @@ CREATE TABLE IF NOT EXISTS records (
     part_path TEXT,
     etag TEXT NOT NULL DEFAULT '',
     last_modified TEXT NOT NULL DEFAULT '',
+    segments TEXT,
     PRIMARY KEY (key, idx)
 );
 CREATE INDEX IF NOT EXISTS registrations_id ON registrations (id);
 """
 RECORD_FIELDS = (
     "state failure status response_headers response_url downloaded total uploaded attempts "
-    "error sha256 started finished final_path part_path etag last_modified"
+    "error sha256 started finished final_path part_path etag last_modified segments"
 ).split()
 
 
@@ -154,6 +155,10 @@ class Store:
                 self._db.execute(
                     "ALTER TABLE registrations ADD COLUMN headers TEXT NOT NULL DEFAULT '{}'"
                 )
+        have = {r["name"] for r in self._db.execute("PRAGMA table_info(records)")}
+        if "segments" not in have:  # the finished ranges of a segmented download
+            with _ignore_duplicate_column():
+                self._db.execute("ALTER TABLE records ADD COLUMN segments TEXT")
 
     def close(self) -> None:
         self._db.close()
