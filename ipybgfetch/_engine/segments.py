@@ -48,7 +48,7 @@ import httpx
 from .._http.http11 import Body
 from .ranges import RangeSet, Segment, Splitter
 from .retry import parse_retry_after
-from .sink import _IOV_MAX, BATCH, MAX_DELAY, MAX_IN_FLIGHT, _Job, _timed_fsync, _writer
+from .sink import _IOV_MAX, MAX_DELAY, _Job, _timed_fsync, _writer
 
 if TYPE_CHECKING:
     from .._registration import BackgroundFetchRegistration
@@ -63,6 +63,10 @@ STEAL_MIN = 1024 * 1024  # bytes: a range is halved for a free connection only a
 RECRUIT_INTERVAL = 0.2  # seconds between looks for a free slot of the host's budget
 RERESOLVE_LIMIT = 3  # fresh URLs in a row for one range before its failure counts
 HASH_CHUNK = 1024 * 1024
+# per connection, batches for the writer thread: smaller than one stream's (sink.BATCH,
+# sink.MAX_IN_FLIGHT) so that memory for N connections stays near one stream's
+BATCH = 1024 * 1024
+MAX_IN_FLIGHT = 1
 _EXPIRED = frozenset({401, 403, 410})
 
 
@@ -133,10 +137,11 @@ def resume_count(reg: BackgroundFetchRegistration, data: RecordData) -> int:
 
 
 def _same_file(headers: httpx.Headers, data: RecordData) -> bool:
-    etag = headers.get("etag", "")
+    etag: str = headers.get("etag", "")
     if data.etag and not data.etag.startswith("W/"):
         return etag == data.etag
-    return bool(data.last_modified) and headers.get("last-modified", "") == data.last_modified
+    modified: str = headers.get("last-modified", "")
+    return bool(data.last_modified) and modified == data.last_modified
 
 
 def _accepts_ranges(headers: dict[str, str]) -> bool:
@@ -499,9 +504,9 @@ class _Download:
             await self.recruit()
             if not self.tasks and not self.splitter.finished:
                 # every connection ended (gave its slot to others): continue on our own
-                seg = self.splitter.next()
-                if seg is not None:
-                    self.spawn(self.worker(seg, None, extra=False))
+                more = self.splitter.next()
+                if more is not None:
+                    self.spawn(self.worker(more, None, extra=False))
 
     async def stop(self) -> None:
         """Cancel every connection and wait until none runs (even if cancelled again)."""
