@@ -6,10 +6,14 @@ server that answers with ``socket.sendfile`` (zero-copy, one thread per connecti
 says so. Both serve a folder in ``/dev/shm`` and run in their own process, so a server never
 shares a GIL with the client being measured.
 
+nginx also serves the same files under ``/capped/`` at :data:`CAPPED_RATE` per connection
+(``limit_rate``, case 5); without nginx, case 5 uses ``DataServer --rate-limit`` instead.
+
 ``DataServer`` (``python -m ipybgfetch.testing``) runs in its own process too, for the "1d"
-row. It sends 1 MiB slices of one cached block, so once warm it is no slower than nginx
-for a single stream (curl: ~0.8 s/GiB against nginx's ~1.1 s/GiB here), but it costs a
-thread per connection and Python per request, so the many-file cases use nginx.
+row, and with ``--latency`` for case 6. It sends 1 MiB slices of one cached block, so once
+warm it is no slower than nginx for a single stream (curl: ~0.8 s/GiB against nginx's
+~1.1 s/GiB here), but it costs a thread per connection and Python per request, so the
+many-file cases use nginx.
 
 Run the built-in static server by hand: ``python benchmarks/_servers.py ROOT [PORT]``.
 """
@@ -54,9 +58,18 @@ http {{
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         root {root};
+        # case 5: the same files, each connection capped (a CDN or hub that caps them)
+        location /capped/ {{
+            alias {root}/;
+            limit_rate {limit_rate};
+        }}
     }}
 }}
 """
+
+
+CAPPED_RATE = 16 * 1024 * 1024  # bytes/s per connection under /capped/ (case 5)
+CAPPED_RATE_NGINX = "16m"  # the same, as nginx writes it (m = MiB)
 
 
 def free_port() -> int:
@@ -107,7 +120,11 @@ class StaticServer:
         if self.kind == "nginx":
             (self.work / "tmp").mkdir(exist_ok=True)
             conf = self.work / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(work=self.work, port=self.port, root=self.root))
+            conf.write_text(
+                NGINX_CONF.format(
+                    work=self.work, port=self.port, root=self.root, limit_rate=CAPPED_RATE_NGINX
+                )
+            )
             cmd = [self._nginx or "nginx", "-c", str(conf), "-p", str(self.work)]
         else:
             cmd = [sys.executable, __file__, str(self.root), str(self.port)]
@@ -129,15 +146,17 @@ class StaticServer:
 
 
 class DataServerProcess:
-    """``python -m ipybgfetch.testing`` in a child process."""
+    """``python -m ipybgfetch.testing`` in a child process; ``args``: more command-line
+    options (``--rate-limit``, ``--latency``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *args: str) -> None:
         self.proc: subprocess.Popen[str] | None = None
         self.base_url = ""
+        self.args = list(args)
 
     def start(self) -> DataServerProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ipybgfetch.testing", "--port", "0"],
+            [sys.executable, "-m", "ipybgfetch.testing", "--port", "0", *self.args],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,

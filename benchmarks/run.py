@@ -1,6 +1,6 @@
 """Side-by-side download benchmark: ipybgfetch against curl, aria2c and pooch, on loopback.
 
-    python benchmarks/run.py                     # full run: cases 1,2,3,4 and k, 3 reps
+    python benchmarks/run.py                     # full run: cases 1-6 and k, 3 reps
     python benchmarks/run.py --quick             # smaller sizes, 1 rep (< 2 minutes)
     python benchmarks/run.py --cases 1,k --reps 5
     python benchmarks/run.py --variant 'aiohttp={"transport": "aiohttp"}'   # + an experiment
@@ -13,6 +13,13 @@ Cases (issue 7):
   3   10,000 x 4 KiB, one registration  + fetch() return time and files/s
   4   one 4 GiB file                    peak RSS growth
   k   kernel responsiveness: p50/p99 execute round-trip, idle vs during the case-1 download
+
+Cases (issue 17: servers that cap each connection, servers far away):
+  5   one 256 MiB file, each connection capped at 16 MiB/s (nginx limit_rate 16m under
+      /capped/, else DataServer --rate-limit)  vs curl, aria2c -x16 -s16 -k1M, parfive
+      (max_splits=16); ipybgfetch with max_connections_per_host=16 and with defaults
+  6   500 x 200 KiB, 50 ms added time to first byte per response (DataServer --latency),
+      16 connections                    vs aria2c -j16, curl -Z
 
 Everything runs here, over loopback, into ``/dev/shm`` (tmpfs): a fast static server (nginx
 when installed, see ``_servers.py``) serves files generated once into ``/dev/shm``; our
@@ -78,6 +85,9 @@ class Sizes:
     tiny_size: int
     huge: int  # case 4
     kernel: int  # case k
+    capped: int = 256 * MiB  # case 5
+    ttfb_n: int = 500  # case 6
+    ttfb_size: int = 200 * KiB
     conns: int = 16
 
 
@@ -87,8 +97,10 @@ FULL = Sizes(
 )  # fmt: skip
 QUICK = Sizes(
     one=64 * MiB, many_n=100, many_size=200 * KiB, tiny_n=1_000, tiny_size=4 * KiB,
-    huge=256 * MiB, kernel=256 * MiB,
+    huge=256 * MiB, kernel=256 * MiB, capped=64 * MiB, ttfb_n=100,
 )  # fmt: skip
+CAPPED_RATE = 16 * MiB  # case 5: bytes/s per connection
+TTFB = 0.05  # case 6: seconds added before each response
 
 
 # --------------------------------------------------------------------------------------
@@ -429,9 +441,17 @@ def aria2_parallel(job: Job, dest: Path, scratch: Path) -> Run:
     return run_tool(cmd)
 
 
+_JOB_CONNS = object()
+
+
 def worker_peer(
-    peer: str, variant: dict[str, Any] | None = None, tree: str | None = None
+    peer: str,
+    variant: dict[str, Any] | None = None,
+    tree: str | None = None,
+    conns: Any = _JOB_CONNS,
 ) -> Callable[..., Run]:
+    """``conns``: the job's connections (default), a number, or None (the peer's default)."""
+
     def run(job: Job, dest: Path, scratch: Path) -> Run:
         urls = _write_list(scratch / "urls.txt", job.urls)
         spec = {
@@ -439,7 +459,7 @@ def worker_peer(
             "urls_file": str(urls),
             "dest": str(dest),
             "home": str(scratch / "home"),
-            "conns": job.conns,
+            "conns": job.conns if conns is _JOB_CONNS else conns,
             "variant": variant or {},
         }
         return run_worker(spec, tree=tree)
@@ -454,6 +474,7 @@ def discover_peers(
     have_curl = shutil.which("curl") is not None
     have_aria = shutil.which("aria2c") is not None
     have_pooch = importlib.util.find_spec("pooch") is not None
+    have_parfive = importlib.util.find_spec("parfive") is not None
     have_ipy = importlib.util.find_spec("ipybgfetch") is not None
 
     def add(name: str, available: bool, why: str, fn: Callable[..., Run], kind: str) -> None:
@@ -468,9 +489,15 @@ def discover_peers(
     add("aria2c", have_aria, no_aria, aria2_single(1), "tool")
     add("aria2c -x8", have_aria, no_aria, aria2_single(8), "tool")
     add("aria2c -j16", have_aria, no_aria, aria2_parallel, "tool")
+    add("aria2c -x16", have_aria, no_aria, aria2_single(16), "tool")  # -s16 -k1M too
+    no_parfive = "parfive not importable (pip install parfive)"
+    add("parfive", have_parfive, no_parfive, worker_peer("parfive", conns=16), "worker")
     add("pooch", have_pooch, no_pooch, worker_peer("pooch"), "worker")
     # this checkout, whatever the installed copy is
     add("ipybgfetch", have_ipy, no_ipy, worker_peer("ipybgfetch", tree=str(REPO)), "worker")
+    # case 5: the manager's default budget (segments and all): no max_connections_per_host
+    defaults = worker_peer("ipybgfetch", tree=str(REPO), conns=None)
+    add("ipybgfetch (defaults)", have_ipy, no_ipy, defaults, "worker")
     for label, variant in variants.items():
         add(f"ipybgfetch[{label}]", have_ipy, no_ipy, worker_peer("ipybgfetch", variant), "worker")
     if baseline:
@@ -774,6 +801,24 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{ipy2['wall_s']:.3f} s vs {aria2['wall_s']:.3f} s",
             ipy2["wall_s"] <= aria2["wall_s"],
         )
+    curl5, aria5 = peer("5", "curl"), peer("5", "aria2c -x16")
+    ipy5, ipy5d = peer("5", "ipybgfetch"), peer("5", "ipybgfetch (defaults)")
+    if ipy5.get("wall_s") and aria5.get("wall_s"):
+        add(
+            "case 5, 16 connections: ≤ aria2c -x16 wall",
+            f"{ipy5['wall_s']:.2f} s vs {aria5['wall_s']:.2f} s",
+            ipy5["wall_s"] <= aria5["wall_s"],
+        )
+    if ipy5d.get("wall_s") and curl5.get("wall_s"):
+        x = curl5["wall_s"] / ipy5d["wall_s"]
+        add("case 5, defaults: ≥ 5× faster than one connection (curl)", f"{x:.1f}×", x >= 5)
+    ipy6, aria6 = peer("6", "ipybgfetch"), peer("6", "aria2c -j16")
+    if ipy6.get("wall_s") and aria6.get("wall_s"):
+        add(
+            "case 6: ≤ aria2c -j16 wall",
+            f"{ipy6['wall_s']:.2f} s vs {aria6['wall_s']:.2f} s",
+            ipy6["wall_s"] <= aria6["wall_s"],
+        )
     ipy3 = peer("3", "ipybgfetch")
     if ipy3.get("wall_s"):
         fr, fps = ipy3["fetch_return_s"], ipy3["files_per_s"]
@@ -898,7 +943,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--quick", action="store_true", help="small sizes, 1 rep (smoke test)")
-    ap.add_argument("--cases", default="1,1d,2,3,4,k", help="comma list of 1,1d,2,3,4,k")
+    ap.add_argument("--cases", default="1,1d,2,3,4,5,6,k", help="comma list of 1,1d,2,3,4,5,6,k")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3; quick 1)")
     ap.add_argument(
         "--work", type=Path, default=DEFAULT_WORK, help="folder for data and downloads (tmpfs)"
@@ -932,7 +977,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     reps = args.reps or (1 if args.quick else 3)
     wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = set(wanted) - {"1", "1d", "2", "3", "4", "k"}
+    unknown = set(wanted) - {"1", "1d", "2", "3", "4", "5", "6", "k"}
     if unknown:
         ap.error(f"unknown cases: {sorted(unknown)}")
     variants = parse_variants(args.variant)
@@ -948,6 +993,9 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     static = StaticServer(data.root, work / "server", force_builtin=args.builtin_server)
     dataserver = DataServerProcess() if "1d" in wanted else None
+    # case 6 always, case 5 without nginx: DataServer processes with the faults set
+    slow_server = DataServerProcess("--latency", str(TTFB)) if "6" in wanted else None
+    capped_server: DataServerProcess | None = None
     results: dict[str, Any] = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
@@ -971,6 +1019,8 @@ def main(argv: list[str] | None = None) -> int:
             k_rel = big_rel
         if "4" in wanted:
             huge_rel, huge_sha = data.big(sizes.huge)
+        if "5" in wanted:
+            capped_rel, capped_sha = data.big(sizes.capped)
         if "2" in wanted:
             many = data.many(sizes.many_n, sizes.many_size)
         if "3" in wanted:
@@ -1026,6 +1076,35 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             case4.skipped["pooch"] = "not run for 4 GiB (1 KiB reads: minutes per run; see case 1)"
             cases.append(case4)
+        if "5" in wanted:
+            if static.kind == "nginx":
+                capped_url = f"{base}/capped/{capped_rel}"
+                how = "nginx limit_rate 16m"
+            else:
+                capped_server = DataServerProcess("--rate-limit", str(CAPPED_RATE)).start()
+                assert capped_server.proc is not None
+                Load.server_pids.append(capped_server.proc.pid)
+                capped_url = capped_server.url(Path(capped_rel).name, sizes.capped)
+                how = "DataServer --rate-limit"
+            case5 = Case(
+                "5", f"one {sizes.capped / MiB:,.0f} MiB file, each connection capped at "
+                f"{CAPPED_RATE / MiB:g} MiB/s ({how})", "curl",
+                ["curl", "aria2c -x16", "parfive", "ipybgfetch", "ipybgfetch (defaults)"],
+                Job([capped_url], [Path(capped_rel).name], sizes.capped, capped_sha, conns=16),
+            )  # fmt: skip
+            cases.append(case5)
+        if "6" in wanted and slow_server is not None:
+            slow_server.start()
+            assert slow_server.proc is not None
+            Load.server_pids.append(slow_server.proc.pid)
+            names6 = [f"t{i:04d}.bin" for i in range(sizes.ttfb_n)]
+            cases.append(Case(
+                "6", f"{sizes.ttfb_n} × {sizes.ttfb_size // KiB} KiB, {TTFB * 1000:.0f} ms "
+                f"added time to first byte, {conns} connections (DataServer --latency)",
+                "aria2c -j16", ["aria2c -j16", "curl -Z", "ipybgfetch"],
+                Job([slow_server.url(n, sizes.ttfb_size) for n in names6], names6,
+                    sizes.ttfb_size, conns=conns),
+            ))  # fmt: skip
         for case in cases:
             for label in variants:
                 case.peers.append(f"ipybgfetch[{label}]")
@@ -1067,8 +1146,9 @@ def main(argv: list[str] | None = None) -> int:
                 results["notes"].append("case k skipped: ipykernel/jupyter_client not installed")
     finally:
         static.stop()
-        if dataserver is not None:
-            dataserver.stop()
+        for server in (dataserver, slow_server, capped_server):
+            if server is not None:
+                server.stop()
         shutil.rmtree(work / "runs", ignore_errors=True)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
