@@ -61,6 +61,7 @@ class RecordSnapshot(TypedDict):
     total: int | None  # the body's size, once known
     error: str
     attempts: int
+    connections: int  # open now: >1 while a big file downloads in segments (issue 17)
 
 
 class ClusterWorkerSnapshot(TypedDict):

@@ -43,8 +43,9 @@ export const SETTLED_STATES = new Set(["aborted", "failure", "success"]);
  * @property {number | null} total
  * @property {string} error
  * @property {number} attempts
+ * @property {number} connections
  */
-export const RECORD_SNAPSHOT_KEYS = Object.freeze(["index", "url", "status", "state", "downloaded", "total", "error", "attempts"]);
+export const RECORD_SNAPSHOT_KEYS = Object.freeze(["index", "url", "status", "state", "downloaded", "total", "error", "attempts", "connections"]);
 
 /**
  * A registration as the panel shows it (`registration._snapshot()`), at most ~10 times a second; the browser side only renders it.
