@@ -63,7 +63,8 @@ def test_a_96_mib_file_over_several_connections_is_exact(srv, tmp_path):
     assert srv.peak_responses >= 4
     asked = ranges(srv, url)
     assert len(asked) >= 3 and all(a > 0 for a, _ in asked)  # byte 0 came with the first
-    assert srv.bytes_sent_for(url) <= size + 2 * MiB  # segment 0 stops near its end
+    # a range cut short for a free connection wastes what was on its way: a few MiB
+    assert srv.bytes_sent_for(url) <= size * 1.1
     assert not list(tmp_path.rglob("*.part"))
 
 

@@ -155,6 +155,22 @@ class Splitter:
         self.active.extend(out)
         return out
 
+    def split(self, seg: Segment, n: int, min_size: int) -> list[Segment]:
+        """Cut what ``seg`` has left into at most ``n`` even pieces of >= ``min_size``
+        bytes: ``seg`` keeps the first, the others are returned (and active)."""
+        k = self.pieces(seg.remaining, n, min_size)
+        if k < 2:
+            return []
+        start, end = seg.pos, seg.end
+        step = (end - start) // k
+        seg.end = start + step
+        out = [
+            Segment(start + j * step, end if j == k - 1 else start + (j + 1) * step)
+            for j in range(1, k)
+        ]
+        self.active.extend(out)
+        return out
+
     def next(self) -> Segment | None:
         """A range for a free connection: a pending gap, else half of the largest active
         range (:meth:`steal`), else None (nothing worth splitting)."""

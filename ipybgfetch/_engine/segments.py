@@ -60,6 +60,11 @@ log = logging.getLogger("ipybgfetch")
 
 DEFAULT_MIN_SEGMENT = 8 * 1024 * 1024  # bytes: a file under twice this is one stream
 STEAL_MIN = 1024 * 1024  # bytes: a range is halved for a free connection only above 2x this
+# The first connection runs alone this long; if it brings FAST_STREAM or more, the file
+# is not split (docs/benchmarks.md, issue 17: one uncapped loopback stream is CPU-bound at
+# ~900 MiB/s here, and splitting it only costs CPU and memory; a capped one is 16-40 MB/s)
+PROBE_TIME = 0.05  # seconds
+FAST_STREAM = 128 * 1024 * 1024  # bytes/s
 RECRUIT_INTERVAL = 0.2  # seconds between looks for a free slot of the host's budget
 RERESOLVE_LIMIT = 3  # fresh URLs in a row for one range before its failure counts
 HASH_CHUNK = 1024 * 1024
@@ -473,9 +478,22 @@ class _Download:
     async def run(self, first: httpx.Response | None) -> None:
         reg = self.reg
         if first is not None:
-            segs = self.splitter.start(self.wanted, reg._min_segment_size)
-            self.spawn(self.worker(segs[0], first, extra=False))
-            for seg in segs[1:]:
+            # The first connection alone for PROBE_TIME: if it is fast already, more would
+            # cost CPU and memory, not time (an uncapped server, loopback).
+            (seg0,) = self.splitter.start(1, reg._min_segment_size)
+            self.spawn(self.worker(seg0, first, extra=False))
+            probe_start = time.monotonic()
+            try:
+                await asyncio.wait_for(self.changed.wait(), PROBE_TIME)
+            except asyncio.TimeoutError:
+                pass
+            if self.error is not None:
+                raise self.error
+            rate = seg0.pos / max(time.monotonic() - probe_start, 1e-3)
+            if rate >= FAST_STREAM:
+                self.wanted = 1
+                log.debug("ipybgfetch: one stream at %.0f MiB/s: not split", rate / 2**20)
+            for seg in self.splitter.split(seg0, self.wanted, reg._min_segment_size):
                 if self.sem.locked():
                     self.splitter.give_back(seg)
                 else:

@@ -101,7 +101,9 @@ def test_every_missing_byte_is_fetched_exactly_once(
         elif what < 8:  # the connection drops: the rest of its range goes back
             sp.give_back(seg)
             free(i)
-        elif len(conns) < n:  # a new connection joins (a host slot became free)
+        elif what == 8 and len(conns) < n:  # a connection's range is cut for new ones
+            conns.extend(sp.split(seg, n - len(conns) + 1, min_size))
+        elif what == 9 and len(conns) < n:  # a new connection joins (a host slot became free)
             seg = sp.next()
             if seg is not None:
                 conns.append(seg)
