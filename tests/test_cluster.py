@@ -41,7 +41,7 @@ def client() -> Iterator[Any]:
         n_workers=2,
         processes=True,
         threads_per_worker=1,
-        dashboard_address=None,
+        dashboard_address=":0",
         silence_logs=50,
     )
     c = distributed.Client(cluster)
@@ -197,6 +197,60 @@ def test_pause_and_resume_reach_the_workers(
         assert reg.resume() is True
         assert reg.wait(60).result == "success"
     assert sorted(s3.keys(bucket, "p/")) == [f"p/p{i:02}.bin" for i in range(24)]
+
+
+def test_a_shared_folder_as_dest(srv: DataServer, client: Any, tmp_path: Path) -> None:
+    shared = tmp_path / "shared" / "data"
+    urls = [srv.url(f"s{i:02}.csv", 2000 + i) for i in range(20)]
+    with BackgroundFetchManager(home=tmp_path / "home") as mgr:
+        reg = mgr.fetch("shared", urls, dest=shared, cluster=client)
+        assert reg.wait(60).result == "success"
+        assert reg.dest == f"file://{shared}/"
+        for i, u in enumerate(urls):
+            want = DataServer.content(f"s{i:02}.csv", 2000 + i)
+            assert (shared / f"s{i:02}.csv").read_bytes() == want
+            assert reg.match(u).response.read() == want
+    assert sorted(p.name for p in shared.iterdir()) == [f"s{i:02}.csv" for i in range(20)]
+
+
+def test_a_shard_dask_gives_up_on_fails_its_records(
+    s3: S3, srv: DataServer, tmp_path: Path
+) -> None:
+    """With allowed-failures=0 the first lost worker is fatal for its shard (KilledWorker):
+    that shard's unfinished records fail with the reason; the finished ones keep theirs."""
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = distributed.LocalCluster(
+            n_workers=1,
+            processes=True,
+            threads_per_worker=1,
+            dashboard_address=":0",
+            silence_logs=50,
+        )
+    c = distributed.Client(cluster)
+    try:
+        bucket = s3.bucket()
+        urls = [srv.url(f"g{i:02}.bin", 60_000, throttle=150_000) for i in range(24)]
+        with BackgroundFetchManager(home=tmp_path / "home") as mgr:
+            reg = mgr.fetch(
+                "gives-up", urls, dest=f"s3://{bucket}/g/", storage_options=s3.options(), cluster=c
+            )
+            wait_until(lambda: reg._done_count >= 2 or reg.settled, 30, "records done")
+            assert not reg.settled
+            done_before = {d.index for d in reg._records if d.state == "success"}
+            pid = next(iter(c.run(os.getpid).values()))
+            os.kill(pid, signal.SIGKILL)
+            reg.wait(60)
+            assert reg.result == "failure" and reg.failure_reason == "fetch-error"
+            failed = [r for r in reg.match_all() if r.state == "failure"]
+            assert failed and all("KilledWorker" in r.error for r in failed), failed[0].error
+            assert all(reg._records[i].state == "success" for i in done_before)
+            ok = {r["path"] for r in reg.match_all() if r.state == "success"}
+        assert {f"s3://{bucket}/{k}" for k in s3.keys(bucket)} == ok
+    finally:
+        c.close()
+        cluster.close()
 
 
 def test_bad_cluster_arguments(client: Any, s3: S3, tmp_path: Path) -> None:

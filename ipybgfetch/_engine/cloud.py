@@ -187,6 +187,8 @@ class RemoteDest:
     # -- engine side (blocking: called in an executor) -------------------------------------
     def listing(self) -> set[str]:
         """The object names under the prefix now (one LIST call, not one HEAD per record)."""
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache(self.root)  # a listing cached by fsspec may be stale
         try:
             found = self.fs.find(self.root)
         except FileNotFoundError:
