@@ -22,8 +22,9 @@ if [ -f .ci/kernels.sh ]; then
   bash .ci/kernels.sh
 fi
 
-echo "== front end (npm ci, node --test)"
-(cd js && npm ci --no-audit --no-fund --loglevel=error && npm test)
+echo "== front end (npm ci, node --test, tsc --checkJs, committed bundle == fresh build)"
+(cd js && npm ci --no-audit --no-fund --loglevel=error && npm test && npm run check-types \
+  && npm run check-build)
 
 echo "== ruff"
 ruff check .

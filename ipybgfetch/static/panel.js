@@ -1,10 +1,15 @@
 // Built from js/src by `npm run build` (esbuild). Do not edit; edit js/src instead.
 
-// src/render.js
-var MAX_ROWS = 200;
-var MAX_PANELS = 100;
-var SETTLED_STATES = /* @__PURE__ */ new Set(["success", "failure", "aborted"]);
-var CLS = "ipybgfetch";
+// src/vocab.js
+var RECORD_STATES = Object.freeze(["pending", "active", "paused", "success", "failure", "aborted"]);
+var REGISTRATION_STATES = Object.freeze(["active", "paused", "needs-credentials", "success", "failure", "aborted"]);
+var RESULTS = Object.freeze(["", "success", "failure"]);
+var FAILURE_REASONS = Object.freeze(["", "aborted", "bad-status", "fetch-error", "quota-exceeded", "download-total-exceeded"]);
+var SETTLED_STATES = /* @__PURE__ */ new Set(["aborted", "failure", "success"]);
+var RECORD_SNAPSHOT_KEYS = Object.freeze(["index", "url", "status", "state", "downloaded", "total", "error", "attempts", "connections"]);
+var SNAPSHOT_KEYS = Object.freeze(["key", "id", "title", "icons", "state", "result", "failure_reason", "downloaded", "download_total", "expected_bytes", "uploaded", "upload_total", "speed", "eta", "records_total", "records_done", "records_failed", "records_active", "records", "records_truncated", "started", "finished", "dest", "already_downloaded", "cluster"]);
+
+// src/format.js
 var DASH = "\u2014";
 var BYTE_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
 function isNumber(x) {
@@ -19,7 +24,7 @@ function formatBytes(n) {
     value /= 1024;
     unit += 1;
   }
-  let digits = value < 10 ? 2 : value < 100 ? 1 : 0;
+  const digits = value < 10 ? 2 : value < 100 ? 1 : 0;
   let text = value.toFixed(digits);
   if (Number(text) >= 1024 && unit < BYTE_UNITS.length - 1) {
     unit += 1;
@@ -57,17 +62,24 @@ function formatCount(n) {
   if (!isNumber(n)) return "0";
   return String(Math.round(n)).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
 }
-var FAILURE_REASONS = {
+var FAILURE_WORDS = Object.freeze({
   "": "failed",
   aborted: "aborted",
   "bad-status": "a server answered with an error status",
   "fetch-error": "a network error stopped a download",
   "quota-exceeded": "out of disk space or storage quota",
   "download-total-exceeded": "more data arrived than download_total allows"
-};
+});
 function failureText(reason) {
-  if (Object.prototype.hasOwnProperty.call(FAILURE_REASONS, reason ?? "")) {
-    return FAILURE_REASONS[reason ?? ""];
+  const key = String(reason ?? "");
+  if (
+    /** @type {readonly string[]} */
+    FAILURE_REASONS.includes(key)
+  ) {
+    return FAILURE_WORDS[
+      /** @type {import("./vocab.js").FailureReason} */
+      key
+    ];
   }
   return String(reason);
 }
@@ -94,7 +106,7 @@ function stateLabel(snap) {
   }
 }
 function isSettled(snap) {
-  return SETTLED_STATES.has(snap?.state) || snap?.result === "success" || snap?.result === "failure";
+  return SETTLED_STATES.has(String(snap?.state)) || snap?.result === "success" || snap?.result === "failure";
 }
 function progressInfo(snap) {
   const downloaded = isNumber(snap?.downloaded) ? Math.max(0, snap.downloaded) : 0;
@@ -170,6 +182,29 @@ function pickIcon(icons) {
   }
   return best;
 }
+function recordSizeText(rec) {
+  const done = isNumber(rec?.downloaded) ? rec.downloaded : 0;
+  if (isNumber(rec?.total) && rec.total >= 0) {
+    if (rec.state === "success") return formatBytes(Math.max(done, rec.total));
+    return `${formatBytes(done)} / ${formatBytes(rec.total)}`;
+  }
+  return done > 0 || rec?.state === "success" ? formatBytes(done) : DASH;
+}
+function recordProgress(rec) {
+  const done = isNumber(rec?.downloaded) ? Math.max(0, rec.downloaded) : 0;
+  if (rec?.state === "success") {
+    const max = Math.max(done, isNumber(rec?.total) ? rec.total : 0, 1);
+    return { determinate: true, value: max, max, fraction: 1 };
+  }
+  if (isNumber(rec?.total) && rec.total > 0) {
+    const value = Math.min(done, rec.total);
+    return { determinate: true, value, max: rec.total, fraction: value / rec.total };
+  }
+  return { determinate: false, value: done, max: null, fraction: null };
+}
+
+// src/dom.js
+var CLS = "ipybgfetch";
 function h(doc, tag, className, text) {
   const node = doc.createElement(tag);
   if (className) node.className = className;
@@ -198,7 +233,8 @@ function setBar(bar, fill, info, label) {
     setAttr(bar, "aria-valuenow", info.value);
     setAttr(bar, "aria-valuetext", label);
     setAttr(bar, "data-indeterminate", null);
-    const width = `${Number((Math.min(Math.max(info.fraction, 0), 1) * 100).toFixed(2))}%`;
+    const fraction = info.fraction ?? 0;
+    const width = `${Number((Math.min(Math.max(fraction, 0), 1) * 100).toFixed(2))}%`;
     if (fill.style.width !== width) fill.style.width = width;
   } else {
     setAttr(bar, "aria-valuemax", null);
@@ -208,34 +244,44 @@ function setBar(bar, fill, info, label) {
     if (fill.style.width !== "") fill.style.width = "";
   }
 }
-var RECORD_STATES = {
+
+// src/intents.js
+var SLOW_INTENT_MS = 1e3;
+var PENDING_WORDS = Object.freeze({
+  pause: "Pausing\u2026",
+  resume: "Resuming\u2026",
+  abort: "Aborting\u2026"
+});
+var INTENT_NAMES = Object.freeze({ pause: "Pause", resume: "Resume", abort: "Abort", click: "The click" });
+var lastSeq = Date.now();
+function nextSeq() {
+  lastSeq = Math.max(lastSeq + 1, Date.now());
+  return lastSeq;
+}
+function shellWord(text) {
+  const s = String(text ?? "");
+  if (/^[A-Za-z0-9_.,:@%+=/-]+$/.test(s)) return s;
+  return `'${s.replace(/'/g, `'"'"'`)}'`;
+}
+function intentCode(type, id) {
+  if (type === "click") return "";
+  return `%bgfetch ${type} ${shellWord(id)}`;
+}
+function slowIntentText(type) {
+  const name = INTENT_NAMES[type] ?? String(type);
+  return `The kernel is busy: ${name} takes effect when the running cell finishes.`;
+}
+
+// src/records.js
+var MAX_ROWS = 200;
+var RECORD_STATE_WORDS = Object.freeze({
   pending: "waiting",
   active: "downloading",
   paused: "paused",
   success: "done",
   failure: "failed",
   aborted: "aborted"
-};
-function recordSizeText(rec) {
-  const done = isNumber(rec?.downloaded) ? rec.downloaded : 0;
-  if (isNumber(rec?.total) && rec.total >= 0) {
-    if (rec.state === "success") return formatBytes(Math.max(done, rec.total));
-    return `${formatBytes(done)} / ${formatBytes(rec.total)}`;
-  }
-  return done > 0 || rec?.state === "success" ? formatBytes(done) : DASH;
-}
-function recordProgress(rec) {
-  const done = isNumber(rec?.downloaded) ? Math.max(0, rec.downloaded) : 0;
-  if (rec?.state === "success") {
-    const max = Math.max(done, isNumber(rec?.total) ? rec.total : 0, 1);
-    return { determinate: true, value: max, max, fraction: 1 };
-  }
-  if (isNumber(rec?.total) && rec.total > 0) {
-    const value = Math.min(done, rec.total);
-    return { determinate: true, value, max: rec.total, fraction: value / rec.total };
-  }
-  return { determinate: false, value: done, max: null, fraction: null };
-}
+});
 function createRecordRow(doc) {
   const tr = h(doc, "tr", `${CLS}-record`);
   const index = h(doc, "td", `${CLS}-rec-index`);
@@ -254,15 +300,19 @@ function createRecordRow(doc) {
   bar.appendChild(fill);
   progressCell.appendChild(bar);
   tr.append(index, target, state, status, size, progressCell);
-  return { tr, index, url, state, status, size, bar, fill, error, key: null };
+  return { tr, index, url, state, status, size, bar, fill, error };
 }
 function updateRecordRow(row, rec) {
   const url = String(rec?.url ?? "");
   setText(row.index, isNumber(rec?.index) ? rec.index : "");
   setText(row.url, url);
   setAttr(row.url, "title", url);
-  setText(row.state, RECORD_STATES[rec?.state] ?? String(rec?.state ?? ""));
-  setAttr(row.tr, "data-state", String(rec?.state ?? ""));
+  const state = String(rec?.state ?? "");
+  setText(row.state, RECORD_STATE_WORDS[
+    /** @type {keyof typeof RECORD_STATE_WORDS} */
+    state
+  ] ?? state);
+  setAttr(row.tr, "data-state", state);
   const attempts = isNumber(rec?.attempts) && rec.attempts > 1 ? ` (try ${rec.attempts})` : "";
   setText(row.status, (isNumber(rec?.status) && rec.status > 0 ? String(rec.status) : DASH) + attempts);
   const size = recordSizeText(rec);
@@ -306,8 +356,7 @@ function createRecordList(doc) {
   const rows = /* @__PURE__ */ new Map();
   let last = null;
   function renderRows() {
-    const snap = last ?? {};
-    const records = Array.isArray(snap.records) ? snap.records : [];
+    const records = Array.isArray(last?.records) ? last.records : [];
     const n = Math.min(records.length, MAX_ROWS);
     const seen = /* @__PURE__ */ new Set();
     for (let i = 0; i < n; i++) {
@@ -349,36 +398,19 @@ function createRecordList(doc) {
     const truncated = Boolean(snap?.records_truncated) || shown < total || records.length > MAX_ROWS;
     setHidden(note, !truncated);
     if (truncated) {
-      setText(
-        note,
-        `Showing ${formatCount(shown)} of ${formatCount(total)} records (active and failed first).`
-      );
+      setText(note, `Showing ${formatCount(shown)} of ${formatCount(total)} records (active and failed first).`);
     }
     if (details.open) renderRows();
   }
   return { el: details, update, rows, tbody };
 }
-var SLOW_INTENT_MS = 1e3;
-var PENDING_WORDS = { pause: "Pausing\u2026", resume: "Resuming\u2026", abort: "Aborting\u2026" };
-var INTENT_NAMES = { pause: "Pause", resume: "Resume", abort: "Abort", click: "The click" };
-var lastSeq = Date.now();
-function nextSeq() {
-  lastSeq = Math.max(lastSeq + 1, Date.now());
-  return lastSeq;
-}
-function shellWord(text) {
-  const s = String(text ?? "");
-  if (/^[A-Za-z0-9_.,:@%+=\/-]+$/.test(s)) return s;
-  return `'${s.replace(/'/g, `'"'"'`)}'`;
-}
-function intentCode(type, id) {
-  if (type === "click") return "";
-  return `%bgfetch ${type} ${shellWord(id)}`;
-}
-function slowIntentText(type) {
-  const name = INTENT_NAMES[type] ?? String(type);
-  return `The kernel is busy: ${name} takes effect when the running cell finishes.`;
-}
+
+// src/registration.js
+var BUTTONS = [
+  ["pause", "Pause"],
+  ["resume", "Resume"],
+  ["abort", "Abort"]
+];
 function createPanel(doc, send, options = {}) {
   const slowMs = options.slowIntentMs ?? SLOW_INTENT_MS;
   const root = h(doc, "section", `${CLS}-panel`);
@@ -402,18 +434,15 @@ function createPanel(doc, send, options = {}) {
   const badge = h(doc, "span", `${CLS}-badge`);
   badge.setAttribute("role", "status");
   const actions = h(doc, "div", `${CLS}-actions`);
-  const buttons = {};
-  const labels = {};
-  for (const [type, label] of [
-    ["pause", "Pause"],
-    ["resume", "Resume"],
-    ["abort", "Abort"]
-  ]) {
+  const buttons = (
+    /** @type {Record<ButtonIntent, HTMLButtonElement>} */
+    {}
+  );
+  for (const [type, label] of BUTTONS) {
     const b = h(doc, "button", `${CLS}-button ${CLS}-${type}`, label);
     b.type = "button";
     b.dataset.action = type;
     buttons[type] = b;
-    labels[type] = label;
     actions.appendChild(b);
   }
   header.append(icon, titleBox, badge, actions);
@@ -449,7 +478,7 @@ function createPanel(doc, send, options = {}) {
     return null;
   }
   function fire(type) {
-    if (!snap || !snap.id || disabledReason) return;
+    if (!snap.id || disabledReason) return;
     const isClick = type === "click";
     if (!isClick && (pending !== null || controlsDisabled())) return;
     const seq = nextSeq();
@@ -457,14 +486,12 @@ function createPanel(doc, send, options = {}) {
     if (snap.key !== void 0) msg.key = snap.key;
     if (send(msg) === false) return;
     const entry = { type, seq, state: snap.state, slow: false, timer: null };
-    if (typeof setTimeout === "function") {
-      entry.timer = setTimeout(() => {
-        entry.timer = null;
-        entry.slow = true;
-        refresh();
-      }, slowMs);
-      entry.timer?.unref?.();
-    }
+    entry.timer = setTimeout(() => {
+      entry.timer = null;
+      entry.slow = true;
+      refresh();
+    }, slowMs);
+    entry.timer?.unref?.();
     if (isClick) {
       drop(clicked);
       clicked = entry;
@@ -474,17 +501,17 @@ function createPanel(doc, send, options = {}) {
     refresh();
   }
   title.addEventListener("click", () => fire("click"));
-  for (const [type, b] of Object.entries(buttons)) b.addEventListener("click", () => fire(type));
+  for (const [type] of BUTTONS) buttons[type].addEventListener("click", () => fire(type));
   function controlsDisabled() {
-    return Boolean(snap?.controls_disabled) && !isSettled(snap);
+    return Boolean(snap.controls_disabled) && !isSettled(snap);
   }
   function settlePending() {
-    if (pending !== null && (ack >= pending.seq || snap?.state !== pending.state)) pending = drop(pending);
+    if (pending !== null && (ack >= pending.seq || snap.state !== pending.state)) pending = drop(pending);
     if (clicked !== null && ack >= clicked.seq) clicked = drop(clicked);
   }
   function refresh() {
     settlePending();
-    const state = snap?.state;
+    const state = snap.state;
     const settled = isSettled(snap);
     const show = {
       pause: !settled && state === "active",
@@ -492,11 +519,12 @@ function createPanel(doc, send, options = {}) {
       abort: !settled && (state === "active" || state === "paused" || state === "needs-credentials")
     };
     const blocked = Boolean(disabledReason) || controlsDisabled();
-    for (const [type, b] of Object.entries(buttons)) {
+    for (const [type, label] of BUTTONS) {
+      const b = buttons[type];
       const mine = pending !== null && pending.type === type;
       setHidden(b, !show[type]);
       b.disabled = !show[type] || blocked || pending !== null;
-      setText(b, mine ? PENDING_WORDS[type] : labels[type]);
+      setText(b, mine ? PENDING_WORDS[type] : label);
       setAttr(b, "aria-busy", mine ? "true" : null);
     }
     setHidden(actions, !(show.pause || show.resume || show.abort));
@@ -516,7 +544,7 @@ function createPanel(doc, send, options = {}) {
       const slow = pending?.slow ? pending : clicked?.slow ? clicked : null;
       if (slow) {
         text = slowIntentText(slow.type);
-        code = intentCode(slow.type, snap?.id);
+        code = intentCode(slow.type, snap.id);
         if (code) text += " Or run in a new cell:";
         kind = "slow";
       }
@@ -537,8 +565,9 @@ function createPanel(doc, send, options = {}) {
     setAttr(root, "data-tone", label.tone);
     setAttr(root, "aria-label", `Background fetch ${name}`);
     setText(title, name || "(no title)");
-    setText(idLine, snap.title && id && snap.title !== id ? id : "");
-    setHidden(idLine, !(snap.title && id && snap.title !== id));
+    const showId = Boolean(snap.title && id && snap.title !== id);
+    setText(idLine, showId ? id : "");
+    setHidden(idLine, !showId);
     const src = pickIcon(snap.icons);
     if (src) {
       if (icon.getAttribute("src") !== src) {
@@ -552,10 +581,7 @@ function createPanel(doc, send, options = {}) {
     }
     setText(badge, label.text);
     setAttr(badge, "data-tone", label.tone);
-    for (const type of Object.keys(buttons)) {
-      const word = type[0].toUpperCase() + type.slice(1);
-      setAttr(buttons[type], "aria-label", `${word} ${name}`);
-    }
+    for (const [type, word] of BUTTONS) setAttr(buttons[type], "aria-label", `${word} ${name}`);
     refresh();
     const info = progressInfo(snap);
     const btext = bytesText(snap);
@@ -571,7 +597,7 @@ function createPanel(doc, send, options = {}) {
       const elapsed = isNumber(snap.finished) && isNumber(snap.started) ? snap.finished - snap.started : null;
       setText(speed, elapsed !== null ? `in ${formatDuration(elapsed)}` : "");
       setHidden(speed, elapsed === null);
-      const avg = elapsed && elapsed > 0 ? snap.downloaded / elapsed : null;
+      const avg = elapsed && elapsed > 0 && isNumber(snap.downloaded) ? snap.downloaded / elapsed : null;
       setText(eta, avg ? `avg ${formatSpeed(avg)}` : "");
       setHidden(eta, !avg);
     } else {
@@ -601,6 +627,9 @@ function createPanel(doc, send, options = {}) {
   }
   return { el: root, update, setDisabled, destroy, records, buttons, title, bar, notice };
 }
+
+// src/manager.js
+var MAX_PANELS = 100;
 function registrationKey(snap, position) {
   if (snap?.key !== void 0 && snap?.key !== null) return `k:${snap.key}`;
   if (snap?.id !== void 0) return `i:${snap.id}:${snap.started ?? ""}`;
@@ -666,6 +695,8 @@ function createManagerView(doc, send, options = {}) {
   }
   return { el: root, update, setDisabled, destroy, panels };
 }
+
+// src/mount.js
 var STALE_MESSAGE = "This panel lost its kernel (restarted or shut down), so its buttons no longer work. Run the cell again, or %bgfetch, for a live panel: downloads resume in the new kernel.";
 var STALE_REASON = "Kernel gone: these controls no longer reach it.";
 function defaultSchedule(fn) {
@@ -723,7 +754,7 @@ function mount(model, el, options = {}) {
     queued = false;
     if (!alive) return;
     const nextMode = model.get("mode") === "manager" ? "manager" : "registration";
-    if (nextMode !== mode) {
+    if (nextMode !== mode || view === null) {
       if (view) view.destroy();
       view = nextMode === "manager" ? createManagerView(doc, send, options) : createPanel(doc, send, options);
       if (stale) view.setDisabled(STALE_REASON);
@@ -761,6 +792,7 @@ function mount(model, el, options = {}) {
 
 // src/panel.js
 var panel_default = {
+  /** @param {{model: import("./mount.js").Model, el: HTMLElement}} props */
   render({ model, el }) {
     return mount(model, el);
   }
