@@ -95,9 +95,9 @@ def _apply_patches(variant: dict[str, Any]) -> None:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if variant.get("no_hash"):
-        from ipybgfetch._engine import transfer as _transfer
+        from ipybgfetch._integrity import IntegrityHasher
 
-        _transfer._Hashes.update = lambda self, chunk: None  # type: ignore[method-assign]
+        IntegrityHasher.update = lambda self, chunk: None  # type: ignore[method-assign]
     if variant.get("offload"):
         sys.path.insert(0, str(Path(__file__).resolve().parent / "experiments"))
         import offload_patch  # type: ignore[import-not-found]

@@ -4,7 +4,7 @@ product path*, without editing the package (the ``offload`` variant of ``_worker
 How: ``ipybgfetch._engine.transfer`` opens the ``.part`` file with ``open(...)`` and, for every
 chunk, calls ``f.write(chunk)`` then ``hashes.update(chunk)`` with no ``await`` between
 them. This module shadows ``open`` in that module with :class:`BatchedFile`, whose
-``write`` only collects the chunk, and replaces ``_Hashes.update`` with a version that,
+``write`` only collects the chunk, and replaces ``IntegrityHasher.update`` with a version that,
 when the chunk is the one just handed to a ``BatchedFile``, leaves the hashing to that
 file's writer job. Every 2 MiB the batch goes to one writer thread (``os.writev`` + the
 hash updates, which release the GIL); at most two batches are in flight, so memory stays
@@ -106,10 +106,11 @@ _real_update: Any = None
 def install() -> None:
     global _real_update
     from ipybgfetch._engine import transfer as _transfer
+    from ipybgfetch._integrity import IntegrityHasher
 
     if _real_update is not None:
         return
-    _real_update = _transfer._Hashes.update
+    _real_update = IntegrityHasher.update
 
     def update(self: Any, chunk: bytes) -> None:
         f = _last
@@ -126,5 +127,5 @@ def install() -> None:
             return BatchedFile(path, mode)
         return builtins.open(path, mode, *args, **kwargs)
 
-    _transfer._Hashes.update = update  # type: ignore[method-assign]
+    IntegrityHasher.update = update  # type: ignore[method-assign]
     _transfer.open = open_part  # type: ignore[attr-defined]

@@ -35,9 +35,9 @@ import ipybgfetch  # noqa: E402
 
 assert ipybgfetch.__file__ and ipybgfetch.__file__.startswith(TREE), ipybgfetch.__file__
 if os.environ.get("NOHASH"):
-    from ipybgfetch._engine import transfer as _transfer
+    from ipybgfetch._integrity import IntegrityHasher
 
-    _transfer._Hashes.update = lambda self, chunk: None  # type: ignore[method-assign]
+    IntegrityHasher.update = lambda self, chunk: None  # type: ignore[method-assign]
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
-import hmac
 import logging
 import os
 import re
@@ -24,7 +22,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from .._http.http11 import Body
-from .._integrity import sri_to_hashes, strongest_hashes
+from .._integrity import IntegrityHasher
 from .._models import Response
 from .._names import filename_from_disposition, filename_from_url
 from .._vocab import FailureReason
@@ -82,34 +80,6 @@ def _check_lease(reg: BackgroundFetchRegistration) -> None:
     store = reg._manager._store
     if reg._read_only or (store is not None and not store.holds(reg._key)):
         raise LeaseLost()
-
-
-class _Hashes:
-    """sha256 of the body (for the record's ``sha256`` column) and the integrity hash.
-
-    Not ``_integrity.IntegrityHasher`` plus a sha256: when the integrity algorithm is
-    sha256 (the common case) one hash serves both, so each byte is hashed once.
-    """
-
-    def __init__(self, integrity: str | None) -> None:
-        self.expected = strongest_hashes(sri_to_hashes(integrity)) if integrity else []
-        self.algorithm = self.expected[0][0] if self.expected else "sha256"
-        self.reset()
-
-    def reset(self) -> None:
-        self.sha256 = hashlib.sha256()
-        self.other = hashlib.new(self.algorithm) if self.algorithm != "sha256" else None
-
-    def update(self, chunk: bytes) -> None:
-        self.sha256.update(chunk)
-        if self.other is not None:
-            self.other.update(chunk)
-
-    def matches(self) -> bool:
-        if not self.expected:
-            return True
-        digest = (self.other or self.sha256).digest()
-        return any(hmac.compare_digest(digest, d) for _, d in self.expected)
 
 
 def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
@@ -195,7 +165,7 @@ class _Upload:
 async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None:
     """Take ``data`` to a settled state (success or failure), or raise CancelledError."""
     policy = reg._policy
-    hashes = _Hashes(data.request.integrity)
+    hashes = IntegrityHasher(data.request.integrity)
     integrity_failures = 0
     failures_without_progress = 0
     if data.downloaded and data.part_path is not None and data.segment_map is None:
@@ -292,7 +262,9 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
             await asyncio.sleep(delay)
 
 
-async def _rehash_part(reg: BackgroundFetchRegistration, data: RecordData, hashes: _Hashes) -> None:
+async def _rehash_part(
+    reg: BackgroundFetchRegistration, data: RecordData, hashes: IntegrityHasher
+) -> None:
     """Resuming (after a pause or in a new process): the integrity and sha256 checks cover
     the whole file, so hash the bytes already on disk first. Only what is really in the
     ``.part`` file counts as downloaded."""
@@ -322,7 +294,9 @@ async def _rehash_part(reg: BackgroundFetchRegistration, data: RecordData, hashe
         reg._add_downloaded(data, hashed - data.downloaded)
 
 
-def _restart_from_zero(reg: BackgroundFetchRegistration, data: RecordData, hashes: _Hashes) -> None:
+def _restart_from_zero(
+    reg: BackgroundFetchRegistration, data: RecordData, hashes: IntegrityHasher
+) -> None:
     reg._add_downloaded(data, -data.downloaded)
     data.segment_map = None
     hashes.reset()
@@ -361,7 +335,7 @@ def _resumable(data: RecordData, offset: int) -> bool:
 
 
 async def _attempt(
-    reg: BackgroundFetchRegistration, data: RecordData, hashes: _Hashes, retry_status: bool
+    reg: BackgroundFetchRegistration, data: RecordData, hashes: IntegrityHasher, retry_status: bool
 ) -> None:
     _check_lease(reg)
     request = data.request
@@ -452,7 +426,7 @@ async def _finish_part(part: PartFile, data: RecordData, total: int | None) -> N
 async def _receive(
     reg: BackgroundFetchRegistration,
     data: RecordData,
-    hashes: _Hashes,
+    hashes: IntegrityHasher,
     resp: httpx.Response,
     offset: int,
     retry_status: bool,
@@ -584,7 +558,9 @@ def _attach_request(exc: httpx.RequestError, resp: httpx.Response) -> None:
         exc.request = resp.request
 
 
-async def _finish(reg: BackgroundFetchRegistration, data: RecordData, hashes: _Hashes) -> None:
+async def _finish(
+    reg: BackgroundFetchRegistration, data: RecordData, hashes: IntegrityHasher
+) -> None:
     assert data.part_path is not None and data.final_path is not None
     _check_lease(reg)
     ok = 200 <= data.status <= 299
