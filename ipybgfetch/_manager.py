@@ -9,9 +9,11 @@ import concurrent.futures
 import contextlib
 import functools
 import importlib.util
+import logging
 import os
 import re
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -58,6 +60,10 @@ __all__ = ["BackgroundFetchManager", "default_home", "manager"]
 _ORIGIN = re.compile(r"[^:/?#]+://[^/?#]*")  # scheme://authority of a URL
 
 DEFAULT_CONNECTIONS_PER_HOST = 6  # what browsers use
+INTENT_POLL = 0.25  # seconds between an owner's looks for other processes' intents
+CONTROL_TIMEOUT = 10.0  # seconds an asker waits for the owner's answer
+
+log = logging.getLogger("ipybgfetch")
 
 
 def default_home() -> Path:
@@ -122,6 +128,7 @@ class BackgroundFetchManager:
         self._starting: concurrent.futures.Future[None] | None = None  # see _begin_start
         self._closed = False
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._intents_task: asyncio.Task[None] | None = None
         self._last_scan = 0.0
 
     # -- life cycle ------------------------------------------------------------------------
@@ -154,8 +161,10 @@ class BackgroundFetchManager:
 
     async def _startup(self) -> None:
         self._store = Store(self.home / "state.sqlite3")
+        self._store.describe_self(_notebook_path())
         self._restore()
         self._heartbeat_task = self._engine.spawn(self._heartbeat(), name="bgfetch:heartbeat")
+        self._intents_task = self._engine.spawn(self._intents(), name="bgfetch:intents")
 
     def close(self) -> None:
         """Stop every transfer (unfinished ones stay resumable) and release resources."""
@@ -186,6 +195,8 @@ class BackgroundFetchManager:
         errors: list[BaseException] = []
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
+        if self._intents_task is not None:
+            self._intents_task.cancel()
         for reg in list(self._registrations.values()):
             reg._queue.clear()
             tasks = list(reg._tasks)
@@ -393,9 +404,12 @@ class BackgroundFetchManager:
         return await loop.run_in_executor(None, _files_intact, old, checksum)
 
     def _active_elsewhere(self, id: str) -> FetchError:
+        active = self.get(id) if self._started else None
+        who = f", {self._owner_label(active)}" if active is not None else ""
         return FetchError(
             f"a registration with id {id!r} is already active in another process using the "
-            f"same home ({self.home}); wait for it or abort it there, or pick another id"
+            f"same home ({self.home}{who}); wait for it, abort it (mgr.get({id!r}).abort() "
+            "works from here too), or pick another id"
         )
 
     async def _register(self, reg: BackgroundFetchRegistration) -> None:
@@ -478,8 +492,11 @@ class BackgroundFetchManager:
                 targets = [latest]
         for reg in targets:
             if not reg.settled:
-                where = " in the process downloading it (it shares this home)"
-                where = where if reg.read_only else ""
+                where = ""
+                if reg.read_only:
+                    where = (
+                        f" (from here or in the process downloading it: {self._owner_label(reg)})"
+                    )
                 raise InvalidStateError(
                     f"registration {reg._id!r} is still {reg.state}; abort() it{where} "
                     "before deleting"
@@ -781,6 +798,114 @@ class BackgroundFetchManager:
         if mirrors or time.time() - self._last_scan > lease_timeout():
             self._restore()
 
+    # -- control from other processes (intents through the store) -----------------------
+    async def _intents(self) -> None:
+        """The owner's side: pick up what other processes asked of our registrations."""
+        while True:
+            await asyncio.sleep(INTENT_POLL)
+            if not any(not r.settled and not r._read_only for r in self._registrations.values()):
+                continue
+            try:
+                assert self._store is not None
+                for row in self._store.pending_intents():
+                    await self._apply_intent(row)
+            except Exception as exc:  # the database may be locked briefly; say so, go on
+                self._callbacks.report(exc, self._intents)
+
+    async def _apply_intent(self, row: Any) -> None:
+        assert self._store is not None
+        key, intent, intent_id, by = row["key"], row["intent"], row["intent_id"], row["intent_by"]
+        reg = self._registrations.get(key)
+        answer = "0"
+        new_owner = ""
+        try:
+            if reg is None or reg.settled:
+                answer = "0"
+            elif intent == "pause":
+                answer = str(int(await reg._pause()))
+            elif intent == "resume":
+                answer = str(int(await reg._resume(None, None)))
+            elif intent == "abort":
+                answer = str(int(await reg._abort()))
+            elif intent == "handover":
+                await reg._hand_over()
+                answer, new_owner = "1", by
+            else:
+                answer = f"unknown intent {intent!r}"
+        except Exception as exc:  # e.g. resume() of needs-credentials: the asker says it
+            answer = str(exc) or type(exc).__name__
+        log.info("%s: %s asked by another process: %s", reg._id if reg else key, intent, answer)
+        self._store.answer_intent(key, intent_id, answer, new_owner)
+
+    def _control_elsewhere(
+        self,
+        reg: BackgroundFetchRegistration,
+        intent: str,
+        *,
+        timeout: float = CONTROL_TIMEOUT,
+    ) -> bool | None:
+        """The asker's side: ``reg`` is downloaded by another process sharing the home.
+        Write the intent to the store and wait (briefly) for that process's answer: True
+        if it did it, False if there was nothing to do. A dead owner is taken over
+        instead: None, and the caller acts here."""
+        assert self._store is not None
+        store = self._store
+        intent_id = self._engine.run(_call(store.send_intent, reg._key, intent))
+        deadline = time.monotonic() + timeout
+        while True:
+            row = self._engine.run(_call(store.intent_state, reg._key))
+            if row is None:
+                raise InvalidStateError(f"registration {reg._id!r} was deleted meanwhile")
+            result = row["intent_result"] or ""
+            if result.startswith(intent_id + ":"):
+                answer = result[len(intent_id) + 1 :]
+                self._engine.run(_call(self._restore))  # mirror the owner's new state now
+                if answer in ("0", "1"):
+                    return answer == "1"
+                raise InvalidStateError(
+                    f"{intent} of {reg._id!r} failed in {self._owner_label(reg)}: {answer}"
+                )
+            stale = row["heartbeat"] is None or row["heartbeat"] < time.time() - lease_timeout()
+            if row["owner"] is None or stale:
+                self._engine.run(_call(self._restore))  # nobody alive holds it: take it over
+                if not reg._read_only:  # ours now: withdraw the intent, the caller acts
+                    self._engine.run(_call(store.send_intent, reg._key, ""))
+                    return None
+            if time.monotonic() > deadline:
+                raise InvalidStateError(
+                    f"{self._owner_label(reg)} downloads {reg._id!r} and did not answer "
+                    f"the {intent} request within {timeout:.0f} s; try again, or stop that "
+                    "process and this one takes the registration over"
+                )
+            time.sleep(INTENT_POLL / 2)
+
+    def _take_over(self, reg: BackgroundFetchRegistration) -> None:
+        """Make this process the owner of ``reg`` (the owner hands it over, or it is
+        dead): afterwards this process downloads it, with whatever credentials it has."""
+        if not reg._read_only:
+            return
+        answered = self._control_elsewhere(reg, "handover")
+        if reg._read_only:
+            raise InvalidStateError(
+                f"could not take {reg._id!r} over from {self._owner_label(reg)}"
+                + ("" if answered else " (it refused)")
+            )
+
+    def _owner_label(self, reg: BackgroundFetchRegistration) -> str:
+        """``process 1234 on host (notebook analysis.ipynb)``, for messages."""
+        if self._store is None:
+            return "another process"
+        try:
+            info = self._engine.run(_call(self._store.owner_of, reg._key))
+        except Exception:
+            info = None
+        if not info:
+            return "another process"
+        text = f"process {info.get('pid') or '?'} on {info.get('host') or '?'}"
+        if info.get("notebook"):
+            text += f" (notebook {info['notebook']})"
+        return text
+
     def _restore(self) -> None:
         """Load registrations from the database: earlier kernels' and other processes'."""
         self._last_scan = time.time()
@@ -793,6 +918,25 @@ def _is_remote(dest: Any) -> bool:
         scheme, sep, _ = dest.partition("://")
         return bool(sep) and scheme.isidentifier()
     return type(dest).__name__ == "RemoteDest"
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a store call on the engine thread (``engine.run(_call(store.x, ...))``)."""
+    return fn(*args)
+
+
+def _notebook_path() -> str:
+    """The notebook this kernel runs, when the front end tells (JupyterLab/Notebook set
+    ``JPY_SESSION_NAME``; VS Code sets ``__vsc_ipynb_file__``), else ""."""
+    path = os.environ.get("JPY_SESSION_NAME", "")
+    if path:
+        return path
+    ipython = sys.modules.get("IPython")
+    get = getattr(ipython, "get_ipython", None)
+    shell = get() if callable(get) else None
+    ns = getattr(shell, "user_ns", None) or {}
+    value = ns.get("__vsc_ipynb_file__") or ns.get("__session__") or ""
+    return str(value) if value else ""
 
 
 def _files_intact(reg: BackgroundFetchRegistration, checksum: bool) -> bool:

@@ -213,6 +213,10 @@ class BackgroundFetchRegistration:
         if self._settled_state.is_set():
             return False
         self._check_writable("abort")
+        if self._read_only:  # another process downloads it: ask it (through the store)
+            done = self._manager._control_elsewhere(self, "abort")
+            if done is not None:
+                return done
         return self._manager._engine.run(self._abort())
 
     def pause(self) -> bool:
@@ -220,6 +224,10 @@ class BackgroundFetchRegistration:
         if self._settled_state.is_set():
             return False
         self._check_writable("pause")
+        if self._read_only:  # another process downloads it: ask it (through the store)
+            done = self._manager._control_elsewhere(self, "pause")
+            if done is not None:
+                return done
         return self._manager._engine.run(self._pause())
 
     def resume(
@@ -238,6 +246,15 @@ class BackgroundFetchRegistration:
         if self._settled_state.is_set():
             return False
         self._check_writable("resume")
+        if self._read_only:
+            if headers or auth is not None or storage_options is not None:
+                # credentials never go through the store: this process takes the
+                # registration over and continues it with them
+                self._manager._take_over(self)
+            else:
+                done = self._manager._control_elsewhere(self, "resume")
+                if done is not None:
+                    return done
         if storage_options is not None:
             if self._remote is None:
                 raise FetchError("storage_options applies to an object-storage dest only")
@@ -261,12 +278,6 @@ class BackgroundFetchRegistration:
             raise InvalidStateError(
                 f"cannot {what}() {self._id!r}: its manager was closed. Unfinished "
                 "registrations stay resumable: a new manager on the same home picks them up"
-            )
-        if self._read_only:
-            raise InvalidStateError(
-                f"registration {self._id!r} is being downloaded by another process "
-                f"(sharing this home); {what}() it from there, or stop that process "
-                "and this one takes over"
             )
 
     def wait(
@@ -604,6 +615,28 @@ class BackgroundFetchRegistration:
             self._mark_dirty(d)
         self._stopping = False
         self._settle("failure", reason)
+
+    async def _hand_over(self) -> None:
+        """Another process asked to take this registration over (to resume it with its
+        credentials): stop the transfers, checkpoint, and mirror it from now on. The
+        store then hands the lease to the asker."""
+        if self.settled or self._read_only:
+            return
+        self._queue.clear()
+        tasks = list(self._tasks)
+        self._tasks.clear()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._state == "active":  # the new owner resumes it, with its credentials
+            self._state = "paused"
+        for d in self._records:
+            if not d.settled:
+                d.state = "paused"
+                self._mark_dirty(d)
+        self._checkpoint(force=True)
+        self._persist_registration()
+        self._read_only = True
 
     def _lose_lease(self) -> None:
         """Another process took this registration over (this one was stopped or stalled

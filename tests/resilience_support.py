@@ -73,6 +73,10 @@ class Worker:
         env = dict(os.environ)
         env["IPYBGFETCH_LEASE_TIMEOUT"] = str(lease_timeout)
         env["PYTHONUNBUFFERED"] = "1"
+        # this checkout's package, not whichever one is installed (sys.path[0] of the
+        # worker is tests/, where the package is not)
+        root = str(HERE.resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         self.spec = spec
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE), json.dumps(spec)],

@@ -79,7 +79,24 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (key, idx)
 );
 CREATE INDEX IF NOT EXISTS registrations_id ON registrations (id);
+CREATE TABLE IF NOT EXISTS owners (
+    owner TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    notebook TEXT NOT NULL DEFAULT '',
+    started REAL NOT NULL
+);
 """
+#: Columns added after the first release: (name, declaration), added by _migrate.
+ADDED_COLUMNS = (
+    ("headers", "TEXT NOT NULL DEFAULT '{}'"),
+    # an intent from a process that does not own the registration: pause | resume |
+    # abort | handover, picked up by the owner; its outcome is "<intent_id>:<answer>"
+    ("intent", "TEXT NOT NULL DEFAULT ''"),
+    ("intent_id", "TEXT NOT NULL DEFAULT ''"),
+    ("intent_by", "TEXT NOT NULL DEFAULT ''"),
+    ("intent_result", "TEXT NOT NULL DEFAULT ''"),
+)
 RECORD_FIELDS = (
     "state failure status response_headers response_url downloaded total uploaded attempts "
     "error sha256 started finished final_path part_path etag last_modified segments"
@@ -150,15 +167,82 @@ class Store:
     def _migrate(self) -> None:
         """Columns added after the first release, for databases made before them."""
         have = {r["name"] for r in self._db.execute("PRAGMA table_info(registrations)")}
-        if "headers" not in have:
-            with _ignore_duplicate_column():
-                self._db.execute(
-                    "ALTER TABLE registrations ADD COLUMN headers TEXT NOT NULL DEFAULT '{}'"
-                )
+        for name, declaration in ADDED_COLUMNS:
+            if name not in have:
+                with _ignore_duplicate_column():
+                    self._db.execute(f"ALTER TABLE registrations ADD COLUMN {name} {declaration}")
         have = {r["name"] for r in self._db.execute("PRAGMA table_info(records)")}
         if "segments" not in have:  # the finished ranges of a segmented download
             with _ignore_duplicate_column():
                 self._db.execute("ALTER TABLE records ADD COLUMN segments TEXT")
+
+    def describe_self(self, notebook: str = "") -> None:
+        """Say who this process is (pid, host, notebook), for other processes' messages."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO owners (owner, pid, host, notebook, started) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (self.owner, os.getpid(), socket.gethostname(), notebook, time.time()),
+        )
+
+    def owner_of(self, key: str) -> dict[str, Any] | None:
+        """The process holding ``key``'s lease: owner, pid, host, notebook, heartbeat."""
+        row = self._db.execute(
+            "SELECT r.owner, r.heartbeat, o.pid, o.host, o.notebook FROM registrations r "
+            "LEFT JOIN owners o ON o.owner = r.owner WHERE r.key = ?",
+            (key,),
+        ).fetchone()
+        if row is None or row["owner"] is None:
+            return None
+        info = dict(row)
+        if info["pid"] is None:  # an older process that did not describe itself
+            host, _, rest = str(row["owner"]).rpartition(":")[0].partition(":")
+            info.update(host=host, pid=int(rest) if rest.isdigit() else None, notebook="")
+        return info
+
+    # -- intents (control from a process that does not own the registration) ----------
+    def send_intent(self, key: str, intent: str) -> str:
+        """Ask the owner of ``key`` to ``intent``; returns the intent's id."""
+        intent_id = uuid.uuid4().hex[:12]
+        self._db.execute(
+            "UPDATE registrations SET intent = ?, intent_id = ?, intent_by = ?, "
+            "intent_result = '' WHERE key = ?",
+            (intent, intent_id, self.owner, key),
+        )
+        return intent_id
+
+    def intent_state(self, key: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._db.execute(
+            "SELECT intent, intent_id, intent_result, owner, heartbeat, state, result "
+            "FROM registrations WHERE key = ?",
+            (key,),
+        ).fetchone()
+        return row
+
+    def pending_intents(self) -> list[sqlite3.Row]:
+        """Intents for registrations this process holds."""
+        return self._db.execute(
+            "SELECT key, intent, intent_id, intent_by FROM registrations "
+            "WHERE owner = ? AND intent != ''",
+            (self.owner,),
+        ).fetchall()
+
+    def answer_intent(self, key: str, intent_id: str, answer: str, new_owner: str = "") -> None:
+        """Mark an intent done (``answer``: "1", "0" or an error message); ``new_owner``
+        hands the lease straight to the process that asked (no third process can
+        slip in between)."""
+        if new_owner:
+            self._db.execute(
+                "UPDATE registrations SET intent = '', intent_result = ?, owner = ?, "
+                "heartbeat = ? WHERE key = ? AND intent_id = ? AND owner = ?",
+                (f"{intent_id}:{answer}", new_owner, time.time(), key, intent_id, self.owner),
+            )
+            self._lost.add(key)
+        else:
+            self._db.execute(
+                "UPDATE registrations SET intent = '', intent_result = ? "
+                "WHERE key = ? AND intent_id = ?",
+                (f"{intent_id}:{answer}", key, intent_id),
+            )
 
     def close(self) -> None:
         self._db.close()

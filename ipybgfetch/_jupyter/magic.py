@@ -651,6 +651,8 @@ def run_command(command: Command) -> Any:
 #: Python-API phrases in error messages, and what the magic's user types instead.
 _MAGIC_WORDS: tuple[tuple[str, str], ...] = (
     (r"abort it \(mgr\.get\([^)]*\)\.abort\(\)\)", "abort it (%bgfetch abort {id})"),
+    (r"mgr\.get\([^)]*\)\.abort\(\)", "%bgfetch abort {id}"),
+    (r"\babort\(\) it \(from here", "abort it (%bgfetch abort {id}, from here"),
     (
         r"reg\.resume\(headers=\{'Authorization': \.\.\.\}\) or reg\.resume\(auth=\.\.\.\)",
         '%bgfetch resume {id} -H "Authorization: ..."',

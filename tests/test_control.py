@@ -1,0 +1,94 @@
+"""Any process sharing a home controls any registration (issue 16): pause, resume and abort
+from a process that does not download it reach the owner through the store within about a
+second; credentials are never written there, so resuming with them takes the registration
+over. Two managers on one home stand for two processes here (each has its own owner id and
+database connection); tests/test_kernel_workflow.py does it with real kernels and scripts.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from resilience_support import wait_until
+
+import ipybgfetch
+from ipybgfetch.testing import DataServer
+
+
+@pytest.fixture
+def pair(tmp_path: Path):
+    home = tmp_path / "home"
+    a = ipybgfetch.BackgroundFetchManager(home=home)
+    b = ipybgfetch.BackgroundFetchManager(home=home)
+    yield a, b
+    for m in (b, a):
+        for reg in m.registrations():
+            if not reg.settled and not reg.read_only:
+                reg.abort()
+        m.close()
+
+
+def _mirror(
+    mgr: ipybgfetch.BackgroundFetchManager, id: str
+) -> ipybgfetch.BackgroundFetchRegistration:
+    mgr.registrations()  # starts it: the database is read
+    mgr._engine.run(_restore(mgr))
+    reg = mgr.get(id)
+    assert reg is not None and reg.read_only
+    return reg
+
+
+async def _restore(mgr) -> None:
+    mgr._restore()
+
+
+def test_pause_resume_abort_from_a_process_that_does_not_own_it(pair, server: DataServer) -> None:
+    a, b = pair
+    url = server.url("c.bin", 4_000_000, throttle=1_000_000, tag=uuid.uuid4().hex)
+    owned = a.fetch("ctl", url)
+    wait_until(lambda: owned.downloaded > 0, 10)
+    mirror = _mirror(b, "ctl")
+    t0 = time.monotonic()
+    assert mirror.pause() is True
+    assert time.monotonic() - t0 < 2.0  # the owner picked it up within about a second
+    assert owned.state == "paused" and mirror.state == "paused"
+    assert mirror.pause() is False  # nothing to do: the owner says so
+    assert mirror.resume() is True
+    assert owned.state == "active"
+    wait_until(lambda: owned.downloaded > 1_500_000, 10)
+    assert mirror.abort() is True
+    owned.wait(10)
+    assert owned.failure_reason == "aborted"
+    b._engine.run(_restore(b))
+    assert mirror.settled and mirror.failure_reason == "aborted"
+
+
+def test_resume_with_credentials_takes_the_registration_over(pair, server: DataServer) -> None:
+    a, b = pair
+    url = server.url("k.bin", 2_000_000, throttle=1_000_000, tag=uuid.uuid4().hex)
+    owned = a.fetch("cred", url, headers={"Authorization": "Bearer one"})
+    wait_until(lambda: owned.downloaded > 0, 10)
+    mirror = _mirror(b, "cred")
+    mirror.pause()
+    assert mirror.resume(headers={"Authorization": "Bearer two"}) is True
+    assert not mirror.read_only and owned.read_only  # b downloads it now
+    mirror.wait(20)
+    assert mirror.result == "success"
+    assert mirror.match(url).response.read() == server.content("k.bin", 2_000_000)
+    last = server.requests_for(url)[-1]
+    assert last.headers.get("authorization") == "Bearer two"
+    assert last.headers.get("range", "").startswith("bytes=")  # continued, not restarted
+
+
+def test_messages_name_the_owning_process(pair, server: DataServer) -> None:
+    import os
+
+    a, b = pair
+    url = server.url("m.bin", 2_000_000, throttle=500_000, tag=uuid.uuid4().hex)
+    a.fetch("named", url)
+    with pytest.raises(ipybgfetch.FetchError) as info:
+        b.fetch("named", url)
+    assert f"process {os.getpid()} on " in str(info.value)
