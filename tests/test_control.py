@@ -92,3 +92,42 @@ def test_messages_name_the_owning_process(pair, server: DataServer) -> None:
     with pytest.raises(ipybgfetch.FetchError) as info:
         b.fetch("named", url)
     assert f"process {os.getpid()} on " in str(info.value)
+
+
+def test_needs_credentials_is_resolved_from_any_process_that_has_them(
+    tmp_path: Path, server: DataServer
+) -> None:
+    """A's kernel restarts; B (no credentials) adopts the registration and waits in
+    needs-credentials; A's new kernel resumes it with the header: it takes it over."""
+    home = tmp_path / "home"
+    url = server.url("secret.bin", 3_000_000, throttle=1_000_000, tag=uuid.uuid4().hex)
+    a = ipybgfetch.BackgroundFetchManager(home=home)
+    b = ipybgfetch.BackgroundFetchManager(home=home)
+    new_a = None
+    try:
+        b.registrations()  # B runs, mirroring
+        reg = a.fetch("secret", url, headers={"Authorization": "Bearer s3cret"})
+        wait_until(lambda: reg.downloaded > 0, 10)
+        a.close()  # the kernel restarts: its lease is released
+        b._engine.run(_restore(b))
+        held = b.get("secret")
+        assert held is not None and not held.read_only
+        assert held.state == "needs-credentials"
+        new_a = ipybgfetch.BackgroundFetchManager(home=home)
+        mine = new_a.get("secret")
+        assert mine is not None and mine.read_only  # B holds it
+        with pytest.raises(ipybgfetch.InvalidStateError, match="credentials"):
+            mine.resume()  # B cannot continue it without them, and says so
+        assert mine.resume(headers={"Authorization": "Bearer s3cret"}) is True
+        assert not mine.read_only
+        assert mine.wait(20).result == "success"
+        assert mine.match(url).response.read() == server.content("secret.bin", 3_000_000)
+        assert server.requests_for(url)[-1].headers["authorization"] == "Bearer s3cret"
+        b._engine.run(_restore(b))
+        assert held.read_only or held.settled
+        for db in home.glob("state.sqlite3*"):  # the database and its WAL
+            assert b"s3cret" not in db.read_bytes()  # never went through the store
+    finally:
+        for m in (new_a, b, a):
+            if m is not None:
+                m.close()

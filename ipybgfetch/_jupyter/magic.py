@@ -100,6 +100,7 @@ class Command:
     timeout: float | None = None
     silent: bool = False
     force: bool = False
+    checksum: bool = False
     all: bool = False
 
     @property
@@ -121,6 +122,8 @@ class Command:
             kwargs["headers"] = dict(self.headers)
         if self.force:
             kwargs["force"] = True
+        if self.checksum:
+            kwargs["checksum"] = True
         return kwargs
 
 
@@ -149,6 +152,7 @@ def _fetch_parser() -> _Parser:
     parser.add_argument("--dest")
     parser.add_argument("-H", "--header", action="append", dest="headers", default=[])
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--checksum", action="store_true")
     parser.add_argument("-h", "--help", action="store_true")
     return parser
 
@@ -263,7 +267,16 @@ def _parse_fetch_args(tokens: list[str], *, explicit_verb: bool, in_cell: bool) 
         return Command(verb="help")
     if extra:
         options = [t for t in extra if t.startswith("-")] or extra
-        known = ["--title", "--icon", "--download-total", "--dest", "-H", "--header", "--force"]
+        known = [
+            "--title",
+            "--icon",
+            "--download-total",
+            "--dest",
+            "-H",
+            "--header",
+            "--force",
+            "--checksum",
+        ]
         hints = []
         for option in options:
             close = difflib.get_close_matches(option.split("=", 1)[0], known, n=1)
@@ -271,7 +284,7 @@ def _parse_fetch_args(tokens: list[str], *, explicit_verb: bool, in_cell: bool) 
                 hints.append(f"did you mean {close[0]} instead of {option}?")
         raise _usage_error(
             f"unknown option {' '.join(options)} (the options are --title, --icon, "
-            f"--download-total, --dest, -H/--header, --force)"
+            f"--download-total, --dest, -H/--header, --force, --checksum)"
             f"{'; ' + ' '.join(hints) if hints else ''}",
             _fetch_example(explicit_verb, in_cell),
         )
@@ -298,6 +311,7 @@ def _parse_fetch_args(tokens: list[str], *, explicit_verb: bool, in_cell: bool) 
         dest=dest,
         headers=headers,
         force=ns.force,
+        checksum=ns.checksum,
     )
 
 
@@ -843,6 +857,7 @@ Options (start):
     --dest DIR              folder for the files (default: under the manager's home)
     -H, --header "Name: value"   HTTP header for every request (repeatable)
     --force                 download again even if an earlier run already did
+    --checksum              on a re-run, also re-hash the files before reusing them
 
 Manage registrations (from any notebook or script sharing the same home):
 

@@ -89,6 +89,7 @@ def test_new_verbs_and_options_parse() -> None:
     cmd = parse_line("resume my-data -H 'Authorization: Bearer t'")
     assert cmd.headers == (("Authorization", "Bearer t"),)
     assert parse_line(f"x {URL} --force").fetch_kwargs() == {"force": True}
+    assert parse_line(f"x {URL} --checksum").fetch_kwargs() == {"checksum": True}
 
 
 # --- against the engine ----------------------------------------------------------------
@@ -233,6 +234,8 @@ def test_every_help_example_runs(
         for reg in home_mgr.registrations():
             if not reg.settled:
                 reg.wait(30)
-    result = shell.run_cell("%bgfetch delete my-data", store_history=True)
-    assert result.success, result.error_in_exec
+    for code in ("%bgfetch delete my-data", "%bgfetch delete my-data --all"):
+        result = shell.run_cell(code, store_history=True)
+        assert result.success, result.error_in_exec
+    assert [r.id for r in home_mgr.registrations()] == ["list"]  # the fetch-verb example
     assert len(ran) >= 11
