@@ -972,7 +972,7 @@ def _replace_files_of(reg: BackgroundFetchRegistration, old: BackgroundFetchRegi
     an atomic rename), never to a ``-2`` copy beside it."""
     paths: dict[tuple[str, str], list[Path]] = {}
     for d in old._records:
-        if d.final_path is not None:
+        if d.final_path is not None and d.state == "success":
             paths.setdefault((d.request.method, d.request.url), []).append(d.final_path)
     for d in reg._records:
         free = paths.get((d.request.method, d.request.url))

@@ -714,6 +714,12 @@ class BackgroundFetchRegistration:
         for d in failed:
             self._downloaded -= d.downloaded
             self._uploaded -= d.uploaded
+            if d.final_path is not None and d.final_path.parent != self._dest:
+                # a failed body kept aside (not under its final name): drop it, and let
+                # the retry reserve the final name again
+                with contextlib.suppress(OSError):
+                    d.final_path.unlink()
+                d.final_path = d.part_path = None
             d.reset_for_retry()
             self._mark_dirty(d)
         self._done_count -= len(failed)
