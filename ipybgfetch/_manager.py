@@ -30,12 +30,11 @@ from ._engine.loop import Engine
 from ._engine.record import RecordData
 from ._engine.restore import restore_into
 from ._engine.retry import RetryPolicy
+from ._engine.rows import new_record_row, record_row, registration_row
 from ._engine.segments import DEFAULT_MIN_SEGMENT
 from ._engine.store import (
-    CREDENTIAL_HEADERS,
     IdInUse,
     Store,
-    dumps,
     heartbeat_interval,
     lease_timeout,
     public_headers,
@@ -423,7 +422,7 @@ class BackgroundFetchManager:
             self._http_building.add_done_callback(_seen)  # the 1st transfer raises an error
         try:
             self._store.add_registration(
-                self._registration_row(reg), [self._new_record_row(d) for d in reg._records]
+                registration_row(reg), [new_record_row(d) for d in reg._records]
             )
         except IdInUse:
             raise self._active_elsewhere(reg._id) from None
@@ -667,100 +666,15 @@ class BackgroundFetchManager:
         return folder
 
     # -- the database (engine thread) ------------------------------------------------------
-    def _registration_row(self, reg: BackgroundFetchRegistration) -> dict[str, Any]:
-        if reg._requests_carry_credentials is None:  # once: the requests never change
-            reg._requests_carry_credentials = any(
-                k.lower() in CREDENTIAL_HEADERS for d in reg._records for k in d.request.headers
-            )
-        needs_credentials = (
-            reg._auth is not None
-            or (reg._remote is not None and reg._remote.needs_credentials)
-            or any(k.lower() in CREDENTIAL_HEADERS for k in reg._headers)
-            or reg._requests_carry_credentials
-        )
-        return {
-            "key": reg._key,
-            "id": reg._id,
-            "title": reg._title,
-            "icons": dumps(reg._icons),
-            "dest": reg._remote.url if reg._remote is not None else str(reg._dest),
-            "download_total": reg._download_total,
-            "upload_total": reg._upload_total,
-            "state": reg._state,
-            "result": reg._result,
-            "failure_reason": reg._failure_reason,
-            "needs_credentials": int(needs_credentials),
-            "headers": dumps(public_headers(reg._headers.items())),
-            "created": reg._created,
-            "finished": reg._finished,
-        }
-
-    @staticmethod
-    def _new_record_row(d: RecordData) -> dict[str, Any]:
-        """The row of a record not started yet: the request; every other column has the
-        schema's default, which is what a new record holds (tested)."""
-        return {
-            "idx": d.index,
-            "url": d.request.url,
-            "method": d.request.method,
-            "headers": dumps(public_headers(d.request.headers.items()))
-            if d.request.headers
-            else "{}",
-            "integrity": d.request.integrity,
-            "has_body": int(d.request.body is not None),
-            "state": d.state,
-        }
-
-    @staticmethod
-    def _record_row(d: RecordData, full: bool = False) -> dict[str, Any]:
-        row: dict[str, Any] = {}
-        if full:
-            row.update(
-                idx=d.index,
-                url=d.request.url,
-                method=d.request.method,
-                headers=dumps(public_headers(d.request.headers.items()))
-                if d.request.headers
-                else "{}",
-                integrity=d.request.integrity,
-                has_body=int(d.request.body is not None),
-            )
-        row.update(
-            idx=d.index,
-            state=d.state,
-            failure=d.failure,
-            status=d.status,
-            response_headers=dumps(
-                [(k, v) for k, v in d.response_headers.items() if k.lower() != "set-cookie"]
-            )
-            if d.response_headers
-            else "[]",
-            response_url=d.response_url,
-            downloaded=d.downloaded,
-            total=d.total,
-            uploaded=d.uploaded,
-            attempts=d.attempts,
-            error=d.error,
-            sha256=d.sha256,
-            started=d.started,
-            finished=d.finished,
-            final_path=str(d.final_path) if d.final_path else None,
-            part_path=str(d.part_path) if d.part_path else None,
-            etag=d.etag,
-            last_modified=d.last_modified,
-            segments=None if d.segment_map is None else d.segment_map.dumps(),
-        )
-        return row
-
     def _store_records(self, reg: BackgroundFetchRegistration, records: list[RecordData]) -> None:
         if self._store is None or reg._read_only:
             return
-        self._store.update_records(reg._key, [self._record_row(d) for d in records])
+        self._store.update_records(reg._key, [record_row(d) for d in records])
 
     def _store_registration(self, reg: BackgroundFetchRegistration) -> None:
         if self._store is None or reg._read_only:
             return
-        row = self._registration_row(reg)
+        row = registration_row(reg)
         row.pop("key")
         self._store.update_registration(reg._key, **row)
 

@@ -559,8 +559,8 @@ def test_a_new_records_short_row_stores_what_the_full_row_would(tmp_path):
     import sqlite3
 
     from ipybgfetch._engine.record import RecordData
+    from ipybgfetch._engine.rows import new_record_row, record_row
     from ipybgfetch._engine.store import Store
-    from ipybgfetch._manager import BackgroundFetchManager
 
     store = Store(tmp_path / "state.sqlite3")
     records = [
@@ -593,16 +593,14 @@ def test_a_new_records_short_row_stores_what_the_full_row_would(tmp_path):
         "created": 0.0,
         "finished": None,
     }
-    store.add_registration(
-        registration, [BackgroundFetchManager._new_record_row(d) for d in records]
-    )
+    store.add_registration(registration, [new_record_row(d) for d in records])
     db = sqlite3.connect(tmp_path / "state.sqlite3")
     db.row_factory = sqlite3.Row
     for d in records:
         stored = dict(
             db.execute("SELECT * FROM records WHERE key = 'k' AND idx = ?", (d.index,)).fetchone()
         )
-        full = BackgroundFetchManager._record_row(d, full=True)
+        full = record_row(d, full=True)
         assert {k: stored[k] for k in full} == full
     assert "secret" not in str(stored)
     db.close()

@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from .._models import Request, Response
-from .ranges import RangeSet
 from .record import RecordData
+from .rows import json_headers, load_registration, request_from_row
 
 if TYPE_CHECKING:
     from .._manager import BackgroundFetchManager
@@ -67,12 +66,7 @@ def _build(
     row: sqlite3.Row,
     records: list[sqlite3.Row],
 ) -> BackgroundFetchRegistration:
-    requests = [
-        Request(
-            r["url"], method=r["method"], headers=json.loads(r["headers"]), integrity=r["integrity"]
-        )
-        for r in records
-    ]
+    requests = [request_from_row(r) for r in records]
     reg = new(
         key=row["key"],
         id=row["id"],
@@ -81,7 +75,7 @@ def _build(
         icons=json.loads(row["icons"]),
         download_total=row["download_total"],
         dest=Path(row["dest"]) if "://" not in row["dest"] else mgr.home / "staging" / row["key"],
-        headers=httpx.Headers(_json_headers(row)),  # credentials were never stored
+        headers=httpx.Headers(json_headers(row)),  # credentials were never stored
         auth=None,
         policy=mgr._policy,
         created=row["created"],
@@ -103,48 +97,11 @@ def _build(
 def _refresh(
     reg: BackgroundFetchRegistration, row: sqlite3.Row, records: list[sqlite3.Row]
 ) -> None:
-    reg._title = row["title"]
-    reg._icons = json.loads(row["icons"])
-    reg._state = row["state"]
-    reg._finished = row["finished"]
-    done = failed = 0
-    for d, r in zip(reg._records, records, strict=True):
-        _load_record(d, r)
-        if d.settled:
-            done += 1
-            failed += d.state != "success"
+    load_registration(reg, row, records)
     if reg._remote is not None:
         from .cloud import restore_paths
 
         restore_paths(reg)
-    reg._done_count, reg._failed_count = done, failed
-    reg._downloaded = sum(d.downloaded for d in reg._records)
-    reg._uploaded = sum(d.uploaded for d in reg._records)
-
-
-def _load_record(d: RecordData, r: sqlite3.Row) -> None:
-    d.state = r["state"]
-    d.failure = r["failure"]
-    d.status = r["status"]
-    d.response_headers = httpx.Headers(json.loads(r["response_headers"]))
-    d.response_url = r["response_url"]
-    d.downloaded = r["downloaded"]
-    d.total = r["total"]
-    d.uploaded = r["uploaded"]
-    d.attempts = r["attempts"]
-    d.error = r["error"]
-    d.sha256 = r["sha256"]
-    d.started = r["started"]
-    d.finished = r["finished"]
-    d.final_path = Path(r["final_path"]) if r["final_path"] else None
-    d.part_path = Path(r["part_path"]) if r["part_path"] else None
-    d.etag = r["etag"]
-    d.last_modified = r["last_modified"]
-    segments = r["segments"]
-    d.segment_map = None if segments is None else RangeSet.loads(segments)
-    if d.status and d.response is None:
-        d.response = Response(d)
-    d.resolve_ready()  # a settled record's response_ready is settled too
 
 
 def _mark_settled(reg: BackgroundFetchRegistration, row: sqlite3.Row) -> None:
@@ -203,14 +160,6 @@ def _adopt(mgr: BackgroundFetchManager, reg: BackgroundFetchRegistration, row: s
         reg._state = "active"
     reg._persist_registration()
     reg._start()
-
-
-def _json_headers(row: sqlite3.Row) -> dict[str, str]:
-    try:
-        value = json.loads(row["headers"] or "{}")
-    except (IndexError, KeyError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _complete_but_unsettled(d: RecordData) -> bool:

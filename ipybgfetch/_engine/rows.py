@@ -1,0 +1,174 @@
+"""The database row mapping, both directions, in one place: a registration and its
+records to the rows :mod:`.store` writes, and rows back to records and registrations
+(:mod:`.restore`). The schema itself is :mod:`.store`'s.
+
+Credentials never reach a row: request headers are kept only from the store's allowlist
+(``public_headers``), ``Set-Cookie`` answers are dropped, ``auth`` is never stored.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from .._models import Request, Response
+from .ranges import RangeSet
+from .record import RecordData
+from .store import CREDENTIAL_HEADERS, dumps, public_headers
+
+if TYPE_CHECKING:
+    from .._registration import BackgroundFetchRegistration
+
+__all__ = [
+    "json_headers",
+    "load_record",
+    "load_registration",
+    "new_record_row",
+    "record_row",
+    "registration_row",
+    "request_from_row",
+]
+
+
+# -- objects to rows ------------------------------------------------------------------------
+def registration_row(reg: BackgroundFetchRegistration) -> dict[str, Any]:
+    if reg._requests_carry_credentials is None:  # once: the requests never change
+        reg._requests_carry_credentials = any(
+            k.lower() in CREDENTIAL_HEADERS for d in reg._records for k in d.request.headers
+        )
+    needs_credentials = (
+        reg._auth is not None
+        or (reg._remote is not None and reg._remote.needs_credentials)
+        or any(k.lower() in CREDENTIAL_HEADERS for k in reg._headers)
+        or reg._requests_carry_credentials
+    )
+    return {
+        "key": reg._key,
+        "id": reg._id,
+        "title": reg._title,
+        "icons": dumps(reg._icons),
+        "dest": reg._remote.url if reg._remote is not None else str(reg._dest),
+        "download_total": reg._download_total,
+        "upload_total": reg._upload_total,
+        "state": reg._state,
+        "result": reg._result,
+        "failure_reason": reg._failure_reason,
+        "needs_credentials": int(needs_credentials),
+        "headers": dumps(public_headers(reg._headers.items())),
+        "created": reg._created,
+        "finished": reg._finished,
+    }
+
+
+def _request_columns(d: RecordData) -> dict[str, Any]:
+    request = d.request
+    return {
+        "idx": d.index,
+        "url": request.url,
+        "method": request.method,
+        "headers": dumps(public_headers(request.headers.items())) if request.headers else "{}",
+        "integrity": request.integrity,
+        "has_body": int(request.body is not None),
+    }
+
+
+def new_record_row(d: RecordData) -> dict[str, Any]:
+    """The row of a record not started yet: the request; every other column has the
+    schema's default, which is what a new record holds (tested)."""
+    row = _request_columns(d)
+    row["state"] = d.state
+    return row
+
+
+def record_row(d: RecordData, full: bool = False) -> dict[str, Any]:
+    """A record's progress columns (a checkpoint); with ``full``, its request too."""
+    row: dict[str, Any] = _request_columns(d) if full else {"idx": d.index}
+    row.update(
+        state=d.state,
+        failure=d.failure,
+        status=d.status,
+        response_headers=dumps(
+            [(k, v) for k, v in d.response_headers.items() if k.lower() != "set-cookie"]
+        )
+        if d.response_headers
+        else "[]",
+        response_url=d.response_url,
+        downloaded=d.downloaded,
+        total=d.total,
+        uploaded=d.uploaded,
+        attempts=d.attempts,
+        error=d.error,
+        sha256=d.sha256,
+        started=d.started,
+        finished=d.finished,
+        final_path=str(d.final_path) if d.final_path else None,
+        part_path=str(d.part_path) if d.part_path else None,
+        etag=d.etag,
+        last_modified=d.last_modified,
+        segments=None if d.segment_map is None else d.segment_map.dumps(),
+    )
+    return row
+
+
+# -- rows to objects ------------------------------------------------------------------------
+def request_from_row(r: sqlite3.Row) -> Request:
+    return Request(
+        r["url"], method=r["method"], headers=json.loads(r["headers"]), integrity=r["integrity"]
+    )
+
+
+def json_headers(row: sqlite3.Row) -> dict[str, str]:
+    """A registration row's stored (allowlisted) headers."""
+    try:
+        value = json.loads(row["headers"] or "{}")
+    except (IndexError, KeyError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def load_record(d: RecordData, r: sqlite3.Row) -> None:
+    d.state = r["state"]
+    d.failure = r["failure"]
+    d.status = r["status"]
+    d.response_headers = httpx.Headers(json.loads(r["response_headers"]))
+    d.response_url = r["response_url"]
+    d.downloaded = r["downloaded"]
+    d.total = r["total"]
+    d.uploaded = r["uploaded"]
+    d.attempts = r["attempts"]
+    d.error = r["error"]
+    d.sha256 = r["sha256"]
+    d.started = r["started"]
+    d.finished = r["finished"]
+    d.final_path = Path(r["final_path"]) if r["final_path"] else None
+    d.part_path = Path(r["part_path"]) if r["part_path"] else None
+    d.etag = r["etag"]
+    d.last_modified = r["last_modified"]
+    segments = r["segments"]
+    d.segment_map = None if segments is None else RangeSet.loads(segments)
+    if d.status and d.response is None:
+        d.response = Response(d)
+    d.resolve_ready()  # a settled record's response_ready is settled too
+
+
+def load_registration(
+    reg: BackgroundFetchRegistration, row: sqlite3.Row, records: list[sqlite3.Row]
+) -> None:
+    """The registration's and its records' columns from their rows."""
+    reg._title = row["title"]
+    reg._icons = json.loads(row["icons"])
+    reg._state = row["state"]
+    reg._finished = row["finished"]
+    done = failed = 0
+    for d, r in zip(reg._records, records, strict=True):
+        load_record(d, r)
+        if d.settled:
+            done += 1
+            failed += d.state != "success"
+    reg._done_count, reg._failed_count = done, failed
+    reg._downloaded = sum(d.downloaded for d in reg._records)
+    reg._uploaded = sum(d.uploaded for d in reg._records)
