@@ -1,4 +1,4 @@
-"""fetch() validation (design.md §3, in order) and clear errors for every misuse."""
+"""fetch() validation (docs/architecture.md §3, in order) and clear errors for every misuse."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The public surface is exactly what __all__ says, and what design.md promises."""
+"""The public surface is exactly what __all__ says, and what the README promises."""
 
 import ipybgfetch
 

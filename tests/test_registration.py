@@ -1,4 +1,4 @@
-"""Registration semantics from design.md §3: settling, abort, events, download_total,
+"""Registration semantics from docs/architecture.md §3: settling, abort, events, download_total,
 matching, progress. All over real loopback HTTP."""
 
 from __future__ import annotations

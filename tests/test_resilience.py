@@ -452,8 +452,8 @@ def test_put_with_body_is_not_retried_by_default(srv, mgr):
 
 @pytest.mark.parametrize("method", ["DELETE", "PUT", "OPTIONS"])
 def test_only_get_is_retried_after_a_network_error(srv, mgr, method):
-    # design.md: "Network error -> retry/resume when the request is a GET; otherwise
-    # fetch-error" (a DELETE or a bodiless PUT may have had its effect already).
+    # docs/architecture.md §3: a network error is retried/resumed for a GET, otherwise
+    # fetch-error (a DELETE or a bodiless PUT may have had its effect already).
     url = srv.url("once.bin", 100_000, drop_after=1000, drop_times=1, tag=f"only-{method}")
     reg = mgr.fetch(f"once-{method}", Request(url, method=method)).wait(20)
     assert (reg.result, reg.failure_reason) == ("failure", "fetch-error")

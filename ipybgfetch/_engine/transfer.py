@@ -170,9 +170,9 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
     failures_without_progress = 0
     if data.downloaded and data.part_path is not None and data.segment_map is None:
         await _rehash_part(reg, data, hashes)
-    # Only a GET is retried or resumed after a network error (design.md, from the spec):
-    # any other request may have had its effect on the server already, so it is sent
-    # once unless the user opts in.
+    # Only a GET is retried or resumed after a network error (docs/architecture.md §3,
+    # from the spec): any other request may have had its effect on the server already, so
+    # it is sent once unless the user opts in.
     retryable = policy.retry_non_idempotent or data.request.method == "GET"
     if reg._remote is not None and data.request.method == "GET":
         from .cloud import skip_existing
