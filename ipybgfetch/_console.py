@@ -15,6 +15,7 @@ front). The line reads only public attributes, so it works with any registration
 from __future__ import annotations
 
 import collections
+import inspect
 import os
 import sys
 import time
@@ -188,7 +189,15 @@ def wait_with_progress(
 
 
 def _plain_wait(reg: Any, timeout: float | None) -> None:
+    """``reg.wait(timeout)`` without drawing (again): a registration-like object whose
+    ``wait`` has no ``progress`` keyword is waited for as it is."""
     try:
+        takes_progress = "progress" in inspect.signature(reg.wait).parameters
+    except (TypeError, ValueError):  # no signature to read
+        takes_progress = False
+    if takes_progress:
         reg.wait(timeout, progress=False)
-    except TypeError:  # a registration-like object without the keyword
-        reg.wait(timeout) if timeout is not None else reg.wait()
+    elif timeout is not None:
+        reg.wait(timeout)
+    else:
+        reg.wait()

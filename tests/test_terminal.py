@@ -109,7 +109,7 @@ def test_plain_python_progress_only_on_a_terminal(tmp_path: Path) -> None:
         "    mgr.close()\n".format(str(tmp_path / "home"))
     )
     env = _env(tmp_path / "home")
-    text = _run_in_pty([sys.executable, str(script)], env, "", until="RESULT", timeout=60)
+    text = _run_in_pty([sys.executable, str(script)], env, "", until="RESULT success", timeout=60)
     assert "RESULT success" in text
     assert len(_frames(text, "plain")) >= 3, text
     piped = subprocess.run(
