@@ -51,8 +51,9 @@ def _run_in_pty(
                 if not chunk:
                     break
                 out += chunk
-                if until.encode() in out:
-                    break
+                if until.encode() in out:  # and what follows on the same line
+                    deadline = min(deadline, time.monotonic() + 0.5)
+                    until = "\x00never"
             elif proc.poll() is not None:
                 break
     finally:
