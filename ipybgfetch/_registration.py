@@ -273,6 +273,11 @@ class BackgroundFetchRegistration:
         self._check_writable("retry")
         return self._manager._engine.run(self._retry())
 
+    def click(self) -> None:
+        """Fire ``backgroundfetchclick`` for this registration, as clicking its title in
+        the panel does (in a browser only its download UI can; here the panel or code)."""
+        self._manager._dispatch_click(self)
+
     def _check_writable(self, what: str) -> None:
         if self._manager._closed:
             raise InvalidStateError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -198,9 +199,11 @@ def test_hostile_title_and_url_render_as_text(nb: LabPage, data_server: DataServ
     assert title.text_content() == HOSTILE_TITLE
     badge = panel.locator(".ipybgfetch-badge")
     page.wait_for_function(
-        "(el) => el.textContent.startsWith('Failed')", arg=badge.element_handle()
+        "(el) => el.closest('.ipybgfetch-panel').dataset.tone === 'failure'",
+        arg=badge.element_handle(),
     )
-    assert badge.text_content() == "Failed: a server answered with an error status"
+    # One file arrived and one got a 404: the card says so (#16), not a wholesale "Failed".
+    assert badge.text_content() == "1 of 2 done, 1 failed (404)"
 
     panel.locator("summary").click()
     urls = panel.locator(".ipybgfetch-rec-url")
@@ -259,6 +262,99 @@ def test_screenshots_light_and_dark(nb: LabPage, data_server: DataServer, tmp_pa
     nb.run("demo.abort()")
     for name in ("panel-light.png", "panel-dark.png"):
         assert (shots / name).stat().st_size > 5_000
+
+
+def test_narrow_panel_shows_the_failed_file_and_its_error_then_retry_and_clear_finished(
+    nb: LabPage, data_server: DataServer
+) -> None:
+    # Issue #16: at 360 px the failed record's row still shows its file name and its
+    # error; "Retry failed" re-fetches only that record; "Clear finished" empties the
+    # manager panel of settled registrations (and deletes nothing).
+    page = nb.page
+    tag = str(time.time_ns())
+    ok = data_server.url("stores.csv", 2_000, tag=tag)
+    flaky = data_server.add_file(
+        "/exports/2024/q4/regional/very-long-folder-name/sales-2023-archive.csv",
+        b"region,total\n" * 50,
+        status=404,
+        status_times=1,  # the first request fails, the retry succeeds
+        tag=tag,
+    )
+    cell = nb.run(
+        f"mixed = mgr.fetch('mixed', [{ok!r}, {flaky!r}], title='Mixed')\nmixed.wait(30)\nmixed"
+    )
+    panel = cell.locator(".ipybgfetch-panel")
+    panel.wait_for(state="visible", timeout=30_000)
+    badge = panel.locator(".ipybgfetch-badge")
+    page.wait_for_function(
+        "(el) => el.textContent === '1 of 2 done, 1 failed (404)'", arg=badge.element_handle()
+    )
+    page.set_viewport_size({"width": 360, "height": 800})
+    try:
+        page.wait_for_timeout(500)
+        cell.scroll_into_view_if_needed()
+        panel.locator("summary").click()
+        row = panel.locator("tr.ipybgfetch-record[data-state='failure']")
+        row.wait_for(state="visible")
+        box = row.bounding_box()
+        assert box is not None and box["width"] <= 360, box
+        name = row.locator(".ipybgfetch-url-name")
+        assert name.inner_text() == "sales-2023-archive.csv"
+        name_box = name.bounding_box()
+        assert name_box is not None and name_box["width"] > 0
+        assert name_box["x"] >= box["x"] - 1
+        assert name_box["x"] + name_box["width"] <= box["x"] + box["width"] + 1, (name_box, box)
+        # not cut: the whole file name is rendered
+        assert name.evaluate("(e) => e.scrollWidth <= e.clientWidth + 1")
+        url = row.locator(".ipybgfetch-rec-url")
+        assert url.get_attribute("title") == flaky  # the full URL on hover
+        error = row.locator(".ipybgfetch-rec-error")
+        assert error.is_visible()
+        assert "404" in error.inner_text()
+        err_box = error.bounding_box()
+        assert (
+            err_box is not None and err_box["x"] + err_box["width"] <= box["x"] + box["width"] + 1
+        )
+        shots = DOCS if os.environ.get("IPYBGFETCH_UPDATE_SCREENSHOTS") == "1" else None
+        if shots is not None:
+            cell.locator(".ipybgfetch-root").screenshot(path=str(shots / "panel-narrow.png"))
+    finally:
+        page.set_viewport_size({"width": 1200, "height": 900})
+
+    dest = panel.locator(".ipybgfetch-dest-path")
+    assert dest.inner_text().endswith("mixed") or "mixed" in dest.inner_text()
+    before_ok = len(data_server.requests_for(ok))
+    panel.get_by_role("button", name="Retry failed Mixed").click()
+    page.wait_for_function(
+        "(el) => el.textContent === 'Complete'", arg=badge.element_handle(), timeout=20_000
+    )
+    assert len(data_server.requests_for(flaky)) == 2
+    assert len(data_server.requests_for(ok)) == before_ok  # the good file was kept
+
+    keep = data_server.url("keep.bin", 20_000_000, throttle=300_000, tag=tag)
+    listing = nb.run(f"keep = mgr.fetch('keep', [{keep!r}], title='Keep')\nmgr")
+    manager = listing.locator(".ipybgfetch-manager")
+    manager.wait_for(state="visible", timeout=30_000)
+    items = manager.locator(".ipybgfetch-panel")
+    page.wait_for_function(
+        "(el) => el.querySelectorAll('.ipybgfetch-panel').length >= 2",
+        arg=manager.element_handle(),
+    )
+    total = items.count()
+    # settled ones are folded to their header
+    folded = manager.locator(".ipybgfetch-panel[data-collapsed='true']")
+    assert folded.count() == total - 1
+    manager.get_by_role("button", name="Clear finished").click()
+    page.wait_for_function(
+        "(el) => el.querySelectorAll('.ipybgfetch-panel').length === 1",
+        arg=manager.element_handle(),
+        timeout=10_000,
+    )
+    assert items.first.locator(".ipybgfetch-title").inner_text() == "Keep"
+    out = nb.run("keep.abort()\nprint('LISTED', len(mgr.registrations()))")
+    out.locator(".jp-OutputArea-output").wait_for(timeout=20_000)
+    assert f"LISTED {total}" in nb.output_text(out)  # nothing was deleted
+    assert not nb.page_errors, nb.page_errors  # type: ignore[attr-defined]
 
 
 def test_a_panel_from_before_a_kernel_restart_says_so_at_once(

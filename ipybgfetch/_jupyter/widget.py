@@ -7,7 +7,7 @@ The panel is a view only. The engine owns the state; this module turns
     engine loop ──progress──▶ callback thread ──request()──▶ _Throttle ──flush──▶ comm
                                                                (≤ 10 Hz per panel)
     browser ──model.send({type, id, key, seq})──▶ on_msg ──▶ reg.abort() / pause() / resume()
-                                                        / manager._dispatch_click(reg)
+                                                        / retry() / click()
             ◀── state + ack=seq (one update message) ──┘
 
 Intents and busy cells: JupyterLab >= 4.4 and Notebook >= 7.4 send comm messages to a
@@ -33,6 +33,7 @@ from __future__ import annotations
 import abc
 import html
 import logging
+import math
 import threading
 import time
 import traceback
@@ -67,7 +68,7 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 MIN_INTERVAL = 0.1  # seconds between two state messages of one panel: at most 10 per second
 MAX_MANAGER_PANELS = 100  # the manager panel shows the newest N registrations
 MAX_MANAGER_RECORDS = 50  # records per registration sent in manager mode (aggregates are exact)
-INTENTS = ("abort", "pause", "resume", "click")
+INTENTS = ("abort", "pause", "resume", "click", "retry", "clear")
 READ_ONLY_REASON = (
     "Another process sharing this home downloads this registration: "
     "pause, resume or abort it from there."
@@ -129,6 +130,8 @@ def _percent(snap: Mapping[str, Any]) -> str:
     fraction = _fraction(snap)
     if fraction is None:
         return ""
+    if _settled(snap) and snap.get("state") != "success":
+        return ""  # a failed or aborted registration is not "99%" of anything
     pct = int(fraction * 100)
     if snap.get("state") != "success":
         pct = min(pct, 99)
@@ -486,24 +489,33 @@ class _Controller(abc.ABC):
             return
         kind = content["type"]
         error = ""
+        reg = None
         try:
-            reg = self.resolve(content)
+            if kind != "clear":
+                reg = self.resolve(content)
+                if reg is None:
+                    raise LookupError(f"no registration {content.get('id')!r} behind this panel")
             if reg is None:
-                raise LookupError(f"no registration {content.get('id')!r} behind this panel")
-            if kind == "click":
-                reg._manager._dispatch_click(reg)
+                self.clear_finished()
+            elif kind == "click":
+                reg.click()
             else:
                 getattr(reg, kind)()
         except Exception as exc:
             log.exception("ipybgfetch: %s from the panel failed", kind)
             error = f"{kind} failed: {_describe(exc)}"
         else:
-            self.changed(reg)
+            if reg is not None:
+                self.changed(reg)
         self.confirm(_intent_seq(content), error)
         self.throttle.request()  # and whatever the engine still reports after the call
 
     def changed(self, reg: Any) -> None:  # noqa: B027 - a hook; most panels need nothing
         """``reg`` changed (an intent acted on it): its next snapshot must be fresh."""
+
+    def clear_finished(self) -> None:
+        """The manager panel's "Clear finished"; a registration's panel has no list."""
+        raise LookupError("only the manager panel (%bgfetch) has a list to clear")
 
     def confirm(self, seq: int, error: str) -> None:
         """Push the current state, the error line and the ack of ``seq`` in one message."""
@@ -527,6 +539,7 @@ class _RegistrationController(_Controller):
         super().__init__(widget, interval)
         self.reg = reg
         self.key = _key(reg)
+        self.eta = _Eta()
         self.final_sent = False
         self._on_progress = lambda _event: self.throttle.request()
         self._on_change = lambda r: self.throttle.request() if r is self.reg else None
@@ -538,7 +551,7 @@ class _RegistrationController(_Controller):
             self._manager._add_change_listener(self._on_change)
 
     def snapshot(self) -> dict[str, Any]:
-        return _panel_snapshot(self.reg, self.reg._snapshot(), self.key)
+        return _panel_snapshot(self.reg, self.reg._snapshot(), self.key, self.eta)
 
     def flush(self) -> None:
         snap = self.snapshot()
@@ -546,6 +559,8 @@ class _RegistrationController(_Controller):
         old = widget.state
         if snap == old:
             return
+        if self.final_sent and not _settled(snap):
+            self.final_sent = False  # retry() made it active again
         if self.final_sent:
             # After the final state only update_ui() (title/icons) may still change the panel.
             if snap.get("title") == old.get("title") and snap.get("icons") == old.get("icons"):
@@ -570,11 +585,50 @@ class _RegistrationController(_Controller):
             self._manager._remove_change_listener(self._on_change)
 
 
-def _panel_snapshot(reg: Any, snap: Mapping[str, Any], key: str) -> dict[str, Any]:
-    """The registration's snapshot plus what only the panel needs: its key, and (only when
-    they cannot work here) why its buttons are off."""
+class _Eta:
+    """A steadier ETA than ``remaining / recent speed``: nothing until the registration has
+    been active for :attr:`WARMUP` seconds (the first chunks arrive in a burst and promise
+    "1 s left" for a 20 s job), then the speed smoothed by an exponential moving average
+    with time constant :attr:`TAU`. Reset when it stops being active."""
+
+    WARMUP = 2.0
+    TAU = 5.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._since: float | None = None
+        self._at = 0.0
+        self._rate = 0.0
+
+    def __call__(self, snap: Mapping[str, Any]) -> float | None:
+        total = snap.get("expected_bytes") or snap.get("download_total") or 0
+        speed = snap.get("speed") or 0.0
+        if snap.get("state") != "active" or not isinstance(total, int) or total <= 0:
+            self._since = None
+            return None
+        now = self._clock()
+        if self._since is None:
+            self._since, self._at, self._rate = now, now, float(speed)
+            return None
+        dt = max(0.0, now - self._at)
+        self._at = now
+        alpha = 1.0 - math.exp(-dt / self.TAU) if dt > 0 else 0.0
+        self._rate += alpha * (float(speed) - self._rate)
+        if now - self._since < self.WARMUP or self._rate <= 0:
+            return None
+        remaining = max(0, total - int(snap.get("downloaded") or 0))
+        return remaining / self._rate
+
+
+def _panel_snapshot(
+    reg: Any, snap: Mapping[str, Any], key: str, eta: _Eta | None = None
+) -> dict[str, Any]:
+    """The registration's snapshot plus what only the panel needs: its key, the smoothed
+    ETA, and (only when they cannot work here) why its buttons are off."""
     out = dict(snap)
     out["key"] = key
+    if eta is not None:
+        out["eta"] = eta(out)
     if getattr(reg, "read_only", False):
         out["controls_disabled"] = READ_ONLY_REASON
     return out
@@ -595,6 +649,8 @@ class _ManagerController(_Controller):
         self._dirty: set[str] = set()
         self._cache: dict[str, dict[str, Any]] = {}
         self._regs: dict[str, Any] = {}
+        self._etas: dict[str, _Eta] = {}
+        self._cleared: set[str] = set()  # settled ones hidden by "Clear finished"
         mgr._add_change_listener(self._on_change)
 
     def _on_change(self, reg: Any) -> None:
@@ -605,22 +661,37 @@ class _ManagerController(_Controller):
         with self._lock:
             self._dirty.add(_key(reg))
 
+    def clear_finished(self) -> None:
+        """Hide the settled registrations from this panel (nothing is deleted; one that
+        becomes active again, by retry(), shows again)."""
+        with self._lock:
+            self._cleared.update(k for k, r in self._regs.items() if getattr(r, "settled", False))
+
     def build(self) -> list[dict[str, Any]]:
-        regs = list(self.mgr.registrations())[-MAX_MANAGER_PANELS:]
         with self._lock:
             dirty, self._dirty = self._dirty, set()
+            cleared = set(self._cleared)
+        regs = [
+            r
+            for r in self.mgr.registrations()
+            if not (_key(r) in cleared and getattr(r, "settled", False))
+        ][-MAX_MANAGER_PANELS:]
         cache: dict[str, dict[str, Any]] = {}
         keyed: dict[str, Any] = {}
+        etas: dict[str, _Eta] = {}
         out = []
         for reg in regs:
             key = _key(reg)
             keyed[key] = reg
+            etas[key] = self._etas.get(key) or _Eta()
             snap = self._cache.get(key)
             if snap is None or key in dirty:
-                snap = _panel_snapshot(reg, _trim(reg._snapshot(), MAX_MANAGER_RECORDS), key)
+                snap = _panel_snapshot(
+                    reg, _trim(reg._snapshot(), MAX_MANAGER_RECORDS), key, etas[key]
+                )
             cache[key] = snap
             out.append(snap)
-        self._cache, self._regs = cache, keyed
+        self._cache, self._regs, self._etas = cache, keyed, etas
         return out
 
     def flush(self) -> None:

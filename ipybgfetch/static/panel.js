@@ -99,11 +99,32 @@ function stateLabel(snap) {
     case "failure": {
       const reason = snap?.failure_reason ?? "";
       if (reason === "aborted") return { text: "Aborted", tone: "aborted" };
-      return { text: `Failed: ${failureText(reason)}`, tone: "failure" };
+      const codes = failedCodes(snap);
+      const suffix = codes ? ` (${codes})` : "";
+      const total = isNumber(snap?.records_total) ? snap.records_total : 0;
+      const failed = isNumber(snap?.records_failed) ? snap.records_failed : 0;
+      const ok = Math.max(0, (isNumber(snap?.records_done) ? snap.records_done : 0) - failed);
+      if (ok > 0 && failed > 0 && reason !== "download-total-exceeded") {
+        return {
+          text: `${formatCount(ok)} of ${formatCount(total)} done, ${formatCount(failed)} failed${suffix}`,
+          tone: "failure"
+        };
+      }
+      return { text: `Failed: ${failureText(reason)}${suffix}`, tone: "failure" };
     }
     default:
       return { text: state ? String(state) : "Waiting", tone: "paused" };
   }
+}
+function failedCodes(snap) {
+  const records = Array.isArray(snap?.records) ? snap.records : [];
+  const codes = [];
+  for (const rec of records) {
+    if (rec?.state !== "failure") continue;
+    const code = isNumber(rec.status) && rec.status > 0 ? String(rec.status) : "network error";
+    if (!codes.includes(code)) codes.push(code);
+  }
+  return codes.length > 3 ? `${codes.slice(0, 3).join(", ")}, \u2026` : codes.join(", ");
 }
 function isSettled(snap) {
   return SETTLED_STATES.has(String(snap?.state)) || snap?.result === "success" || snap?.result === "failure";
@@ -120,12 +141,13 @@ function progressInfo(snap) {
   }
   const value = success ? total : Math.min(downloaded, total);
   const fraction = value / total;
+  const failed = !success && isSettled(snap);
   return {
     determinate: true,
     value,
     max: total,
     fraction,
-    percent: formatPercent(fraction, success)
+    percent: failed ? "" : formatPercent(fraction, success)
   };
 }
 function bytesText(snap) {
@@ -184,6 +206,9 @@ function pickIcon(icons) {
 }
 function recordSizeText(rec) {
   const done = isNumber(rec?.downloaded) ? rec.downloaded : 0;
+  if (rec?.state === "failure" || rec?.state === "aborted") {
+    return done > 0 ? formatBytes(done) : DASH;
+  }
   if (isNumber(rec?.total) && rec.total >= 0) {
     if (rec.state === "success") return formatBytes(Math.max(done, rec.total));
     return `${formatBytes(done)} / ${formatBytes(rec.total)}`;
@@ -201,6 +226,24 @@ function recordProgress(rec) {
     return { determinate: true, value, max: rec.total, fraction: value / rec.total };
   }
   return { determinate: false, value: done, max: null, fraction: null };
+}
+function splitUrl(url) {
+  const text = String(url ?? "");
+  const q = text.search(/[?#]/);
+  const path = q < 0 ? text : text.slice(0, q);
+  const slash = path.lastIndexOf("/");
+  const schemeEnd = path.indexOf("//");
+  if (slash < 0 || slash <= schemeEnd + 1 || slash === path.length - 1) return [text, ""];
+  return [text.slice(0, slash + 1), text.slice(slash + 1)];
+}
+function formatAgo(seconds) {
+  if (!isNumber(seconds)) return "";
+  if (seconds < 60) return "just now";
+  const m = Math.floor(seconds / 60);
+  if (m < 60) return `${m} min ago`;
+  const h2 = Math.floor(m / 60);
+  if (h2 < 48) return `${h2} h ago`;
+  return `${Math.floor(h2 / 24)} d ago`;
 }
 
 // src/dom.js
@@ -250,9 +293,18 @@ var SLOW_INTENT_MS = 1e3;
 var PENDING_WORDS = Object.freeze({
   pause: "Pausing\u2026",
   resume: "Resuming\u2026",
-  abort: "Aborting\u2026"
+  abort: "Aborting\u2026",
+  retry: "Retrying\u2026",
+  clear: "Clearing\u2026"
 });
-var INTENT_NAMES = Object.freeze({ pause: "Pause", resume: "Resume", abort: "Abort", click: "The click" });
+var INTENT_NAMES = Object.freeze({
+  pause: "Pause",
+  resume: "Resume",
+  abort: "Abort",
+  retry: "Retry",
+  click: "The click",
+  clear: "Clear finished"
+});
 var lastSeq = Date.now();
 function nextSeq() {
   lastSeq = Math.max(lastSeq + 1, Date.now());
@@ -264,7 +316,7 @@ function shellWord(text) {
   return `'${s.replace(/'/g, `'"'"'`)}'`;
 }
 function intentCode(type, id) {
-  if (type === "click") return "";
+  if (type === "click" || type === "clear") return "";
   return `%bgfetch ${type} ${shellWord(id)}`;
 }
 function slowIntentText(type) {
@@ -287,6 +339,10 @@ function createRecordRow(doc) {
   const index = h(doc, "td", `${CLS}-rec-index`);
   const target = h(doc, "td", `${CLS}-rec-target`);
   const url = h(doc, "div", `${CLS}-rec-url`);
+  const urlHead = h(doc, "span", `${CLS}-url-head`);
+  const urlName = h(doc, "span", `${CLS}-url-tail ${CLS}-url-name`);
+  const urlQuery = h(doc, "span", `${CLS}-url-query`);
+  url.append(urlHead, urlName, urlQuery);
   const error = h(doc, "div", `${CLS}-rec-error`);
   error.hidden = true;
   target.append(url, error);
@@ -300,24 +356,35 @@ function createRecordRow(doc) {
   bar.appendChild(fill);
   progressCell.appendChild(bar);
   tr.append(index, target, state, status, size, progressCell);
-  return { tr, index, url, state, status, size, bar, fill, error };
+  return { tr, index, url, urlHead, urlName, urlQuery, state, status, size, bar, fill, error };
 }
 function updateRecordRow(row, rec) {
   const url = String(rec?.url ?? "");
   setText(row.index, isNumber(rec?.index) ? rec.index : "");
-  setText(row.url, url);
+  const [head, tail] = splitUrl(url);
+  const q = tail.search(/[?#]/);
+  setText(row.urlHead, head);
+  setText(row.urlName, q < 0 ? tail : tail.slice(0, q));
+  setText(row.urlQuery, q < 0 ? "" : tail.slice(q));
   setAttr(row.url, "title", url);
   const state = String(rec?.state ?? "");
-  setText(row.state, RECORD_STATE_WORDS[
+  let word = RECORD_STATE_WORDS[
     /** @type {keyof typeof RECORD_STATE_WORDS} */
     state
-  ] ?? state);
+  ] ?? state;
+  const connections = (
+    /** @type {{connections?: unknown}} */
+    (rec ?? {}).connections
+  );
+  if (state === "active" && isNumber(connections) && connections > 1) word += ` \xD7${connections}`;
+  setText(row.state, word);
   setAttr(row.tr, "data-state", state);
   const attempts = isNumber(rec?.attempts) && rec.attempts > 1 ? ` (try ${rec.attempts})` : "";
   setText(row.status, (isNumber(rec?.status) && rec.status > 0 ? String(rec.status) : DASH) + attempts);
   const size = recordSizeText(rec);
   setText(row.size, size);
   const info = recordProgress(rec);
+  setHidden(row.bar, state === "failure" || state === "aborted");
   setAttr(row.bar, "aria-label", `Record ${isNumber(rec?.index) ? rec.index : ""} progress`);
   setBar(row.bar, row.fill, info, info.determinate ? `${formatPercent(info.fraction, rec?.state === "success")}, ${size}` : size);
   const err = String(rec?.error ?? "");
@@ -409,10 +476,33 @@ function createRecordList(doc) {
 var BUTTONS = [
   ["pause", "Pause"],
   ["resume", "Resume"],
+  ["retry", "Retry failed"],
   ["abort", "Abort"]
 ];
+async function copyText(doc, text) {
+  const clip = doc.defaultView?.navigator?.clipboard;
+  if (clip && typeof clip.writeText === "function") {
+    try {
+      await clip.writeText(text);
+      return;
+    } catch {
+    }
+  }
+  const area = doc.createElement("textarea");
+  area.value = text;
+  area.setAttribute("readonly", "");
+  area.style.position = "fixed";
+  area.style.opacity = "0";
+  doc.body.appendChild(area);
+  area.select();
+  const ok = doc.execCommand?.("copy");
+  area.remove();
+  if (!ok) throw new Error("copy is not allowed here");
+}
 function createPanel(doc, send, options = {}) {
   const slowMs = options.slowIntentMs ?? SLOW_INTENT_MS;
+  const now = options.now ?? (() => Date.now());
+  const copy = options.copy ?? ((text) => copyText(doc, text));
   const root = h(doc, "section", `${CLS}-panel`);
   root.setAttribute("aria-label", "Background fetch");
   const header = h(doc, "div", `${CLS}-header`);
@@ -445,7 +535,16 @@ function createPanel(doc, send, options = {}) {
     buttons[type] = b;
     actions.appendChild(b);
   }
-  header.append(icon, titleBox, badge, actions);
+  const expand = h(doc, "button", `${CLS}-button ${CLS}-expand`, "Details");
+  expand.type = "button";
+  expand.hidden = true;
+  expand.setAttribute("aria-expanded", "false");
+  let expanded = false;
+  expand.addEventListener("click", () => {
+    expanded = !expanded;
+    layout();
+  });
+  header.append(icon, titleBox, badge, actions, expand);
   const notice = h(doc, "div", `${CLS}-notice`);
   notice.setAttribute("role", "status");
   notice.hidden = true;
@@ -466,8 +565,33 @@ function createPanel(doc, send, options = {}) {
   const upload = h(doc, "span", `${CLS}-upload`);
   upload.hidden = true;
   stats.append(percent, bytes, speed, eta, recs, upload);
+  const dest = h(doc, "div", `${CLS}-dest`);
+  dest.hidden = true;
+  const destLabel = h(doc, "span", `${CLS}-dest-label`, "Saved to");
+  const destPath = h(doc, "code", `${CLS}-dest-path`);
+  const copyButton = h(doc, "button", `${CLS}-button ${CLS}-copy`, "Copy path");
+  copyButton.type = "button";
+  const copyStatus = h(doc, "span", `${CLS}-copy-status`);
+  copyStatus.setAttribute("role", "status");
+  dest.append(destLabel, destPath, copyButton, copyStatus);
+  let copyTimer = null;
+  copyButton.addEventListener("click", () => {
+    const path = String(snap.dest ?? "");
+    if (!path) return;
+    copy(path).then(
+      () => setText(copyStatus, "Copied"),
+      () => setText(copyStatus, "Copy failed: select the path and copy it")
+    );
+    if (copyTimer !== null) clearTimeout(copyTimer);
+    copyTimer = setTimeout(() => {
+      copyTimer = null;
+      setText(copyStatus, "");
+    }, 2500);
+    copyTimer?.unref?.();
+  });
   const records = createRecordList(doc);
-  root.append(header, notice, bar, stats, records.el);
+  const body = [bar, stats, dest, records.el];
+  root.append(header, notice, ...body);
   let snap = {};
   let ack = 0;
   let disabledReason = "";
@@ -503,7 +627,15 @@ function createPanel(doc, send, options = {}) {
   title.addEventListener("click", () => fire("click"));
   for (const [type] of BUTTONS) buttons[type].addEventListener("click", () => fire(type));
   function controlsDisabled() {
-    return Boolean(snap.controls_disabled) && !isSettled(snap);
+    return Boolean(snap.controls_disabled);
+  }
+  function layout() {
+    const fold = Boolean(options.collapseSettled) && isSettled(snap);
+    setHidden(expand, !fold);
+    setText(expand, expanded ? "Hide details" : "Details");
+    setAttr(expand, "aria-expanded", expanded ? "true" : "false");
+    setAttr(root, "data-collapsed", fold && !expanded ? "true" : null);
+    for (const part of body) setAttr(part, "data-folded", fold && !expanded ? "true" : null);
   }
   function settlePending() {
     if (pending !== null && (ack >= pending.seq || snap.state !== pending.state)) pending = drop(pending);
@@ -513,12 +645,16 @@ function createPanel(doc, send, options = {}) {
     settlePending();
     const state = snap.state;
     const settled = isSettled(snap);
+    const failed = isNumber(snap.records_failed) ? snap.records_failed : 0;
     const show = {
       pause: !settled && state === "active",
       resume: !settled && state === "paused",
-      abort: !settled && (state === "active" || state === "paused" || state === "needs-credentials")
+      abort: !settled && (state === "active" || state === "paused" || state === "needs-credentials"),
+      // reg.retry(): the failed (and aborted) records of a settled registration again
+      retry: settled && snap.result === "failure" && failed > 0 && !snap.retry_unavailable
     };
     const blocked = Boolean(disabledReason) || controlsDisabled();
+    const anyButton = show.pause || show.resume || show.abort || show.retry;
     for (const [type, label] of BUTTONS) {
       const b = buttons[type];
       const mine = pending !== null && pending.type === type;
@@ -527,7 +663,7 @@ function createPanel(doc, send, options = {}) {
       setText(b, mine ? PENDING_WORDS[type] : label);
       setAttr(b, "aria-busy", mine ? "true" : null);
     }
-    setHidden(actions, !(show.pause || show.resume || show.abort));
+    setHidden(actions, !anyButton);
     title.disabled = Boolean(disabledReason);
     setAttr(title, "aria-busy", clicked ? "true" : null);
     setAttr(root, "data-pending", pending ? pending.type : clicked ? "click" : null);
@@ -537,7 +673,7 @@ function createPanel(doc, send, options = {}) {
     if (disabledReason) {
       text = disabledReason;
       kind = "stale";
-    } else if (controlsDisabled()) {
+    } else if (controlsDisabled() && anyButton) {
       text = String(snap.controls_disabled);
       kind = "disabled";
     } else {
@@ -589,7 +725,7 @@ function createPanel(doc, send, options = {}) {
     setBar(bar, fill, info, info.determinate ? `${info.percent}, ${btext}` : btext);
     setAttr(bar, "data-tone", label.tone);
     setText(percent, info.percent);
-    setHidden(percent, !info.determinate);
+    setHidden(percent, !info.determinate || !info.percent);
     setText(bytes, btext);
     const settled = isSettled(snap);
     const active = snap.state === "active";
@@ -603,14 +739,28 @@ function createPanel(doc, send, options = {}) {
     } else {
       setText(speed, active ? formatSpeed(snap.speed) : "paused");
       setHidden(speed, false);
-      setText(eta, active && isNumber(snap.eta) ? `${formatEta(snap.eta)} left` : "");
-      setHidden(eta, !(active && isNumber(snap.eta)));
+      setText(eta, active ? `${isNumber(snap.eta) ? formatEta(snap.eta) : DASH} left` : "");
+      setHidden(eta, !active);
+    }
+    if (isNumber(snap.already_downloaded)) {
+      const ago = formatAgo(now() / 1e3 - snap.already_downloaded);
+      setText(speed, `already downloaded ${ago}`);
+      setAttr(speed, "title", new Date(snap.already_downloaded * 1e3).toISOString());
+      setHidden(speed, false);
+    } else {
+      setAttr(speed, "title", null);
     }
     setText(recs, recordsText(snap));
     const hasUpload = isNumber(snap.upload_total) && snap.upload_total > 0;
     setHidden(upload, !hasUpload);
     if (hasUpload) setText(upload, `uploaded ${formatBytes(snap.uploaded)} of ${formatBytes(snap.upload_total)}`);
+    const where = String(snap.dest ?? "");
+    setText(destPath, where);
+    setAttr(destPath, "title", where || null);
+    setAttr(copyButton, "aria-label", `Copy the folder of ${name}`);
+    setHidden(dest, !where);
     records.update(snap);
+    layout();
   }
   function setDisabled(reason) {
     disabledReason = reason ? String(reason) : "";
@@ -623,9 +773,10 @@ function createPanel(doc, send, options = {}) {
   function destroy() {
     pending = drop(pending);
     clicked = drop(clicked);
+    if (copyTimer !== null) clearTimeout(copyTimer);
     root.remove();
   }
-  return { el: root, update, setDisabled, destroy, records, buttons, title, bar, notice };
+  return { el: root, update, setDisabled, destroy, records, buttons, title, bar, notice, copy: copyButton, expand };
 }
 
 // src/manager.js
@@ -638,17 +789,42 @@ function registrationKey(snap, position) {
 function createManagerView(doc, send, options = {}) {
   const root = h(doc, "section", `${CLS}-manager`);
   root.setAttribute("aria-label", "Background fetches");
+  const head = h(doc, "div", `${CLS}-manager-head`);
   const heading = h(doc, "div", `${CLS}-manager-heading`, "Background fetches");
+  const clear = h(doc, "button", `${CLS}-button ${CLS}-clear`, "Clear finished");
+  clear.type = "button";
+  clear.hidden = true;
+  clear.title = "Hide finished downloads from this list (their files stay)";
+  head.append(heading, clear);
   const empty = h(doc, "div", `${CLS}-empty`, "No background fetches yet.");
   const list = h(doc, "div", `${CLS}-list`);
   list.setAttribute("role", "list");
   const more = h(doc, "div", `${CLS}-more`);
   more.hidden = true;
-  root.append(heading, empty, list, more);
+  root.append(head, empty, list, more);
   const panels = /* @__PURE__ */ new Map();
   let disabledReason = "";
+  let clearing = null;
+  let lastAck = 0;
+  let anySettled = false;
+  const panelOptions = { ...options, collapseSettled: true };
+  clear.addEventListener("click", () => {
+    if (clearing !== null || disabledReason) return;
+    const seq = nextSeq();
+    if (send({ type: "clear", id: "", seq }) === false) return;
+    clearing = seq;
+    refreshClear();
+  });
+  function refreshClear() {
+    if (clearing !== null && lastAck >= clearing) clearing = null;
+    setHidden(clear, !anySettled && clearing === null);
+    clear.disabled = clearing !== null || Boolean(disabledReason);
+    setText(clear, clearing !== null ? PENDING_WORDS.clear : "Clear finished");
+    setAttr(clear, "aria-busy", clearing !== null ? "true" : null);
+  }
   function update(registrations, ack) {
     const regs = Array.isArray(registrations) ? registrations : [];
+    if (isNumber(ack) && ack > lastAck) lastAck = ack;
     const total = regs.length;
     const shown = Math.min(total, MAX_PANELS);
     setText(heading, `Background fetches (${formatCount(total)})`);
@@ -666,7 +842,7 @@ function createManagerView(doc, send, options = {}) {
       if (!entry) {
         const item = h(doc, "div", `${CLS}-item`);
         item.setAttribute("role", "listitem");
-        const panel = createPanel(doc, send, options);
+        const panel = createPanel(doc, send, panelOptions);
         if (disabledReason) panel.setDisabled(disabledReason);
         item.appendChild(panel.el);
         entry = { item, panel };
@@ -683,17 +859,21 @@ function createManagerView(doc, send, options = {}) {
         panels.delete(key);
       }
     }
+    anySettled = regs.some((snap) => isSettled(snap));
+    refreshClear();
   }
   function setDisabled(reason) {
     disabledReason = reason ? String(reason) : "";
     for (const entry of panels.values()) entry.panel.setDisabled(disabledReason);
+    if (disabledReason) clearing = null;
+    refreshClear();
   }
   function destroy() {
     for (const entry of panels.values()) entry.panel.destroy();
     panels.clear();
     root.remove();
   }
-  return { el: root, update, setDisabled, destroy, panels };
+  return { el: root, update, setDisabled, destroy, panels, clear };
 }
 
 // src/mount.js

@@ -143,11 +143,41 @@ export function stateLabel(snap) {
     case "failure": {
       const reason = snap?.failure_reason ?? "";
       if (reason === "aborted") return { text: "Aborted", tone: "aborted" };
-      return { text: `Failed: ${failureText(reason)}`, tone: "failure" };
+      const codes = failedCodes(snap);
+      const suffix = codes ? ` (${codes})` : "";
+      const total = isNumber(snap?.records_total) ? snap.records_total : 0;
+      // records_done counts every settled record, failed ones included.
+      const failed = isNumber(snap?.records_failed) ? snap.records_failed : 0;
+      const ok = Math.max(0, (isNumber(snap?.records_done) ? snap.records_done : 0) - failed);
+      if (ok > 0 && failed > 0 && reason !== "download-total-exceeded") {
+        // Some files arrived: say how many, not a wholesale "Failed".
+        return {
+          text: `${formatCount(ok)} of ${formatCount(total)} done, ${formatCount(failed)} failed${suffix}`,
+          tone: "failure",
+        };
+      }
+      return { text: `Failed: ${failureText(reason)}${suffix}`, tone: "failure" };
     }
     default:
       return { text: state ? String(state) : "Waiting", tone: "paused" };
   }
+}
+
+/**
+ * What the failed records of a snapshot got: "404", "404, 500", "network error"; "" if none
+ * of the records it carries failed (at most three, then "…").
+ * @param {MaybeSnapshot} snap
+ */
+export function failedCodes(snap) {
+  const records = Array.isArray(snap?.records) ? snap.records : [];
+  /** @type {string[]} */
+  const codes = [];
+  for (const rec of records) {
+    if (rec?.state !== "failure") continue;
+    const code = isNumber(rec.status) && rec.status > 0 ? String(rec.status) : "network error";
+    if (!codes.includes(code)) codes.push(code);
+  }
+  return codes.length > 3 ? `${codes.slice(0, 3).join(", ")}, \u2026` : codes.join(", ");
 }
 
 /**
@@ -187,12 +217,14 @@ export function progressInfo(snap) {
   }
   const value = success ? total : Math.min(downloaded, total);
   const fraction = value / total;
+  // A failed or aborted registration is not "99%" of anything: no percentage.
+  const failed = !success && isSettled(snap);
   return {
     determinate: true,
     value,
     max: total,
     fraction,
-    percent: formatPercent(fraction, success),
+    percent: failed ? "" : formatPercent(fraction, success),
   };
 }
 
@@ -282,6 +314,10 @@ export function pickIcon(icons) {
  */
 export function recordSizeText(rec) {
   const done = isNumber(rec?.downloaded) ? rec.downloaded : 0;
+  if (rec?.state === "failure" || rec?.state === "aborted") {
+    // What arrived (an error page's body, part of a file), not "335 B of 335 B".
+    return done > 0 ? formatBytes(done) : DASH;
+  }
   if (isNumber(rec?.total) && rec.total >= 0) {
     if (rec.state === "success") return formatBytes(Math.max(done, rec.total));
     return `${formatBytes(done)} / ${formatBytes(rec.total)}`;
@@ -305,4 +341,34 @@ export function recordProgress(rec) {
     return { determinate: true, value, max: rec.total, fraction: value / rec.total };
   }
   return { determinate: false, value: done, max: null, fraction: null };
+}
+
+/**
+ * A URL split for a middle ellipsis: the head may be cut, the tail (the file name, with
+ * its query) stays. "https://h/a/b/file.csv?x=1" -> ["https://h/a/b/", "file.csv?x=1"].
+ * @param {unknown} url
+ * @returns {[string, string]}
+ */
+export function splitUrl(url) {
+  const text = String(url ?? "");
+  const q = text.search(/[?#]/);
+  const path = q < 0 ? text : text.slice(0, q);
+  const slash = path.lastIndexOf("/");
+  const schemeEnd = path.indexOf("//");
+  if (slash < 0 || slash <= schemeEnd + 1 || slash === path.length - 1) return [text, ""];
+  return [text.slice(0, slash + 1), text.slice(slash + 1)];
+}
+
+/**
+ * Seconds ago -> "just now", "5 min ago", "3 h ago", "2 d ago".
+ * @param {unknown} seconds
+ */
+export function formatAgo(seconds) {
+  if (!isNumber(seconds)) return "";
+  if (seconds < 60) return "just now";
+  const m = Math.floor(seconds / 60);
+  if (m < 60) return `${m} min ago`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return `${h} h ago`;
+  return `${Math.floor(h / 24)} d ago`;
 }

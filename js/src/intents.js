@@ -1,13 +1,14 @@
 // Intents: what the panel sends to the kernel ({type, id, key, seq}), and the words and
 // code it shows while an intent waits for a busy kernel.
 
-/** @typedef {"pause" | "resume" | "abort" | "click"} IntentType */
-/** @typedef {Exclude<IntentType, "click">} ButtonIntent */
+/** @typedef {"pause" | "resume" | "abort" | "retry" | "click" | "clear"} IntentType */
+/** The buttons of one registration's panel. */
+/** @typedef {"pause" | "resume" | "abort" | "retry"} ButtonIntent */
 
 /**
  * @typedef {object} Intent
  * @property {IntentType} type
- * @property {string} id the registration's id
+ * @property {string} id the registration's id ("" for the manager's "clear")
  * @property {string} [key] which registration object (ids are reusable)
  * @property {number} seq increasing; the kernel acks the newest it carried out
  */
@@ -18,15 +19,24 @@
 /** How long an intent may go unconfirmed before the panel explains the wait (ms). */
 export const SLOW_INTENT_MS = 1000;
 
-/** @type {Readonly<Record<ButtonIntent, string>>} */
+/** @type {Readonly<Record<ButtonIntent | "clear", string>>} */
 export const PENDING_WORDS = Object.freeze({
   pause: "Pausing\u2026",
   resume: "Resuming\u2026",
   abort: "Aborting\u2026",
+  retry: "Retrying\u2026",
+  clear: "Clearing\u2026",
 });
 
 /** @type {Readonly<Record<IntentType, string>>} */
-const INTENT_NAMES = Object.freeze({ pause: "Pause", resume: "Resume", abort: "Abort", click: "The click" });
+const INTENT_NAMES = Object.freeze({
+  pause: "Pause",
+  resume: "Resume",
+  abort: "Abort",
+  retry: "Retry",
+  click: "The click",
+  clear: "Clear finished",
+});
 
 // Intents are numbered across every panel of the page, increasing (the kernel acks the
 // newest it carried out; it handles one comm's intents in order).
@@ -54,7 +64,7 @@ export function shellWord(text) {
  * @param {unknown} id
  */
 export function intentCode(type, id) {
-  if (type === "click") return "";
+  if (type === "click" || type === "clear") return "";
   return `%bgfetch ${type} ${shellWord(id)}`;
 }
 

@@ -1,7 +1,15 @@
 // The records table: a <details> list keyed by record index, capped at MAX_ROWS rows and
 // only materialised while it is open.
 import { CLS, h, setAttr, setBar, setHidden, setText } from "./dom.js";
-import { DASH, formatCount, formatPercent, isNumber, recordProgress, recordSizeText } from "./format.js";
+import {
+  DASH,
+  formatCount,
+  formatPercent,
+  isNumber,
+  recordProgress,
+  recordSizeText,
+  splitUrl,
+} from "./format.js";
 
 /** @typedef {import("./format.js").MaybeSnapshot} MaybeSnapshot */
 /** @typedef {import("./format.js").MaybeRecord} MaybeRecord */
@@ -23,6 +31,9 @@ export const RECORD_STATE_WORDS = Object.freeze({
  * @property {HTMLTableRowElement} tr
  * @property {HTMLTableCellElement} index
  * @property {HTMLDivElement} url
+ * @property {HTMLSpanElement} urlHead
+ * @property {HTMLSpanElement} urlName
+ * @property {HTMLSpanElement} urlQuery
  * @property {HTMLTableCellElement} state
  * @property {HTMLTableCellElement} status
  * @property {HTMLTableCellElement} size
@@ -40,7 +51,13 @@ function createRecordRow(doc) {
   const index = h(doc, "td", `${CLS}-rec-index`);
   // URL and (if any) the error under it: the error stays readable however narrow the table.
   const target = h(doc, "td", `${CLS}-rec-target`);
+  // Three spans: the head (scheme, host, folders) and the query get the ellipsis; the file
+  // name in between stays visible.
   const url = h(doc, "div", `${CLS}-rec-url`);
+  const urlHead = h(doc, "span", `${CLS}-url-head`);
+  const urlName = h(doc, "span", `${CLS}-url-tail ${CLS}-url-name`);
+  const urlQuery = h(doc, "span", `${CLS}-url-query`);
+  url.append(urlHead, urlName, urlQuery);
   const error = h(doc, "div", `${CLS}-rec-error`);
   error.hidden = true;
   target.append(url, error);
@@ -54,7 +71,7 @@ function createRecordRow(doc) {
   bar.appendChild(fill);
   progressCell.appendChild(bar);
   tr.append(index, target, state, status, size, progressCell);
-  return { tr, index, url, state, status, size, bar, fill, error };
+  return { tr, index, url, urlHead, urlName, urlQuery, state, status, size, bar, fill, error };
 }
 
 /**
@@ -64,16 +81,26 @@ function createRecordRow(doc) {
 function updateRecordRow(row, rec) {
   const url = String(rec?.url ?? "");
   setText(row.index, isNumber(rec?.index) ? rec.index : "");
-  setText(row.url, url);
+  const [head, tail] = splitUrl(url);
+  const q = tail.search(/[?#]/);
+  setText(row.urlHead, head);
+  setText(row.urlName, q < 0 ? tail : tail.slice(0, q));
+  setText(row.urlQuery, q < 0 ? "" : tail.slice(q));
   setAttr(row.url, "title", url);
   const state = String(rec?.state ?? "");
-  setText(row.state, RECORD_STATE_WORDS[/** @type {keyof typeof RECORD_STATE_WORDS} */ (state)] ?? state);
+  let word = RECORD_STATE_WORDS[/** @type {keyof typeof RECORD_STATE_WORDS} */ (state)] ?? state;
+  // A big file in segments: how many connections carry it (snapshot key "connections").
+  const connections = /** @type {{connections?: unknown}} */ (rec ?? {}).connections;
+  if (state === "active" && isNumber(connections) && connections > 1) word += ` \u00d7${connections}`;
+  setText(row.state, word);
   setAttr(row.tr, "data-state", state);
   const attempts = isNumber(rec?.attempts) && rec.attempts > 1 ? ` (try ${rec.attempts})` : "";
   setText(row.status, (isNumber(rec?.status) && rec.status > 0 ? String(rec.status) : DASH) + attempts);
   const size = recordSizeText(rec);
   setText(row.size, size);
   const info = recordProgress(rec);
+  // A failed or aborted record has no progress to show (not a full red "99%" bar).
+  setHidden(row.bar, state === "failure" || state === "aborted");
   setAttr(row.bar, "aria-label", `Record ${isNumber(rec?.index) ? rec.index : ""} progress`);
   setBar(row.bar, row.fill, info, info.determinate ? `${formatPercent(info.fraction, rec?.state === "success")}, ${size}` : size);
   const err = String(rec?.error ?? "");

@@ -2,7 +2,9 @@
 // progress bar, the stats line and the records table. Built once, updated in place.
 import { CLS, h, setAttr, setBar, setHidden, setText } from "./dom.js";
 import {
+  DASH,
   bytesText,
+  formatAgo,
   formatBytes,
   formatDuration,
   formatEta,
@@ -25,6 +27,10 @@ import { createRecordList } from "./records.js";
 /**
  * @typedef {object} PanelOptions
  * @property {number} [slowIntentMs] after this long without an ack, explain the wait
+ * @property {boolean} [collapseSettled] a settled registration shows its header only,
+ *   with a "Details" toggle (the manager's list)
+ * @property {() => number} [now] the clock, in ms since the epoch (tests)
+ * @property {(text: string) => Promise<void>} [copy] writes to the clipboard (tests)
  */
 
 /**
@@ -47,14 +53,46 @@ import { createRecordList } from "./records.js";
  * @property {HTMLButtonElement} title
  * @property {HTMLDivElement} bar
  * @property {HTMLDivElement} notice
+ * @property {HTMLButtonElement} copy
+ * @property {HTMLButtonElement} expand
  */
 
 /** @type {ReadonlyArray<[ButtonIntent, string]>} */
 const BUTTONS = [
   ["pause", "Pause"],
   ["resume", "Resume"],
+  ["retry", "Retry failed"],
   ["abort", "Abort"],
 ];
+
+/**
+ * Write `text` to the clipboard: the async API where the page may use it, else a
+ * selected textarea and execCommand("copy").
+ * @param {Document} doc
+ * @param {string} text
+ * @returns {Promise<void>}
+ */
+async function copyText(doc, text) {
+  const clip = doc.defaultView?.navigator?.clipboard;
+  if (clip && typeof clip.writeText === "function") {
+    try {
+      await clip.writeText(text);
+      return;
+    } catch {
+      // not allowed here (an insecure context, a sandboxed frame): the old way
+    }
+  }
+  const area = doc.createElement("textarea");
+  area.value = text;
+  area.setAttribute("readonly", "");
+  area.style.position = "fixed";
+  area.style.opacity = "0";
+  doc.body.appendChild(area);
+  area.select();
+  const ok = doc.execCommand?.("copy");
+  area.remove();
+  if (!ok) throw new Error("copy is not allowed here");
+}
 
 /**
  * Build a panel. `send(msg)` receives {type, id, key, seq} and returns false when the
@@ -66,6 +104,8 @@ const BUTTONS = [
  */
 export function createPanel(doc, send, options = {}) {
   const slowMs = options.slowIntentMs ?? SLOW_INTENT_MS;
+  const now = options.now ?? (() => Date.now());
+  const copy = options.copy ?? ((text) => copyText(doc, text));
   const root = h(doc, "section", `${CLS}-panel`);
   root.setAttribute("aria-label", "Background fetch");
 
@@ -96,7 +136,17 @@ export function createPanel(doc, send, options = {}) {
     buttons[type] = b;
     actions.appendChild(b);
   }
-  header.append(icon, titleBox, badge, actions);
+  // In the manager's list a settled registration is folded to its header.
+  const expand = h(doc, "button", `${CLS}-button ${CLS}-expand`, "Details");
+  expand.type = "button";
+  expand.hidden = true;
+  expand.setAttribute("aria-expanded", "false");
+  let expanded = false;
+  expand.addEventListener("click", () => {
+    expanded = !expanded;
+    layout();
+  });
+  header.append(icon, titleBox, badge, actions, expand);
 
   // Why the buttons wait or do not work: a busy kernel, another process, a lost kernel.
   const notice = h(doc, "div", `${CLS}-notice`);
@@ -122,10 +172,38 @@ export function createPanel(doc, send, options = {}) {
   upload.hidden = true;
   stats.append(percent, bytes, speed, eta, recs, upload);
 
-  const records = createRecordList(doc);
-  root.append(header, notice, bar, stats, records.el);
+  // Where the files go, with a button that copies the path.
+  const dest = h(doc, "div", `${CLS}-dest`);
+  dest.hidden = true;
+  const destLabel = h(doc, "span", `${CLS}-dest-label`, "Saved to");
+  const destPath = h(doc, "code", `${CLS}-dest-path`);
+  const copyButton = h(doc, "button", `${CLS}-button ${CLS}-copy`, "Copy path");
+  copyButton.type = "button";
+  const copyStatus = h(doc, "span", `${CLS}-copy-status`);
+  copyStatus.setAttribute("role", "status");
+  dest.append(destLabel, destPath, copyButton, copyStatus);
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  let copyTimer = null;
+  copyButton.addEventListener("click", () => {
+    const path = String(snap.dest ?? "");
+    if (!path) return;
+    copy(path).then(
+      () => setText(copyStatus, "Copied"),
+      () => setText(copyStatus, "Copy failed: select the path and copy it"),
+    );
+    if (copyTimer !== null) clearTimeout(copyTimer);
+    copyTimer = setTimeout(() => {
+      copyTimer = null;
+      setText(copyStatus, "");
+    }, 2500);
+    /** @type {any} */ (copyTimer)?.unref?.();
+  });
 
-  /** @type {Partial<import("./vocab.js").Snapshot> & {controls_disabled?: string}} */
+  const records = createRecordList(doc);
+  const body = [bar, stats, dest, records.el];
+  root.append(header, notice, ...body);
+
+  /** @type {Partial<import("./vocab.js").Snapshot> & {controls_disabled?: string, retry_unavailable?: boolean}} */
   let snap = {};
   let ack = 0;
   let disabledReason = ""; // set from outside: the kernel is gone
@@ -175,7 +253,16 @@ export function createPanel(doc, send, options = {}) {
   for (const [type] of BUTTONS) buttons[type].addEventListener("click", () => fire(type));
 
   function controlsDisabled() {
-    return Boolean(snap.controls_disabled) && !isSettled(snap);
+    return Boolean(snap.controls_disabled);
+  }
+
+  function layout() {
+    const fold = Boolean(options.collapseSettled) && isSettled(snap);
+    setHidden(expand, !fold);
+    setText(expand, expanded ? "Hide details" : "Details");
+    setAttr(expand, "aria-expanded", expanded ? "true" : "false");
+    setAttr(root, "data-collapsed", fold && !expanded ? "true" : null);
+    for (const part of body) setAttr(part, "data-folded", fold && !expanded ? "true" : null);
   }
 
   function settlePending() {
@@ -188,13 +275,17 @@ export function createPanel(doc, send, options = {}) {
     settlePending();
     const state = snap.state;
     const settled = isSettled(snap);
+    const failed = isNumber(snap.records_failed) ? snap.records_failed : 0;
     /** @type {Record<ButtonIntent, boolean>} */
     const show = {
       pause: !settled && state === "active",
       resume: !settled && state === "paused",
       abort: !settled && (state === "active" || state === "paused" || state === "needs-credentials"),
+      // reg.retry(): the failed (and aborted) records of a settled registration again
+      retry: settled && snap.result === "failure" && failed > 0 && !snap.retry_unavailable,
     };
     const blocked = Boolean(disabledReason) || controlsDisabled();
+    const anyButton = show.pause || show.resume || show.abort || show.retry;
     for (const [type, label] of BUTTONS) {
       const b = buttons[type];
       const mine = pending !== null && pending.type === type;
@@ -203,7 +294,7 @@ export function createPanel(doc, send, options = {}) {
       setText(b, mine ? PENDING_WORDS[type] : label);
       setAttr(b, "aria-busy", mine ? "true" : null);
     }
-    setHidden(actions, !(show.pause || show.resume || show.abort));
+    setHidden(actions, !anyButton);
     title.disabled = Boolean(disabledReason);
     setAttr(title, "aria-busy", clicked ? "true" : null);
     setAttr(root, "data-pending", pending ? pending.type : clicked ? "click" : null);
@@ -215,7 +306,7 @@ export function createPanel(doc, send, options = {}) {
     if (disabledReason) {
       text = disabledReason;
       kind = "stale";
-    } else if (controlsDisabled()) {
+    } else if (controlsDisabled() && anyButton) {
       text = String(snap.controls_disabled);
       kind = "disabled";
     } else {
@@ -276,7 +367,7 @@ export function createPanel(doc, send, options = {}) {
     setBar(bar, fill, info, info.determinate ? `${info.percent}, ${btext}` : btext);
     setAttr(bar, "data-tone", label.tone);
     setText(percent, info.percent);
-    setHidden(percent, !info.determinate);
+    setHidden(percent, !info.determinate || !info.percent);
     setText(bytes, btext);
 
     const settled = isSettled(snap);
@@ -291,15 +382,32 @@ export function createPanel(doc, send, options = {}) {
     } else {
       setText(speed, active ? formatSpeed(snap.speed) : "paused");
       setHidden(speed, false);
-      setText(eta, active && isNumber(snap.eta) ? `${formatEta(snap.eta)} left` : "");
-      setHidden(eta, !(active && isNumber(snap.eta)));
+      // The kernel sends a smoothed ETA once it means something; until then a dash.
+      setText(eta, active ? `${isNumber(snap.eta) ? formatEta(snap.eta) : DASH} left` : "");
+      setHidden(eta, !active);
+    }
+    if (isNumber(snap.already_downloaded)) {
+      // A re-run returned this registration as it was: no download happened now.
+      const ago = formatAgo((now() / 1000) - snap.already_downloaded);
+      setText(speed, `already downloaded ${ago}`);
+      setAttr(speed, "title", new Date(snap.already_downloaded * 1000).toISOString());
+      setHidden(speed, false);
+    } else {
+      setAttr(speed, "title", null);
     }
     setText(recs, recordsText(snap));
     const hasUpload = isNumber(snap.upload_total) && snap.upload_total > 0;
     setHidden(upload, !hasUpload);
     if (hasUpload) setText(upload, `uploaded ${formatBytes(snap.uploaded)} of ${formatBytes(snap.upload_total)}`);
 
+    const where = String(snap.dest ?? "");
+    setText(destPath, where);
+    setAttr(destPath, "title", where || null);
+    setAttr(copyButton, "aria-label", `Copy the folder of ${name}`);
+    setHidden(dest, !where);
+
     records.update(snap);
+    layout();
   }
 
   /** @param {string} reason */
@@ -315,8 +423,9 @@ export function createPanel(doc, send, options = {}) {
   function destroy() {
     pending = drop(pending);
     clicked = drop(clicked);
+    if (copyTimer !== null) clearTimeout(copyTimer);
     root.remove();
   }
 
-  return { el: root, update, setDisabled, destroy, records, buttons, title, bar, notice };
+  return { el: root, update, setDisabled, destroy, records, buttons, title, bar, notice, copy: copyButton, expand };
 }

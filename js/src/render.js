@@ -25,7 +25,9 @@ export {
   DASH,
   FAILURE_WORDS,
   bytesText,
+  failedCodes,
   failureText,
+  formatAgo,
   formatBytes,
   formatCount,
   formatDuration,
@@ -40,6 +42,7 @@ export {
   recordSizeText,
   recordsText,
   safeImageSrc,
+  splitUrl,
   stateLabel,
 } from "./format.js";
 export { CLS, h, setAttr, setBar, setHidden, setText } from "./dom.js";
