@@ -227,8 +227,13 @@ def _html_records(snap: Mapping[str, Any], limit: int = 20) -> str:
     )
 
 
-def html_status(snap: Mapping[str, Any]) -> str:
-    """A static, fully escaped HTML summary (for nbconvert, untrusted notebooks, etc.)."""
+def html_status(snap: Mapping[str, Any], *, now: float | None = None) -> str:
+    """A static, fully escaped HTML summary (for nbconvert, untrusted notebooks, etc.).
+
+    It is the state when the panel was displayed: a saved notebook keeps it as it was (the
+    live panel is a widget). An unsettled one therefore says when it was taken
+    ("as of 19:30:05 UTC"), so a saved "downloading 3%" is not read as live.
+    """
     e = html.escape
     ident = str(snap.get("id", ""))
     title = str(snap.get("title") or "") or ident
@@ -246,11 +251,19 @@ def html_status(snap: Mapping[str, Any]) -> str:
     failed = int(snap.get("records_failed") or 0)
     if failed:
         records += f", {failed} failed"
+    as_of = ""
+    if not _settled(snap):
+        stamp = time.strftime(
+            "%Y-%m-%d %H:%M:%S UTC", time.gmtime(time.time() if now is None else now)
+        )
+        as_of = f' <span class="ipybgfetch-static-asof">(as of {e(stamp)})</span>'
+    dest = str(snap.get("dest") or "")
+    dest_html = f"<div>Saved to <code>{e(dest)}</code></div>" if dest else ""
     return (
         f'<div class="ipybgfetch-static" style="{_HTML_STYLE}">'
-        f"<div><strong>{e(title)}</strong>{id_html} — {e(_state_words(snap))}</div>"
+        f"<div><strong>{e(title)}</strong>{id_html} — {e(_state_words(snap))}{as_of}</div>"
         f"<div>{bar} <span>{e(_bytes_line(snap))}</span> · <span>{e(records)}</span></div>"
-        f"{_html_records(snap)}</div>"
+        f"{dest_html}{_html_records(snap)}</div>"
     )
 
 

@@ -146,3 +146,12 @@ def test_fallback_of_a_failed_registration_shows_no_percentage() -> None:
     assert "%" not in text_status(snap)
     assert "99%" not in html_status(snap)
     assert "1/2 records, 1 failed" in text_status(snap)
+
+
+def test_static_html_of_an_unsettled_registration_says_when_it_was_taken() -> None:
+    base = {"id": "s", "records_total": 1, "records_done": 0, "dest": "/data/<s>"}
+    live = html_status({**base, "state": "active", "downloaded": 5}, now=0.0)
+    assert "(as of 1970-01-01 00:00:00 UTC)" in live
+    assert "Saved to <code>/data/&lt;s&gt;</code>" in live
+    done = html_status({**base, "state": "success", "records_done": 1, "downloaded": 5})
+    assert "as of" not in done  # a settled state is the last state
