@@ -164,7 +164,9 @@ def test_magic_dest_url(server: DataServer, tmp_path: Path) -> None:
     old = _manager._default
     _manager._default = BackgroundFetchManager(home=tmp_path / "magic")
     try:
-        shell.run_line_magic("load_ext", "ipybgfetch")
+        # Not %load_ext: another test module may have left "ipybgfetch" in the extension
+        # manager's loaded set after unloading the magics, which makes %load_ext a no-op.
+        ipybgfetch.load_ipython_extension(shell)
         url = server.url("magic.bin", 777)
         reg = shell.run_line_magic("bgfetch", f"mg {url} --dest memory://ipybgfetch-magic/q/")
         assert reg.wait(30).result == "success"
@@ -174,6 +176,7 @@ def test_magic_dest_url(server: DataServer, tmp_path: Path) -> None:
         )
         assert ipybgfetch.manager().get_ids() == []
     finally:
+        ipybgfetch.unload_ipython_extension(shell)
         _manager._default.close()
         _manager._default = old
 
