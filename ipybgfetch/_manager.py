@@ -27,7 +27,7 @@ import httpx
 from ._disk import free_space, nearest_existing
 from ._display import mimebundle
 from ._engine.loop import Engine
-from ._engine.record import RecordData
+from ._engine.record import FAILED_FOLDER, RecordData
 from ._engine.restore import restore_into
 from ._engine.retry import RetryPolicy
 from ._engine.rows import new_record_row, record_row, registration_row
@@ -292,6 +292,7 @@ class BackgroundFetchManager:
         icon_list = _check_icons(icons)
         total = _download_total(download_total)
         merged_headers = checked_headers(headers)
+        _refuse_range(merged_headers, reqs)
         policy = RetryPolicy.coerce(retries, self._policy)
         split = _segment_options(segments, min_segment_size)
         remote = None
@@ -520,8 +521,10 @@ class BackgroundFetchManager:
                     with contextlib.suppress(OSError):
                         path.unlink()
                     self._names.release(path)
-        with contextlib.suppress(OSError):
-            reg._dest.rmdir()  # only if empty
+        failed = reg._dest / FAILED_FOLDER
+        for folder in (failed / reg._key, failed, reg._dest):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
         self._store.delete_registration(reg._key)
         reg._records_available = False
         self._registrations.pop(reg._key, None)
@@ -893,6 +896,21 @@ def _replace_files_of(reg: BackgroundFetchRegistration, old: BackgroundFetchRegi
         if free:
             d.final_path = free.pop(0)
             d.part_path = d.final_path.parent / (d.final_path.name + ".part")
+
+
+def _refuse_range(headers: httpx.Headers, requests: list[Request]) -> None:
+    """A Range header of the user's is refused: ipybgfetch sends Range itself to resume a
+    dropped transfer, so a partial answer to the user's range could not be told apart
+    from one to a resume (a file of the wrong bytes, or a resume past the range)."""
+    for where, value in [("headers=", headers.get("range"))] + [
+        (f"the request for {r.url}", r.headers.get("range")) for r in requests
+    ]:
+        if value is not None:
+            raise FetchError(
+                f"a Range header ({value!r} in {where}) is not supported: ipybgfetch "
+                "sends Range itself to resume dropped downloads. Fetch the whole file and "
+                "slice it, or use httpx directly for a part of a file"
+            )
 
 
 def _request_list(requests: Any) -> list[Any]:

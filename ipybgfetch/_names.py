@@ -12,6 +12,7 @@ import os
 import re
 import unicodedata
 from email.message import Message
+from email.utils import collapse_rfc2231_value
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -155,12 +156,23 @@ def filename_from_disposition(value: str | None) -> str | None:
     msg = Message()
     msg["content-disposition"] = value
     try:
-        raw = msg.get_filename()
+        # RFC 6266 4.3: ``filename*`` wins over ``filename`` wherever it stands (the
+        # plain one is only the fallback for old clients); email's get_filename takes
+        # whichever comes first
+        raw = _extended_filename(msg) or msg.get_filename()
     except (ValueError, LookupError, TypeError):
         raw = None
     if not raw:
         return None
     return safe_filename(raw)
+
+
+def _extended_filename(msg: Message) -> str | None:
+    """The decoded ``filename*`` parameter, if any (email gives it as a tuple)."""
+    for name, param in msg.get_params(header="content-disposition") or []:
+        if name.lower() == "filename" and isinstance(param, tuple):
+            return collapse_rfc2231_value(param)
+    return None
 
 
 class NameReservations:

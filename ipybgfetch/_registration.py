@@ -21,7 +21,7 @@ import httpx
 
 from ._disk import fsync_dir
 from ._display import mimebundle
-from ._engine.record import RecordData
+from ._engine.record import FAILED_FOLDER, RecordData
 from ._engine.retry import RetryPolicy
 from ._engine.segments import DEFAULT_MIN_SEGMENT
 from ._engine.transfer import LeaseLost, RegistrationStopped, run_record
@@ -36,6 +36,7 @@ from ._records import (
     query_request,
     request_matches,
 )
+from ._secrets import has_redacted_params
 from ._vocab import FailureReason, RecordState, RegistrationState, Result, Snapshot
 
 if TYPE_CHECKING:
@@ -100,6 +101,9 @@ class BackgroundFetchRegistration:
         self._records = [RecordData(id, i, r) for i, r in enumerate(requests)]
         self._upload_total = sum(r.body_size for r in requests)
         self._downloaded = 0
+        # bytes received, restarts included (what download_total limits; _downloaded
+        # counts what is on disk and goes down when a record starts again)
+        self._received = 0
         self._uploaded = 0
         self._result: Result = ""
         self._failure_reason: FailureReason = ""
@@ -696,6 +700,19 @@ class BackgroundFetchRegistration:
             self._headers.update(headers)
         if auth is not None:
             self._auth = auth
+        if self._state == "needs-credentials":
+            redacted = [
+                d.request.url
+                for d in self._records
+                if not d.settled and has_redacted_params(d.request.url)
+            ]
+            if redacted:
+                raise NeedsCredentialsError(
+                    f"registration {self._id!r} was restored from an earlier kernel and "
+                    f"its URLs carried secret query parameters (e.g. {redacted[0]}), which "
+                    f"are never stored; abort it (mgr.get({self._id!r}).abort()) and fetch "
+                    "the full URLs again"
+                )
         if self._state == "needs-credentials" and not (headers or auth is not None or storage):
             raise NeedsCredentialsError(
                 f"registration {self._id!r} was restored from an earlier kernel and its "
@@ -724,6 +741,10 @@ class BackgroundFetchRegistration:
                 # the retry reserve the final name again
                 with contextlib.suppress(OSError):
                     d.final_path.unlink()
+                if d.final_path.parent.parent.name == FAILED_FOLDER:
+                    for empty in (d.final_path.parent, d.final_path.parent.parent):
+                        with contextlib.suppress(OSError):
+                            empty.rmdir()  # dest/.ipybgfetch-failed/<key>/, once empty
                 d.final_path = d.part_path = None
             d.reset_for_retry()
             self._mark_dirty(d)
@@ -902,6 +923,11 @@ class BackgroundFetchRegistration:
         if not self._dest_made:  # once: mkdir(exist_ok=True) costs an exception per call
             self._make_dest()
         return self._manager._names.reserve_open(self._dest, name)
+
+    def _release_name(self, path: Path) -> None:
+        """A reserved final path this registration no longer uses (a failed record's
+        body was moved out of dest)."""
+        self._manager._names.release(path)
 
     def _make_dest(self) -> None:
         """(Re)create the destination folder (again if the user deleted it meanwhile)."""

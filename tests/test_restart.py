@@ -372,7 +372,7 @@ def test_restored_registration_with_credentials_waits_for_them(srv, tmp_path, wo
                 {
                     "id": "private",
                     "urls": [url],
-                    "headers": {"Authorization": token, "Cookie": cookie, "X-Trace": "t1"},
+                    "headers": {"Authorization": token, "Cookie": cookie, "Accept-Language": "t1"},
                 }
             ],
         }
@@ -411,7 +411,7 @@ def test_restored_registration_with_credentials_waits_for_them(srv, tmp_path, wo
     assert resumed.headers["range"].startswith("bytes=")
     assert resumed.headers["authorization"] == token
     assert resumed.headers["cookie"] == cookie
-    assert resumed.headers.get("x-trace") == "t1"  # non-secret headers are restored
+    assert resumed.headers.get("accept-language") == "t1"  # allowlisted headers are restored
     blobs = b"".join(p.read_bytes() for p in sorted(home.glob("state.sqlite3*")))
     for secret in (b"TOPSECRET", b"COOKIESECRET"):
         assert secret not in blobs

@@ -20,7 +20,9 @@ from .._models import Request, Response
 from .._vocab import SETTLED_STATES, FailureReason, RecordState
 from .ranges import RangeSet
 
-__all__ = ["Outcome", "RecordData"]
+__all__ = ["FAILED_FOLDER", "Outcome", "RecordData"]
+
+FAILED_FOLDER = ".ipybgfetch-failed"  # in dest: bodies of records that did not succeed
 
 _OUTCOME_LOCK = threading.Lock()
 
@@ -104,6 +106,8 @@ class RecordData:
         self.segment_map: RangeSet | None = None
         self.connections = 0  # connections open for this record now
         self.split_refused = False  # the server ignored a segment's Range: one stream
+        self.restarts = 0  # times its bytes were discarded to start again from byte 0
+        self.part_id: tuple[int, int] | None = None  # (st_dev, st_ino) of its .part file
 
     @property
     def settled(self) -> bool:
@@ -129,6 +133,8 @@ class RecordData:
         self.finished = None
         self.etag = ""
         self.last_modified = ""
+        self.restarts = 0
+        self.part_id = None
         if self.final_path is not None:
             self.part_path = self.final_path.parent / (self.final_path.name + ".part")
 

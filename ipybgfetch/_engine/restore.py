@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -144,6 +145,7 @@ def _adopt(mgr: BackgroundFetchManager, reg: BackgroundFetchRegistration, row: s
             d.downloaded = size
         d.state = "pending"
         reg._mark_dirty(d)
+    reg._received = max(reg._received, reg._downloaded)
     if reg.settled:
         return
     if row["needs_credentials"]:
@@ -177,6 +179,7 @@ def _part_size(path: Path | None) -> int | None:
     if path is None:
         return None
     try:
-        return path.stat().st_size
+        st = path.lstat()  # a symlink is not a partial file of ours
     except OSError:
         return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None

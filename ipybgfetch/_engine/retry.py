@@ -10,7 +10,7 @@ from collections.abc import Collection
 
 import httpx
 
-__all__ = ["RetryPolicy", "parse_retry_after"]
+__all__ = ["RetryPolicy", "SpeedCheck", "parse_retry_after"]
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -25,7 +25,12 @@ class RetryPolicy:
     Only GET requests are retried and resumed: any other (POST, PUT, DELETE...) may
     already have had its effect, so it is sent once unless ``retry_non_idempotent=True``.
     ``read_timeout`` is the stall detector: no byte for that long counts as a dropped
-    connection (then resumed).
+    connection (then resumed). ``speed_limit``/``speed_time`` catch a body that trickles
+    (like curl's ``--speed-limit``/``--speed-time``): fewer than ``speed_limit`` bytes per
+    second over ``speed_time`` seconds counts as a dropped connection too (0 turns it off).
+    ``max_restarts`` caps how often one record starts again from byte 0 (its bytes
+    discarded because the file changed on the server or the server ignored Range) before
+    it fails: a server that changes the file on every answer is not downloaded forever.
 
     >>> RetryPolicy(retries=10, backoff=1.0)  # doctest: +ELLIPSIS
     RetryPolicy(retries=10, ...)
@@ -39,16 +44,23 @@ class RetryPolicy:
     retry_non_idempotent: bool = False
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
+    speed_limit: float = 1024.0
+    speed_time: float = 60.0
+    max_restarts: int = 5
 
     def __post_init__(self) -> None:
-        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {self.retries!r}")
+        for name in ("retries", "max_restarts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         for name in (
             "backoff",
             "max_backoff",
             "max_retry_after",
             "connect_timeout",
             "read_timeout",
+            "speed_limit",
+            "speed_time",
         ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
@@ -92,3 +104,32 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if parsed is None:
         return None
     return max(0.0, parsed.timestamp() - (time.time() if now is None else now))
+
+
+class SpeedCheck:
+    """curl's ``--speed-limit``/``--speed-time`` for one transfer: fewer than ``limit``
+    bytes a second over ``period`` seconds is a stalled transfer (checked as bytes
+    arrive; no bytes at all is the read timeout's job)."""
+
+    __slots__ = ("_bytes", "_limit", "_period", "_start")
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._limit, self._period = policy.speed_limit, policy.speed_time
+        self._start = time.monotonic()
+        self._bytes = 0
+
+    def slow(self, n: int) -> str | None:
+        """Count ``n`` bytes; why the transfer is too slow, or None."""
+        if not self._limit or not self._period:
+            return None
+        self._bytes += n
+        elapsed = time.monotonic() - self._start
+        if elapsed < self._period:
+            return None
+        if self._bytes < self._limit * elapsed:
+            return (
+                f"the transfer was too slow: {self._bytes} bytes in {elapsed:.1f} s, under "
+                f"the {self._limit:g} bytes/s of RetryPolicy.speed_limit over speed_time"
+            )
+        self._start, self._bytes = time.monotonic(), 0
+        return None

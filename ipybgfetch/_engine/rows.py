@@ -2,8 +2,10 @@
 records to the rows :mod:`.store` writes, and rows back to records and registrations
 (:mod:`.restore`). The schema itself is :mod:`.store`'s.
 
-Credentials never reach a row: request headers are kept only from the store's allowlist
-(``public_headers``), ``Set-Cookie`` answers are dropped, ``auth`` is never stored.
+Credentials never reach a row: request headers are kept only from the allowlist
+(``public_headers``, :mod:`.._secrets`), secret query parameters are redacted (in URLs,
+errors and response headers), a final URL carrying one is not kept, ``Set-Cookie``
+answers are dropped, ``auth`` is never stored.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .._models import Request, Response
+from .._secrets import has_secret_params, redact_text, redact_url, secret_headers
 from .ranges import RangeSet
 from .record import RecordData
-from .store import CREDENTIAL_HEADERS, dumps, public_headers
+from .store import dumps, public_headers
 
 if TYPE_CHECKING:
     from .._registration import BackgroundFetchRegistration
@@ -38,12 +41,13 @@ __all__ = [
 def registration_row(reg: BackgroundFetchRegistration) -> dict[str, Any]:
     if reg._requests_carry_credentials is None:  # once: the requests never change
         reg._requests_carry_credentials = any(
-            k.lower() in CREDENTIAL_HEADERS for d in reg._records for k in d.request.headers
+            secret_headers(d.request.headers.keys()) or has_secret_params(d.request.url)
+            for d in reg._records
         )
     needs_credentials = (
         reg._auth is not None
         or (reg._remote is not None and reg._remote.needs_credentials)
-        or any(k.lower() in CREDENTIAL_HEADERS for k in reg._headers)
+        or secret_headers(reg._headers.keys())
         or reg._requests_carry_credentials
     )
     return {
@@ -68,7 +72,7 @@ def _request_columns(d: RecordData) -> dict[str, Any]:
     request = d.request
     return {
         "idx": d.index,
-        "url": request.url,
+        "url": redact_url(request.url),
         "method": request.method,
         "headers": dumps(public_headers(request.headers.items())) if request.headers else "{}",
         "integrity": request.integrity,
@@ -92,16 +96,22 @@ def record_row(d: RecordData, full: bool = False) -> dict[str, Any]:
         failure=d.failure,
         status=d.status,
         response_headers=dumps(
-            [(k, v) for k, v in d.response_headers.items() if k.lower() != "set-cookie"]
+            [
+                (k, redact_text(v))
+                for k, v in d.response_headers.items()
+                if k.lower() != "set-cookie"
+            ]
         )
         if d.response_headers
         else "[]",
-        response_url=d.response_url,
+        # a URL with a secret (a signed redirect target) is not stored at all: a restored
+        # record asks the original URL again
+        response_url="" if has_secret_params(d.response_url) else d.response_url,
         downloaded=d.downloaded,
         total=d.total,
         uploaded=d.uploaded,
         attempts=d.attempts,
-        error=d.error,
+        error=redact_text(d.error),
         sha256=d.sha256,
         started=d.started,
         finished=d.finished,
@@ -171,4 +181,5 @@ def load_registration(
             failed += d.state != "success"
     reg._done_count, reg._failed_count = done, failed
     reg._downloaded = sum(d.downloaded for d in reg._records)
+    reg._received = max(reg._received, reg._downloaded)
     reg._uploaded = sum(d.uploaded for d in reg._records)

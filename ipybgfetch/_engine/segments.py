@@ -47,8 +47,8 @@ import httpx
 
 from .._http.http11 import Body
 from .ranges import RangeSet, Segment, Splitter
-from .retry import parse_retry_after
-from .sink import _IOV_MAX, MAX_DELAY, _Job, _timed_fsync, _writer
+from .retry import SpeedCheck, parse_retry_after
+from .sink import _IOV_MAX, MAX_DELAY, _Job, _timed_fsync, _writer, open_part
 
 if TYPE_CHECKING:
     from .._registration import BackgroundFetchRegistration
@@ -79,6 +79,7 @@ class Rules(NamedTuple):
     """What the transfer lends the segments (its definitions, not copies)."""
 
     validator: Callable[[RecordData], str]  # what If-Range carries
+    same_version: Callable[[httpx.Headers, RecordData], bool]  # a part of the stored version
     encoded: Callable[[str | None], bool]  # a Content-Encoding other than identity
     content_range: Callable[[str | None], tuple[int, int, int | None] | None]
     permanent: Callable[[BaseException], bool]  # no retry can fix it
@@ -162,9 +163,8 @@ class _File:
     """The ``.part`` file shared by the segments. ``_write`` and ``_hash_prefix`` run on
     the writer thread only (one thread: they never race); the loop reads ``completed``."""
 
-    def __init__(self, path: str, written: RangeSet, hashes: Any, total: int) -> None:
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        self.fd = os.open(path, flags, 0o644)
+    def __init__(self, fd: int, path: str, written: RangeSet, hashes: Any, total: int) -> None:
+        self.fd = fd  # opened by sink.open_part: never through a symlink, always ours
         self.folder = os.path.dirname(path)
         self.total = total
         self._written = RangeSet(written)  # the writer thread's copy
@@ -405,17 +405,11 @@ class _Download:
             headers = resp.headers
             cr = self.rules.content_range(headers.get("content-range"))
             etag = headers.get("etag", "")
-            sent = self.rules.validator(data)
-            same = (
-                (etag == data.etag)
-                if sent == data.etag
-                else (headers.get("last-modified", "") == data.last_modified)
-            )
             if (
                 cr is None
                 or cr[0] != seg.pos
                 or cr[2] != data.total
-                or not same
+                or not self.rules.same_version(headers, data)
                 or self.rules.encoded(headers.get("content-encoding"))
             ):
                 raise _Changed(
@@ -443,19 +437,24 @@ class _Download:
         done = data.segment_map
         assert done is not None
         buf = _Buffer(self.file, seg.pos)
+        speed = SpeedCheck(reg._policy)
         try:
             async for chunk in chunks:
+                slow = speed.slow(len(chunk))
+                if slow is not None:
+                    raise _SegmentRetry(slow)
                 room = seg.end - seg.pos  # end shrinks when another connection steals
                 if len(chunk) >= room:
                     chunk = chunk[:room]
                 n = len(chunk)
-                if limit and reg._downloaded + n > limit:
+                if limit and max(reg._received, reg._downloaded) + n > limit:
                     raise self.rules.stopped(
                         "download-total-exceeded",
                         f"download_total of {limit} bytes exceeded by {data.request.url}",
                     )
                 backlog = buf.write(chunk)
                 seg.pos += n
+                reg._received += n  # restarts included: what download_total limits
                 reg._add_downloaded(data, n)
                 while completed:
                     done.add(*completed.popleft())
@@ -563,7 +562,12 @@ async def download(
         data.segment_map = RangeSet()
     done = data.segment_map
     reg._record_changed(data, checkpoint=True)  # a new process must know the file is split
-    file = _File(str(data.part_path), done, hashes, total)
+    fd, mine, data.part_id = open_part(data.part_path, 1, data.part_id, reg._make_dest, keep=True)
+    if done and not mine:  # the file was replaced or removed: its ranges are gone
+        os.close(fd)
+        rules.restart(reg, data, hashes)
+        raise rules.retry("the partial file was replaced or disappeared; restarting")
+    file = _File(fd, str(data.part_path), done, hashes, total)
     if not done:
         os.ftruncate(file.fd, 0)  # no byte of an earlier attempt may survive past the end
     job: _Job | None = None

@@ -32,6 +32,7 @@ import collections
 import contextlib
 import os
 import queue
+import stat
 import threading
 import time
 import weakref
@@ -39,7 +40,7 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["BATCH", "PartFile"]
+__all__ = ["BATCH", "PartFile", "PartReplaced", "file_id", "open_part", "same_file"]
 
 BATCH = 2 * 1024 * 1024  # bytes handed to the writer thread at once
 MAX_DELAY = 0.1  # seconds: a slow download still reaches the disk (and survives kill -9)
@@ -198,6 +199,117 @@ def fsync_is_quick(folder: str) -> bool:
     return _fsync_time.get(folder, FAST_FSYNC) < FAST_FSYNC
 
 
+class PartReplaced(Exception):
+    """The ``.part`` path no longer holds the file this record wrote (a symlink, a hard
+    link, another file put there): it is never written or renamed through."""
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def file_id(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _own_file(fd: int, expected: tuple[int, int] | None, size: int = 0) -> bool:
+    """Whether ``fd`` is a plain file with one name, the expected one (if known), holding
+    at least ``size`` bytes."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size < size:
+        return False
+    return expected is None or file_id(st) == expected
+
+
+def open_part(
+    path: str | os.PathLike[str],
+    offset: int,
+    expected: tuple[int, int] | None,
+    make_folder: Callable[[], None] | None = None,
+    *,
+    keep: bool = False,
+) -> tuple[int, int, tuple[int, int]]:
+    """The ``.part`` file at ``path`` open for writing at ``offset`` (truncated there):
+    ``(fd, offset, file id)``. Never through a symlink (``O_NOFOLLOW``), never a file
+    with another name too (a hard link), never another inode than ``expected`` (the one
+    this record claimed): such a file is left alone, its name is removed and a new empty
+    file is claimed with ``O_EXCL`` (the offset is then 0: the caller starts again).
+    The file is never deleted before it is reopened, so no other file can take its place
+    while the record waits for a retry. ``keep``: the file is opened for reading and
+    writing as it is (a segmented download's ranges), neither truncated nor positioned;
+    ``offset`` is then 1 if it is this record's file, 0 if it was claimed anew."""
+    access = os.O_RDWR if keep else os.O_WRONLY
+    fd = -1
+    if offset >= 0:
+        try:
+            fd = os.open(path, access | _NOFOLLOW | _CLOEXEC)
+        except FileNotFoundError:
+            offset = 0
+        except OSError:  # ELOOP: a symlink; anything else: claim the name anew below
+            offset = 0
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        else:
+            try:
+                ours = _own_file(fd, expected)
+                ok = ours and (keep or _own_file(fd, expected, offset))
+            except OSError:
+                ours = ok = False
+            if not ours:
+                os.close(fd)
+                fd, offset = -1, 0
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # the name only: another file's data is never touched
+            elif not ok:
+                offset = 0  # shorter than the bytes counted: start again in the same file
+    if fd < 0:
+        flags = access | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            if make_folder is None:
+                raise
+            make_folder()
+            fd = os.open(path, flags, 0o644)
+        except FileExistsError:
+            raise PartReplaced(f"{path} was created by someone else meanwhile") from None
+    try:
+        if not keep:
+            os.ftruncate(fd, offset)
+            if offset:
+                os.lseek(fd, offset, os.SEEK_SET)
+        ident = file_id(os.fstat(fd))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd, offset, ident
+
+
+def same_file(path: str | os.PathLike[str], expected: tuple[int, int] | None) -> bool:
+    """Whether ``path`` itself (not a symlink's target) is the plain file ``expected``."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and (expected is None or file_id(st) == expected)
+
+
+def open_for_reading(path: str | os.PathLike[str]) -> tuple[int, tuple[int, int]] | None:
+    """A ``.part`` file open for reading, never through a symlink; None if it is gone or
+    is not a plain file of its own."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if _own_file(fd, None):
+            return fd, file_id(os.fstat(fd))
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
 class Hasher(Protocol):
     def update(self, chunk: bytes) -> None: ...
 
@@ -233,21 +345,12 @@ class PartFile:
         self._inflight: collections.deque[_Job] = collections.deque()
 
     def _open(self) -> int:
-        flags = os.O_WRONLY | os.O_CREAT | (0 if self._offset else os.O_TRUNC)
-        try:
-            fd = os.open(self._path, flags, 0o644)
-        except FileNotFoundError:
-            if self._make_folder is None:
-                raise
-            self._make_folder()
-            fd = os.open(self._path, flags, 0o644)
-        if self._offset:
-            try:
-                os.ftruncate(fd, self._offset)
-                os.lseek(fd, self._offset, os.SEEK_SET)
-            except OSError:
-                os.close(fd)
-                raise
+        """Open the path (no descriptor was given): never through a symlink or into a
+        file that is not this record's (see :func:`open_part`)."""
+        fd, offset, _ = open_part(self._path, self._offset, None, self._make_folder)
+        if offset != self._offset:
+            os.close(fd)
+            raise PartReplaced(f"{self._path} is not the partial file written before")
         self._fd = fd
         return fd
 

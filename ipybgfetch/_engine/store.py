@@ -1,7 +1,8 @@
 """Durable state: registrations, records and resume checkpoints in SQLite (WAL).
 
 Only the engine thread uses a :class:`Store`. Credentials never reach it: request headers
-pass through :func:`public_headers` first, and ``auth=`` objects are never stored.
+pass through :func:`public_headers` first (an allowlist, :mod:`._secrets`), URLs through
+``redact_url``, and ``auth=`` objects are never stored.
 Several processes may share one home; a registration is owned by one of them at a time
 through a lease (``owner`` + ``heartbeat``), taken over when the holder stops beating.
 """
@@ -18,16 +19,17 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .._secrets import STORED_HEADERS, stored_headers
+
 __all__ = [
-    "CREDENTIAL_HEADERS",
     "LEASE_TIMEOUT",
+    "STORED_HEADERS",
     "Store",
     "heartbeat_interval",
     "lease_timeout",
     "public_headers",
 ]
 
-CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 LEASE_TIMEOUT = 10.0  # seconds without a heartbeat before another process may take over
 LEASE_TIMEOUT_ENV = "IPYBGFETCH_LEASE_TIMEOUT"
 MAX_HEARTBEAT_INTERVAL = 2.0
@@ -104,8 +106,9 @@ RECORD_FIELDS = (
 
 
 def public_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Headers safe to write to disk: every credential header removed."""
-    return {k: v for k, v in headers if k.lower() not in CREDENTIAL_HEADERS}
+    """Headers safe to write to disk: only those of the allowlist (every other header
+    may be a credential)."""
+    return stored_headers(headers)
 
 
 def lease_timeout() -> float:

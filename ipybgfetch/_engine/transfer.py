@@ -10,17 +10,22 @@ renamed to the final path, so a final path never holds a partial file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import email.utils
 import errno
 import logging
 import os
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 
+from .._http.decode import ContentDecoder, CorruptEncoding, IncompleteEncoding, decoder_for
+from .._http.errors import MalformedResponse
 from .._http.http11 import Body
 from .._integrity import IntegrityHasher
 from .._models import Response
@@ -28,8 +33,9 @@ from .._names import filename_from_disposition, filename_from_url
 from .._vocab import FailureReason
 from . import segments
 from .failures import classify
-from .retry import parse_retry_after
-from .sink import PartFile
+from .record import FAILED_FOLDER
+from .retry import SpeedCheck, parse_retry_after
+from .sink import PartFile, PartReplaced, file_id, open_for_reading, open_part, same_file
 
 if TYPE_CHECKING:
     from .._registration import BackgroundFetchRegistration
@@ -48,6 +54,7 @@ SMALL_BODY = 1024 * 1024  # bytes: re-fetched whole after a crash rather than ch
 HASH_CHUNK = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _QUOTA_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+MAX_SIZE = 2**63 - 1  # bytes: the largest size a file (and the database) can hold
 
 
 class RegistrationStopped(Exception):
@@ -89,18 +96,36 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
     m = _CONTENT_RANGE.match(value)
     if not m:
         return None
-    start, end = int(m.group(1)), int(m.group(2))
-    total = None if m.group(3) == "*" else int(m.group(3))
+    start, end = _size(m.group(1)), _size(m.group(2))
+    total = None if m.group(3) == "*" else _size(m.group(3))
     if end < start or (total is not None and end >= total):
         return None
     return start, end, total
 
 
+def _size(text: str) -> int:
+    """A size the server announced; one no file can hold is a clear protocol error."""
+    value = int(text)
+    if value > MAX_SIZE:
+        raise MalformedResponse(
+            f"the server announced a size of {text} bytes (2^63 or more), which no file "
+            "can hold: the server is broken or hostile"
+        )
+    return value
+
+
 def _content_length(headers: dict[str, str]) -> int | None:
+    """The body's length from Content-Length (``10, 10`` repeated identically counts
+    once); None when absent, unusable, or when Transfer-Encoding frames the body (it
+    wins over Content-Length, RFC 9112 6.3)."""
     value = headers.get("content-length")
-    if value is None or not value.strip().isdigit():
+    if value is None or "transfer-encoding" in headers:
         return None
-    return int(value)
+    values = {v.strip() for v in value.split(",")}
+    if len(values) != 1:
+        return None
+    text = values.pop()
+    return _size(text) if text.isdigit() else None
 
 
 def _encoding(value: str | None) -> bool:
@@ -170,6 +195,7 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
     failures_without_progress = 0
     if data.downloaded and data.part_path is not None and data.segment_map is None:
         await _rehash_part(reg, data, hashes)
+    best = data.downloaded  # progress for the retry budget: past the furthest offset yet
     # Only a GET is retried or resumed after a network error (docs/architecture.md §3,
     # from the spec): any other request may have had its effect on the server already, so
     # it is sent once unless the user opts in.
@@ -181,7 +207,6 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
             return
     while True:
         data.attempts += 1
-        before = data.downloaded
         try:
             await _attempt(
                 reg, data, hashes, retryable and failures_without_progress < policy.retries
@@ -205,6 +230,9 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
                 return
             _restart_from_zero(reg, data, hashes)
             continue
+        except PartReplaced as exc:
+            _settle_failure(reg, data, "fetch-error", f"the partial file was tampered with: {exc}")
+            return
         except (httpx.TooManyRedirects, httpx.DecodingError, httpx.InvalidURL) as exc:
             failure = classify(exc)
             _settle_failure(reg, data, failure.reason, failure.message)
@@ -235,9 +263,20 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
             if not failure.retryable:  # the same request can only fail the same way again
                 _settle_failure(reg, data, failure.reason, message + " (not retried)")
                 return
-            if data.downloaded > before:
+            if data.downloaded > best:
+                best = data.downloaded
                 failures_without_progress = 0
             failures_without_progress += 1
+            if data.restarts > policy.max_restarts:
+                _settle_failure(
+                    reg,
+                    data,
+                    "fetch-error",
+                    f"{message} (not retried: started again from byte 0 {data.restarts} "
+                    "times, as the file changed on the server or the server ignored Range; "
+                    "retries=RetryPolicy(max_restarts=...) allows more)",
+                )
+                return
             if not retryable or failures_without_progress > policy.retries:
                 why = (
                     ""
@@ -269,27 +308,31 @@ async def _rehash_part(
     the whole file, so hash the bytes already on disk first. Only what is really in the
     ``.part`` file counts as downloaded."""
     assert data.part_path is not None
-    path = data.part_path
-    try:
-        size = path.stat().st_size
-    except OSError:
-        size = 0
-    keep = min(size, data.downloaded)
-    loop = asyncio.get_running_loop()
-
-    def work() -> int:
-        done = 0
-        with open(path, "rb") as f:
-            while done < keep:
-                chunk = f.read(min(HASH_CHUNK, keep - done))
-                if not chunk:
-                    break
-                hashes.update(chunk)
-                done += len(chunk)
-        return done
-
+    opened = open_for_reading(data.part_path)  # never through a symlink
     hashes.reset()
-    hashed = await loop.run_in_executor(None, work) if keep else 0
+    if opened is None:
+        hashed = 0
+    else:
+        fd, data.part_id = opened  # the file whose bytes are hashed is the one continued
+        f = os.fdopen(fd, "rb")
+        keep = min(os.fstat(fd).st_size, data.downloaded)
+
+        def work() -> int:
+            done = 0
+            with f:
+                while done < keep:
+                    chunk = f.read(min(HASH_CHUNK, keep - done))
+                    if not chunk:
+                        break
+                    hashes.update(chunk)
+                    done += len(chunk)
+            return done
+
+        if keep:
+            hashed = await asyncio.get_running_loop().run_in_executor(None, work)
+        else:
+            f.close()
+            hashed = 0
     if hashed != data.downloaded:
         reg._add_downloaded(data, hashed - data.downloaded)
 
@@ -297,14 +340,13 @@ async def _rehash_part(
 def _restart_from_zero(
     reg: BackgroundFetchRegistration, data: RecordData, hashes: IntegrityHasher
 ) -> None:
+    """Discard the bytes received so far. The ``.part`` file is kept (truncated when it is
+    opened again): deleting it would leave its name free for anyone until the retry."""
+    if data.downloaded:
+        data.restarts += 1
     reg._add_downloaded(data, -data.downloaded)
     data.segment_map = None
     hashes.reset()
-    if data.part_path is not None:
-        try:
-            data.part_path.unlink()
-        except FileNotFoundError:
-            pass
 
 
 def _settle_failure(
@@ -316,10 +358,35 @@ def _settle_failure(
 
 
 def _validator(data: RecordData) -> str:
-    """What ``If-Range`` may carry: a strong ETag, else Last-Modified (RFC 9110 13.1.5)."""
-    if data.etag and not data.etag.startswith("W/"):
-        return data.etag
-    return data.last_modified
+    """What ``If-Range`` may carry (RFC 9110 13.1.5): a strong ETag; with no ETag at all,
+    a strong Last-Modified (one at least a second before the response's Date); else ""
+    (a weak validator only: the record starts again instead of resuming)."""
+    if data.etag:
+        return "" if data.etag.startswith("W/") else data.etag
+    if data.last_modified and _strong_date(data):
+        return data.last_modified
+    return ""
+
+
+def _same_version(headers: Mapping[str, str], data: RecordData) -> bool:
+    """Whether an answer's validators are those of the bytes stored: a part of another
+    version is never spliced (a changed or new ETag, or another Last-Modified)."""
+    modified = headers.get("last-modified", "")
+    return headers.get("etag", "") == data.etag and (not modified or modified == data.last_modified)
+
+
+def _strong_date(data: RecordData) -> bool:
+    modified = _http_date(data.last_modified)
+    date = _http_date(data.response_headers.get("date", ""))
+    return modified is not None and date is not None and date - modified >= 1
+
+
+def _http_date(value: str) -> float | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed.timestamp() if parsed is not None else None
 
 
 def _resumable(data: RecordData, offset: int) -> bool:
@@ -328,10 +395,7 @@ def _resumable(data: RecordData, offset: int) -> bool:
         return False
     if _encoding(data.response_headers.get("content-encoding")):
         return False  # offsets would count decoded bytes, ranges count encoded ones
-    try:
-        return data.part_path is not None and data.part_path.stat().st_size >= offset
-    except OSError:
-        return False
+    return data.part_path is not None and same_file(data.part_path, data.part_id)
 
 
 async def _attempt(
@@ -360,11 +424,11 @@ async def _attempt(
         # Every byte is on disk already (the process stopped before the rename).
         await _finish(reg, data, hashes)
         return
+    if "accept-encoding" not in headers and not _client_sets(reg, "accept-encoding"):
+        headers["Accept-Encoding"] = "identity"  # byte offsets of the file itself
     if offset:
         headers["Range"] = f"bytes={offset}-"
         headers["If-Range"] = _validator(data)
-        if "accept-encoding" not in headers:
-            headers["Accept-Encoding"] = "identity"  # byte offsets of the file itself
     content = None
     if request.body is not None:
         try:
@@ -413,6 +477,12 @@ def _activate(reg: BackgroundFetchRegistration, data: RecordData) -> None:
         reg._record_changed(data)
 
 
+def _client_sets(reg: BackgroundFetchRegistration, name: str) -> bool:
+    """Whether the user set header ``name`` on the manager's client (client_options)."""
+    headers = reg._manager._client_options.get("headers")
+    return bool(headers) and name in httpx.Headers(headers)
+
+
 async def _finish_part(part: PartFile, data: RecordData, total: int | None) -> None:
     """Every byte of the body written, hashed and fsync'd; then the size checked."""
     try:
@@ -452,15 +522,12 @@ async def _receive(
     resumed = False
     if offset:
         content_range = parse_content_range(headers.get("content-range"))
-        sent = _validator(data)
-        same_validator = (sent == data.etag and etag == data.etag) or (
-            sent != data.etag and last_modified and last_modified == data.last_modified
-        )
+        same_version = _same_version(headers, data)
         if (
             status == 206
             and content_range is not None
             and content_range[0] == offset
-            and same_validator
+            and same_version
             and not encoded
             and (data.total is None or content_range[2] in (None, data.total))
         ):
@@ -488,6 +555,14 @@ async def _receive(
                 raise _Retry(f"the server sent a part ({status}) that was not asked for")
             total = content_range[2]
 
+    limit = reg.download_total
+    if limit and total is not None and max(reg._received, reg._downloaded) + total - offset > limit:
+        # refused before a byte of it is taken
+        raise RegistrationStopped(
+            "download-total-exceeded",
+            f"download_total of {limit} bytes would be exceeded by {data.request.url} "
+            f"({total - offset} bytes announced)",
+        )
     if not (resumed and 200 <= data.status <= 299):
         # A resumed body keeps the status and headers of the response it continues.
         data.status = status
@@ -502,6 +577,7 @@ async def _receive(
             name = name or filename_from_url(data.response_url or str(resp.url))
             data.final_path, claimed = reg._reserve_name(name)
             data.part_path = data.final_path.parent / (data.final_path.name + ".part")
+            data.part_id = file_id(os.fstat(claimed))
         if data.response is None:
             data.response = Response(data)  # record.response: the head, before the body
         # The name, validators and size must be on disk before the bytes, so that a killed
@@ -509,8 +585,17 @@ async def _receive(
         reg._record_changed(data, checkpoint=total is None or total > SMALL_BODY)
 
         assert data.part_path is not None
-        if offset and not data.part_path.exists():
-            raise _Retry("the partial file disappeared; restarting")
+        if claimed < 0:
+            # Opened again (a resume, a restart): never through a symlink, never another
+            # file than the one this record claimed (see open_part).
+            claimed, opened_at, data.part_id = open_part(
+                data.part_path, offset, data.part_id, reg._make_dest
+            )
+            if opened_at != offset:
+                os.close(claimed)
+                claimed = -1
+                _restart_from_zero(reg, data, hashes)
+                raise _Retry("the partial file was replaced or disappeared; restarting")
         part = PartFile(data.part_path, offset, hashes, reg._make_dest, fd=claimed)
     except BaseException:
         if claimed >= 0:
@@ -522,31 +607,51 @@ async def _receive(
             part.close()
             await segments.download(reg, data, hashes, resp, wanted, _SEGMENT_RULES)
             return None, total
+    decoder: ContentDecoder | None = None
     try:
         if encoded:
-            chunks = resp.aiter_bytes()
+            decoder = decoder_for(headers.get("content-encoding", ""))
+        if encoded and decoder is None:
+            chunks = resp.aiter_bytes()  # a coding only httpx knows
         elif isinstance(resp.stream, Body):
             chunks = resp.stream.__aiter__()  # the transport's chunks, without httpx's layer
         else:
             chunks = resp.aiter_raw()
-        limit = reg.download_total
-        async for chunk in chunks:
+        speed = SpeedCheck(policy)
+        async for raw in chunks:
+            slow = speed.slow(len(raw))
+            if slow is not None:
+                raise _Retry(slow)
+            chunk = decoder.feed(raw) if decoder is not None else raw
             n = len(chunk)
-            if limit and reg._downloaded + n > limit:
-                raise RegistrationStopped(
-                    "download-total-exceeded",
-                    f"download_total of {limit} bytes exceeded by {data.request.url}",
-                )
+            if limit and max(reg._received, reg._downloaded) + n > limit:
+                raise _exceeded(limit, data)
             backlog = part.write(chunk)
+            reg._received += n  # restarts included: what download_total limits
             reg._add_downloaded(data, n)
             if backlog is not None:  # the disk is behind the network: let it catch up
                 await backlog
+        if decoder is not None:
+            decoder.finish()  # the stream's end and trailer are there (nothing after them)
+    except IncompleteEncoding as exc:
+        part.close()
+        raise _Retry(f"the compressed body is incomplete: {exc}") from None
+    except CorruptEncoding as exc:
+        part.close()
+        raise httpx.DecodingError(str(exc)) from None
     except BaseException as exc:
         part.close()
         if isinstance(exc, httpx.RequestError):
             _attach_request(exc, resp)
         raise
     return part, total
+
+
+def _exceeded(limit: int, data: RecordData) -> RegistrationStopped:
+    return RegistrationStopped(
+        "download-total-exceeded",
+        f"download_total of {limit} bytes exceeded by {data.request.url}",
+    )
 
 
 def _attach_request(exc: httpx.RequestError, resp: httpx.Response) -> None:
@@ -567,6 +672,11 @@ async def _finish(
     if ok and not hashes.matches():
         raise _IntegrityMismatch()
     data.sha256 = hashes.sha256.hexdigest()
+    if not same_file(data.part_path, data.part_id):
+        # Gone, or replaced by a symlink or another file since it was written: never
+        # rename or upload that. Start again (a new .part is claimed).
+        _restart_from_zero(reg, data, hashes)
+        raise _Retry("the partial file was replaced or disappeared before its rename; restarting")
     if reg._remote is not None:  # object storage: upload the verified file
         from .cloud import publish
 
@@ -576,14 +686,20 @@ async def _finish(
             raise _Retry(f"{exc.strerror}; restarting") from None
         _check_lease(reg)
     else:
-        try:
-            os.replace(data.part_path, data.final_path)
-        except FileNotFoundError:
-            if data.downloaded:  # someone removed the bytes: never rename an empty file in
-                raise _Retry("the partial file disappeared before its rename; restarting") from None
-            data.part_path.touch()  # a 0-byte body with no write still gets a file
-            os.replace(data.part_path, data.final_path)
-        reg._renamed_in(data.final_path.parent)  # made durable before the record's row is
+        # A record that did not succeed never takes a final name in dest (a glob over
+        # dest must not find an error page next to the data): its body goes to a hidden
+        # folder, still readable through record.response.
+        target = data.final_path if ok else _failed_path(reg, data.final_path)
+        os.replace(data.part_path, target)
+        if not ok:
+            reg._release_name(data.final_path)  # free again: a retry may claim it
+        if not same_file(target, data.part_id):  # swapped between the check and the rename
+            with contextlib.suppress(OSError):
+                os.unlink(target)  # the name only: whatever it points to is left alone
+            _restart_from_zero(reg, data, hashes)
+            raise _Retry("the partial file was replaced during its rename; restarting")
+        data.final_path = target
+        reg._renamed_in(target.parent)  # made durable before the record's row is
     if ok:
         data.error = ""
         reg._settle_record(data, "success", "")
@@ -592,8 +708,17 @@ async def _finish(
         reg._settle_record(data, "failure", "bad-status")
 
 
+def _failed_path(reg: BackgroundFetchRegistration, final: Path) -> Path:
+    """Where the body of a record that did not succeed is kept: ``dest/.ipybgfetch-failed/
+    <registration key>/<name>`` (the name is unique among the registration's records)."""
+    folder = final.parent / FAILED_FOLDER / reg._key
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / final.name
+
+
 _SEGMENT_RULES = segments.Rules(
     validator=_validator,
+    same_version=_same_version,
     encoded=_encoding,
     content_range=parse_content_range,
     permanent=lambda exc: not classify(exc).retryable,

@@ -47,8 +47,10 @@ __all__ = [
 T = TypeVar("T")
 R = TypeVar("R", bound=httpx.Response)
 
-MAX_HEAD = 64 * 1024  # bytes: a longer status line + headers is refused
+MAX_HEAD = 128 * 1024  # bytes: a longer status line + headers is refused (curl: 100 KiB)
 MAX_CHUNK_LINE = 8 * 1024  # bytes: a chunk-size line (with extensions) or a trailer line
+MAX_CHUNK_DIGITS = 16  # hex digits of a chunk size (llhttp: the size must fit 64 bits)
+MAX_SIZE = 2**63 - 1  # bytes: the largest body size a file can hold
 READ_HIGH = 8 * 1024 * 1024  # bytes of body not yet taken: stop reading (until taken)
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_BODY_STATUS = (204, 304)
@@ -56,6 +58,9 @@ _NO_BODY_STATUS = (204, 304)
 # regex search, and these run for every header of every response
 _VIEW_OVER = 16 * 1024  # bytes of body after the head: passed on as a view, not a copy
 _BLANK = re.compile(rb"[ \t]")
+# a header name must be a token (BAD_HEADER_NAME); a value must not hold NUL, a bare CR
+# or LF, VT or FF (h11's rule; llhttp and curl refuse NUL and bare CR too)
+_BAD_VALUE = re.compile(rb"[\x00\r\n\x0b\x0c]")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")  # RFC 9112 2.2: a recipient MAY take a bare LF
 
 
@@ -66,7 +71,10 @@ class _Stale(Exception):
 def parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
     """``HTTP/1.1 200 OK\\r\\nName: value...`` (without the blank line) ->
     (status, reason, headers, version). Raises httpx.RemoteProtocolError if malformed."""
-    lines = [line.removesuffix(b"\r") for line in head.split(b"\n")]
+    lines = head.split(b"\n")
+    # every line but the last lost its LF here, the last one its CRLF already (a CR
+    # still at its end is a bare CR)
+    lines[:-1] = [line.removesuffix(b"\r") for line in lines[:-1]]
     status_line = lines[0]
     parts = status_line.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[0]) != 8:
@@ -77,12 +85,16 @@ def parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]], byte
     headers: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip() or _BLANK.search(name):
+        if not sep or not name or BAD_HEADER_NAME.search(name):
             if line[:1] in (b" ", b"\t") and headers:  # obsolete line folding (RFC 9112 5.2)
+                if _BAD_VALUE.search(line):
+                    raise MalformedResponse(f"control character in {line[:80]!r}")
                 last_name, last_value = headers[-1]
-                headers[-1] = (last_name, last_value + b" " + line.strip())
+                headers[-1] = (last_name, (last_value + b" " + line.strip(b" \t")).strip())
                 continue
             raise MalformedResponse(f"malformed header line: {line[:80]!r}")
+        if _BAD_VALUE.search(value):
+            raise MalformedResponse(f"control character in header {line[:80]!r}")
         headers.append((name, value.strip(b" \t")))
     return int(code), (parts[2] if len(parts) > 2 else b""), headers, parts[0][5:]
 
@@ -128,13 +140,17 @@ class ChunkedDecoder:
                     raise MalformedResponse("no CRLF after a chunk's data")
                 self._state = "size"
             elif self._state == "size":
-                size_text = line.split(b";", 1)[0].strip()
-                try:
-                    size = int(size_text, 16) if size_text else -1
-                except ValueError:
-                    size = -1
-                if size < 0 or not all(c in b"0123456789abcdefABCDEF" for c in size_text):
+                size_text = line.split(b";", 1)[0].rstrip(b" \t")
+                if (
+                    not size_text
+                    or len(size_text) > MAX_CHUNK_DIGITS
+                    or not all(c in b"0123456789abcdefABCDEF" for c in size_text)
+                    or _BAD_VALUE.search(line)
+                ):
                     raise MalformedResponse(f"bad chunk size: {line[:40]!r}")
+                size = int(size_text, 16)
+                if size > MAX_SIZE:
+                    raise MalformedResponse(f"chunk size over 2^63: {line[:40]!r}")
                 if size == 0:
                     self._state = "trailer"
                 else:
@@ -157,6 +173,7 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
         self._deadline: float | None = None  # when the current wait times out
+        self._wait_timeout: float | None = None  # its timeout, restarted by any byte
         self._timer: asyncio.TimerHandle | None = None
         self._exc: BaseException | None = None
         self._eof = False
@@ -186,6 +203,10 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self._waiter is not None and self._wait_timeout is not None:
+            # any byte from the server resets the read timeout (a 102 Processing head,
+            # part of a chunk-size line...), not only body bytes and final heads
+            self._deadline = self._loop.time() + self._wait_timeout
         if self._in_head:
             self.got_bytes = True
             self._receive_head(data)
@@ -296,31 +317,45 @@ class _Connection(asyncio.Protocol):
         connection = b",".join(v for n, v in headers if n.lower() == b"connection").lower()
         if version != b"1.1" or connection.find(b"close") >= 0:
             self.reusable = False
-        if not self._expect_body or status in _NO_BODY_STATUS:
-            self._framing = "length"
-            self._finish_body()
-            return
+        # The framing headers are checked on every answer, with a body or not (as llhttp
+        # and h11 do): a malformed one means the stream cannot be trusted.
         encodings = [v for n, v in headers if n.lower() == b"transfer-encoding"]
         if encodings:
             codings = [c.strip().lower() for c in b",".join(encodings).split(b",")]
             if codings != [b"chunked"]:  # gzip/deflate/identity...: not decoded here
                 raise MalformedResponse(f"unsupported Transfer-Encoding: {codings!r}")
+        # "Content-Length: 10, 10" or the header twice: the same value, taken once
+        lengths = {
+            part.strip()
+            for n, v in headers
+            if n.lower() == b"content-length"
+            for part in v.split(b",")
+        }
+        length = -1
+        if lengths:
+            if len(lengths) > 1 or not next(iter(lengths)).isdigit():
+                raise MalformedResponse(f"bad Content-Length: {sorted(lengths)!r}")
+            length = int(next(iter(lengths)))
+            if length > MAX_SIZE:
+                raise MalformedResponse(
+                    f"Content-Length of {length} bytes (2^63 or more): no file can hold it"
+                )
+        if not self._expect_body or status in _NO_BODY_STATUS:
+            self._framing = "length"
+            self._finish_body()
+        elif encodings:
             self._framing = "chunked"
             self._chunked = ChunkedDecoder()
-            if any(n.lower() == b"content-length" for n, _ in headers):
+            if lengths:
                 self.reusable = False  # RFC 9112 6.1: both framings: close after this one
-            return
-        lengths = {v.strip() for n, v in headers if n.lower() == b"content-length"}
-        if not lengths:
+        elif length < 0:
             self._framing = "close"
             self.reusable = False
-            return
-        if len(lengths) > 1 or not next(iter(lengths)).isdigit():
-            raise MalformedResponse(f"bad Content-Length: {sorted(lengths)!r}")
-        self._framing = "length"
-        self._left = self._expected = int(next(iter(lengths)))
-        if self._left == 0:
-            self._finish_body()
+        else:
+            self._framing = "length"
+            self._left = self._expected = length
+            if length == 0:
+                self._finish_body()
 
     def _receive_body(self, data: bytes | memoryview) -> None:
         framing = self._framing
@@ -389,6 +424,7 @@ class _Connection(asyncio.Protocol):
         the timer fires for an earlier wait, it moves itself to the current deadline.
         """
         self._waiter = waiter = self._loop.create_future()
+        self._wait_timeout = timeout
         if timeout is not None:
             self._deadline = deadline = self._loop.time() + timeout
             if self._timer is None or self._timer.when() > deadline:
