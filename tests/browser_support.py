@@ -103,7 +103,12 @@ class JupyterLab:
     module = "jupyterlab"
     app_class = "LabApp"
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        env: dict[str, str] | None = None,
+        settings: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -129,6 +134,13 @@ class JupyterLab:
         (notification / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True})
         )
+        # Extra user settings: {"@jupyterlab/apputils-extension/kernels-settings": {...}}.
+        for plugin, values in (settings or {}).items():
+            folder, _, name = plugin.rpartition("/")
+            (self.settings_dir / folder).mkdir(parents=True, exist_ok=True)
+            (self.settings_dir / folder / f"{name}.jupyterlab-settings").write_text(
+                json.dumps(values)
+            )
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> JupyterLab:
