@@ -472,6 +472,56 @@ function createRecordList(doc) {
   return { el: details, update, rows, tbody };
 }
 
+// src/workers.js
+var MAX_WORKERS = 64;
+function clusterText(cluster) {
+  const total = isNumber(cluster?.shards_total) ? cluster.shards_total : 0;
+  const done = isNumber(cluster?.shards_done) ? cluster.shards_done : 0;
+  const workers = Array.isArray(cluster?.workers) ? cluster.workers.length : 0;
+  return `Cluster: ${formatCount(done)} of ${formatCount(total)} shards done, ${formatCount(workers)} worker${workers === 1 ? "" : "s"}`;
+}
+function createWorkerList(doc) {
+  const details = h(doc, "details", `${CLS}-workers`);
+  details.hidden = true;
+  const summary = h(doc, "summary", `${CLS}-workers-summary`);
+  const table = h(doc, "table", `${CLS}-workers-table`);
+  const head = h(doc, "tr");
+  for (const label of ["Worker", "Files", "Downloaded", "Rate", "Shards"]) {
+    const th = h(doc, "th", void 0, label);
+    th.scope = "col";
+    head.appendChild(th);
+  }
+  const thead = h(doc, "thead");
+  thead.appendChild(head);
+  const tbody = h(doc, "tbody");
+  table.append(thead, tbody);
+  details.append(summary, table);
+  function update(cluster) {
+    const on = Boolean(cluster && typeof cluster === "object");
+    setHidden(details, !on);
+    if (!on) return;
+    setText(summary, clusterText(cluster));
+    const workers = Array.isArray(cluster?.workers) ? cluster.workers.slice(0, MAX_WORKERS) : [];
+    while (tbody.children.length > workers.length) tbody.lastElementChild?.remove();
+    while (tbody.children.length < workers.length) {
+      const tr = h(doc, "tr", `${CLS}-worker`);
+      for (let i = 0; i < 5; i++) tr.appendChild(h(doc, "td"));
+      tbody.appendChild(tr);
+    }
+    workers.forEach((w, i) => {
+      const cells = tbody.children[i].children;
+      const address = String(w?.worker ?? "");
+      setText(cells[0], address);
+      setAttr(cells[0], "title", address);
+      setText(cells[1], formatCount(w?.files));
+      setText(cells[2], formatBytes(w?.downloaded));
+      setText(cells[3], formatSpeed(w?.rate));
+      setText(cells[4], formatCount(w?.shards));
+    });
+  }
+  return { el: details, update };
+}
+
 // src/registration.js
 var BUTTONS = [
   ["pause", "Pause"],
@@ -590,7 +640,8 @@ function createPanel(doc, send, options = {}) {
     copyTimer?.unref?.();
   });
   const records = createRecordList(doc);
-  const body = [bar, stats, dest, records.el];
+  const workers = createWorkerList(doc);
+  const body = [bar, stats, dest, records.el, workers.el];
   root.append(header, notice, ...body);
   let snap = {};
   let ack = 0;
@@ -759,6 +810,7 @@ function createPanel(doc, send, options = {}) {
     setAttr(destPath, "title", where || null);
     setAttr(copyButton, "aria-label", `Copy the folder of ${name}`);
     setHidden(dest, !where);
+    workers.update(snap.cluster);
     records.update(snap);
     layout();
   }

@@ -18,6 +18,7 @@ import {
 } from "./format.js";
 import { PENDING_WORDS, SLOW_INTENT_MS, intentCode, nextSeq, slowIntentText } from "./intents.js";
 import { createRecordList } from "./records.js";
+import { createWorkerList } from "./workers.js";
 
 /** @typedef {import("./format.js").MaybeSnapshot} MaybeSnapshot */
 /** @typedef {import("./intents.js").IntentType} IntentType */
@@ -200,7 +201,8 @@ export function createPanel(doc, send, options = {}) {
   });
 
   const records = createRecordList(doc);
-  const body = [bar, stats, dest, records.el];
+  const workers = createWorkerList(doc);
+  const body = [bar, stats, dest, records.el, workers.el];
   root.append(header, notice, ...body);
 
   /** @type {Partial<import("./vocab.js").Snapshot> & {controls_disabled?: string, retry_unavailable?: boolean}} */
@@ -406,6 +408,7 @@ export function createPanel(doc, send, options = {}) {
     setAttr(copyButton, "aria-label", `Copy the folder of ${name}`);
     setHidden(dest, !where);
 
+    workers.update(snap.cluster);
     records.update(snap);
     layout();
   }

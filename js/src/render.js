@@ -18,6 +18,7 @@
 //   records.js       the records table
 //   registration.js  one registration's panel
 //   manager.js       the manager view (every registration)
+//   workers.js       the per-worker breakdown of a cluster run
 //   mount.js         the widget: mode switch, error banner, lost kernel
 //   vocab.js         states, failure reasons, snapshot keys (generated from Python)
 export { SETTLED_STATES } from "./vocab.js";
@@ -51,3 +52,4 @@ export { MAX_ROWS, RECORD_STATE_WORDS, createRecordList } from "./records.js";
 export { createPanel } from "./registration.js";
 export { MAX_PANELS, createManagerView, registrationKey } from "./manager.js";
 export { STALE_MESSAGE, STALE_REASON, mount } from "./mount.js";
+export { MAX_WORKERS, clusterText, createWorkerList } from "./workers.js";

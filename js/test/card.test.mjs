@@ -179,3 +179,32 @@ test("manager: settled registrations folded with a Details toggle; Clear finishe
   assert.equal(view.clear.hidden, true);
   assert.equal(doc.querySelector(".ipybgfetch-manager-heading").textContent, "Background fetches (1)");
 });
+
+test("a cluster run shows its shards and one row per worker; a local run shows none", () => {
+  const { q, panel } = setup(snapshot({ cluster: null }));
+  assert.equal(q(".ipybgfetch-workers").hidden, true);
+  panel.update(
+    snapshot({
+      cluster: {
+        scheduler: "tcp://127.0.0.1:8786",
+        shards_total: 8,
+        shards_done: 3,
+        workers: [
+          { worker: "tcp://127.0.0.1:40001", downloaded: 3 * 2 ** 20, files: 12, rate: 2 ** 20, shards: 1 },
+          { worker: "<b>tcp://w2</b>", downloaded: 0, files: 0, rate: 0, shards: 0 },
+        ],
+      },
+    }),
+    0,
+  );
+  assert.equal(q(".ipybgfetch-workers").hidden, false);
+  assert.equal(q(".ipybgfetch-workers-summary").textContent, "Cluster: 3 of 8 shards done, 2 workers");
+  const rows = [...panel.el.querySelectorAll("tr.ipybgfetch-worker")].map((tr) =>
+    [...tr.children].map((td) => td.textContent),
+  );
+  assert.deepEqual(rows, [
+    ["tcp://127.0.0.1:40001", "12", "3.00 MiB", "1.00 MiB/s", "1"],
+    ["<b>tcp://w2</b>", "0", "0 B", "\u2014", "0"],
+  ]);
+  assert.equal(panel.el.querySelectorAll("b").length, 0);
+});
