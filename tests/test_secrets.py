@@ -1,0 +1,46 @@
+"""What of a request may be written to disk (ipybgfetch._secrets)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ipybgfetch._secrets import (
+    REDACTED,
+    has_redacted_params,
+    has_secret_params,
+    redact_url,
+    secret_headers,
+    stored_headers,
+)
+
+
+def test_only_allowlisted_header_values_are_stored():
+    headers = {
+        "Accept": "text/csv",
+        "User-Agent": "me",
+        "X-Api-Key": "k",
+        "PRIVATE-TOKEN": "t",
+        "Authorization": "Bearer x",
+        "X-Custom": "anything",
+    }
+    assert stored_headers(headers.items()) == {"Accept": "text/csv", "User-Agent": "me"}
+    assert secret_headers(["accept", "X-Custom"]) is True
+    assert secret_headers(["Accept", "content-type"]) is False
+
+
+@pytest.mark.parametrize(
+    "url,stored",
+    [
+        ("https://h/a.csv?access_token=s3cr3t&x=1", f"https://h/a.csv?access_token={REDACTED}&x=1"),
+        ("https://h/a?X-Amz-Signature=abc&X-Amz-Credential=AK/1", f"https://h/a?X-Amz-Signature={REDACTED}&X-Amz-Credential={REDACTED}"),
+        ("https://h/a?x-goog-signature=abc", f"https://h/a?x-goog-signature={REDACTED}"),
+        ("https://h/a?sig=1&se=2026&api_key=z&my_token=q", f"https://h/a?sig={REDACTED}&se=2026&api_key={REDACTED}&my_token={REDACTED}"),
+        ("https://h/a?page=2&name=key", "https://h/a?page=2&name=key"),
+        ("https://h/a.csv", "https://h/a.csv"),
+    ],
+)  # fmt: skip
+def test_secret_query_parameters_are_redacted(url, stored):
+    assert redact_url(url) == stored
+    assert has_secret_params(url) == (stored != url)
+    assert has_redacted_params(stored) == (stored != url)
+    assert not has_redacted_params(url)
