@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from ._engine.cloud import RemoteDest
     from ._engine.record import RecordData
     from ._registration import BackgroundFetchRegistration
-    from ._vocab import ClusterSnapshot, ClusterWorkerSnapshot
+    from ._vocab import ClusterSnapshot, ClusterWorkerSnapshot, FailureReason
 
 __all__ = ["ClusterRun", "check_cluster", "run_shard"]
 
@@ -134,43 +134,61 @@ def shards(records: list[RecordData], n_workers: int) -> list[list[RecordData]]:
 
 
 class ClusterRun:
-    """The local side of a registration whose records run on a Dask cluster."""
+    """The local side of a registration whose records run on a Dask cluster.
+
+    :meth:`start` (from the registration's ``_start``) runs :meth:`follow`, the
+    registration's only task while it is active, or wakes it: it submits shards for the
+    unsettled records that no live shard owns (the first start, a retry), then sleeps
+    until the registration settles. Each record is *owned* by the shard that runs it;
+    progress and results of any other shard (one that was still finishing when the
+    registration settled and was retried) are ignored. Everything here runs on the engine
+    thread except the Dask calls, made in executor threads, and the thread per batch of
+    shards that waits for their futures.
+    """
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self._futures: dict[int, Any] = {}  # shard number -> dask Future
         self._members: dict[int, list[int]] = {}  # shard number -> record indexes
+        self._owner: dict[int, int] = {}  # record index -> the shard number running it
         self._shard_info: dict[int, dict[str, Any]] = {}  # latest progress per shard
         self._done_shards: set[int] = set()
-        self._submitted = False
-        self._finished: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
         self._topic = ""
         self._control = ""
-        self._lock = threading.Lock()
-        self._waiter: threading.Thread | None = None
+        self._subscribed = False
         self._stop = threading.Event()
 
     # -- the registration's task (engine thread) ---------------------------------------------
+    def start(self, reg: BackgroundFetchRegistration) -> None:
+        """Follow the registration (again), or wake the follower (a retry while it runs)."""
+        if self._task is not None and not self._task.done():
+            if self._wake is not None:
+                self._wake.set()
+            return
+        self._task = reg._manager._engine.spawn(self.follow(reg), name=f"bgfetch:{reg._id}")
+        reg._tasks.add(self._task)
+
     async def follow(self, reg: BackgroundFetchRegistration) -> None:
-        """Run (or resume) the shards and apply their progress until every one is done."""
+        """Submit shards for the records nobody runs, until the registration settles."""
         loop = asyncio.get_running_loop()
-        self._finished = asyncio.Event()
+        self._wake = wake = asyncio.Event()
         try:
-            if not self._submitted:
-                await loop.run_in_executor(None, self._submit, reg)
-            else:
-                await loop.run_in_executor(None, self._set_control, "active")
-            if len(self._done_shards) < len(self._futures):
-                await self._finished.wait()
-            for d in reg._records:  # every shard is done: nothing may stay unsettled
-                if not d.settled and not reg.settled:
-                    d.error = d.error or "its shard on the dask cluster ended without it"
-                    reg._settle_record(d, "failure", "fetch-error")
+            await loop.run_in_executor(None, self._open, reg)
+            while not reg.settled:
+                wake.clear()
+                todo = [d for d in reg._records if not d.settled and d.index not in self._owner]
+                if todo:
+                    await loop.run_in_executor(None, self._submit, reg, todo)
+                    continue
+                await wake.wait()
         except asyncio.CancelledError:
             # abort() or download_total (the registration is stopping), pause(), or the
             # manager closing: tell every shard, without waiting for the answer here.
             if reg._stopping:
                 self._signal("aborted")
+                self._owner.clear()
             else:
                 self._signal("paused" if reg._state == "paused" else "stopped")
             raise
@@ -179,41 +197,47 @@ class ClusterRun:
             if reg.settled or reg._stopping:
                 self._close()
 
-    def _submit(self, reg: BackgroundFetchRegistration) -> None:
-        """In an executor thread: the control variable, the topic, then the shard tasks."""
+    def _open(self, reg: BackgroundFetchRegistration) -> None:
+        """In an executor thread: the control variable set active, the topic subscribed."""
         distributed = _distributed()
-        client = self.client
         self._topic = f"ipybgfetch-{reg._key}"
         self._control = f"ipybgfetch-control-{reg._key}"
-        distributed.Variable(self._control, client=client).set("active")
-        engine = reg._manager._engine
-        client.subscribe_topic(
-            self._topic, lambda event: engine.call_soon(self._progress, reg, event[1])
-        )
+        distributed.Variable(self._control, client=self.client).set("active")
+        if not self._subscribed:
+            self._stop = threading.Event()
+            engine = reg._manager._engine
+            self.client.subscribe_topic(
+                self._topic, lambda event: engine.call_soon(self._progress, reg, event[1])
+            )
+            self._subscribed = True
+
+    def _submit(self, reg: BackgroundFetchRegistration, todo: list[RecordData]) -> None:
+        """In an executor thread: one task per shard of ``todo`` and a thread watching them."""
+        client = self.client
         try:
             n_workers = len(client.scheduler_info(n_workers=-1).get("workers", {}))
         except TypeError:  # older distributed: no n_workers argument
             n_workers = len(client.scheduler_info().get("workers", {}))
         remote: RemoteDest = reg._remote
-        names = [d.final_path.path[len(remote.root) + 1 :] for d in reg._records]  # type: ignore[union-attr]
-        pending = [d for d in reg._records if not d.settled]
-        headers = [(k, v) for k, v in reg._headers.multi_items()]
-        per_host = reg._manager._per_host
-        for number, members in enumerate(shards(pending, n_workers)):
+        names = remote.names  # every record's object name, fixed at fetch()
+        assert names is not None
+        headers = _Hidden([(k, v) for k, v in reg._headers.multi_items()])
+        batch: dict[int, Any] = {}
+        for members in shards(todo, n_workers):
+            number = len(self._members)
             spec: dict[str, Any] = {
                 "key": reg._key,
                 "id": reg._id,
                 "shard": number,
                 "indexes": [d.index for d in members],
-                "requests": [
-                    (d.request.url, d.request.method, dict(d.request.headers), d.request.integrity)
-                    for d in members
-                ],
+                # request headers and storage_options may hold credentials: in memory and
+                # on the wire only, and never in a log line (their repr hides them)
+                "requests": _Hidden([_request_tuple(d) for d in members]),
                 "names": [names[d.index] for d in members],
-                "remote": remote,  # with its storage_options: in memory, on the wire only
+                "remote": remote,
                 "headers": headers,
                 "download_total": reg._download_total,
-                "per_host": per_host,
+                "per_host": reg._manager._per_host,
                 # the class workers build their manager with (pickled by reference): this
                 # module never imports the manager, which imports it
                 "manager_class": type(reg._manager),
@@ -221,26 +245,31 @@ class ClusterRun:
                 "control": self._control,
             }
             self._members[number] = spec["indexes"]
-            self._futures[number] = client.submit(
+            for index in spec["indexes"]:
+                self._owner[index] = number
+            self._futures[number] = batch[number] = client.submit(
                 run_shard,
                 spec,
                 key=f"ipybgfetch-shard-{reg._key}-{number}",
                 pure=False,
                 retries=SHARD_RETRIES,
             )
-        self._submitted = True
-        self._waiter = threading.Thread(
-            target=self._wait_shards, args=(reg,), name="ipybgfetch-cluster", daemon=True
-        )
-        self._waiter.start()
+        threading.Thread(
+            target=self._wait_shards,
+            args=(reg, batch, self._stop),
+            name="ipybgfetch-cluster",
+            daemon=True,
+        ).start()
 
-    def _wait_shards(self, reg: BackgroundFetchRegistration) -> None:
-        """A thread: hand each finished shard to the engine thread."""
+    def _wait_shards(
+        self, reg: BackgroundFetchRegistration, batch: dict[int, Any], stop: threading.Event
+    ) -> None:
+        """A thread: hand each finished shard of ``batch`` to the engine thread."""
         distributed = _distributed()
         engine = reg._manager._engine
-        by_key = {f.key: n for n, f in self._futures.items()}
-        for future in distributed.as_completed(list(self._futures.values())):
-            if self._stop.is_set():
+        by_key = {f.key: n for n, f in batch.items()}
+        for future in distributed.as_completed(list(batch.values())):
+            if stop.is_set():
                 return
             number = by_key[future.key]
             try:
@@ -250,6 +279,8 @@ class ClusterRun:
                     outcome = (True, future.result())
             except BaseException as exc:  # the shard failed for good (KilledWorker, an error)
                 outcome = (False, f"{type(exc).__name__}: {exc}")
+            # Dask forgets it: a finished shard is not recomputed when its worker goes
+            future.release()
             try:
                 engine.call_soon(self._shard_done, reg, number, outcome)
             except RuntimeError:  # the engine stopped (manager closed)
@@ -257,10 +288,8 @@ class ClusterRun:
 
     # -- applied on the engine thread -------------------------------------------------------
     def _progress(self, reg: BackgroundFetchRegistration, msg: dict[str, Any]) -> None:
-        if reg.settled or reg._stopping:
-            return
         shard = int(msg.get("shard", -1))
-        if shard in self._done_shards:
+        if shard in self._done_shards or shard not in self._members:
             return
         self._shard_info[shard] = {
             "worker": msg.get("worker", ""),
@@ -269,7 +298,8 @@ class ClusterRun:
             "records": msg.get("records_total", 0),
             "rate": msg.get("rate", 0.0),
         }
-        self._apply(reg, msg.get("records", []))
+        if not (reg.settled or reg._stopping):
+            self._apply(reg, shard, msg.get("records", []))
 
     def _shard_done(
         self, reg: BackgroundFetchRegistration, number: int, outcome: tuple[bool, Any]
@@ -277,39 +307,112 @@ class ClusterRun:
         if number in self._done_shards:
             return
         self._done_shards.add(number)
-        info = self._shard_info.setdefault(number, {"worker": "", "rate": 0.0})
-        info["rate"] = 0.0
+        self._shard_info.setdefault(number, {"worker": "", "downloaded": 0, "files": 0})
+        self._shard_info[number]["rate"] = 0.0
         ok, value = outcome
-        if reg.settled or reg._stopping:
-            pass
-        elif ok:
-            self._apply(reg, value, final=True)
-        elif value != "cancelled":
-            for index in self._members.get(number, []):
+        if not (reg.settled or reg._stopping) and value != "cancelled":
+            if ok:
+                self._apply(reg, number, value, final=True)
+            left = [
+                i
+                for i in self._members.get(number, [])
+                if self._owner.get(i) == number and not reg._records[i].settled
+            ]
+            if left and not reg.settled:
+                reason = (
+                    "its shard ended without it"
+                    if ok
+                    else f"its shard failed on the cluster ({value})"
+                )
+                # Its worker may have finished some before dying, unreported: their objects
+                # decide. The records stay owned (not re-run) until that is known.
+                task = reg._manager._engine.spawn(
+                    self._settle_left(reg, number, left, reason), name=f"bgfetch:{reg._id}"
+                )
+                reg._tasks.add(task)
+                task.add_done_callback(reg._tasks.discard)
+                return
+        self._release(reg, number)
+
+    def _release(self, reg: BackgroundFetchRegistration, number: int) -> None:
+        for index in self._members.get(number, []):
+            if self._owner.get(index) == number:
+                del self._owner[index]
+        self._settled_check(reg, wake=True)
+
+    async def _settle_left(
+        self, reg: BackgroundFetchRegistration, number: int, left: list[int], reason: str
+    ) -> None:
+        """A shard ended without settling these records: a record whose object is there,
+        complete (uploaded for its URL, or matching its integrity), succeeded; the others
+        fail with the shard's reason."""
+        import httpx
+
+        from ._models import Response
+
+        loop = asyncio.get_running_loop()
+        remote = reg._remote
+        try:
+            there = await loop.run_in_executor(None, remote.listing)
+        except Exception:
+            there = set()
+        try:
+            for index in left:
                 d = reg._records[index]
-                if not d.settled:
-                    d.error = (
-                        f"its shard failed on the dask cluster ({value}); the other records "
-                        "were not affected"
-                    )
+                found = None
+                name = remote.names[index] if remote.names else ""
+                if name in there and hasattr(d.final_path, "path"):
+                    with contextlib.suppress(Exception):
+                        found = await loop.run_in_executor(
+                            None, remote.existing, d.final_path, d.request.url, d.request.integrity
+                        )
+                if d.settled or reg.settled or self._owner.get(index) != number:
+                    continue
+                if found:
+                    d.status, d.total, d.sha256 = 200, found["size"], found["sha256"]
+                    d.response_url = d.response_url or d.request.url
+                    headers = {"content-length": str(found["size"])}
+                    if found["content_type"]:
+                        headers["content-type"] = found["content_type"]
+                    d.response_headers = httpx.Headers(headers)
+                    if d.response is None:
+                        d.response = Response(d)
+                    reg._add_downloaded(d, found["size"] - d.downloaded)
+                    d.error = ""
+                    reg._settle_record(d, "success", "")
+                else:
+                    d.error = f"{reason}; the other records were not affected"
+                    d.final_path = None
                     reg._settle_record(d, "failure", "fetch-error")
-        if len(self._done_shards) >= len(self._futures) and self._finished is not None:
-            self._finished.set()
+        finally:
+            self._release(reg, number)
+
+    def _settled_check(self, reg: BackgroundFetchRegistration, wake: bool = False) -> None:
+        """Once the registration settles, no shard owns a record any more (a retry runs
+        its records in new shards; late news of the old ones is ignored), and the
+        follower ends."""
+        if reg.settled:
+            self._owner.clear()
+        if (wake or reg.settled) and self._wake is not None:
+            self._wake.set()
 
     def _apply(
-        self, reg: BackgroundFetchRegistration, updates: list[dict[str, Any]], final: bool = False
+        self,
+        reg: BackgroundFetchRegistration,
+        shard: int,
+        updates: list[dict[str, Any]],
+        final: bool = False,
     ) -> None:
         import httpx
 
         from ._models import Response
 
         for u in updates:
-            d = reg._records[u["index"]]
-            if d.settled or reg.settled:
+            index = u["index"]
+            d = reg._records[index]
+            if d.settled or reg.settled or self._owner.get(index) != shard:
                 continue
             state = u["state"]
-            if state not in ("success", "failure", "aborted") and final:
-                state = "paused"  # the shard stopped before this record finished
             for name in _RECORD_FIELDS:
                 if name in ("state", "downloaded"):
                     continue
@@ -324,18 +427,21 @@ class ClusterRun:
             if delta:
                 reg._add_downloaded(d, delta)
             if state in ("success", "failure", "aborted"):
+                failure: FailureReason = u.get("failure") or ""
                 if state != "success":
                     d.final_path = None  # a failed record's body stayed on its worker
-                if state == "aborted":
-                    state, u["failure"] = "failure", u.get("failure") or "fetch-error"
+                if state == "aborted":  # aborted on its worker, not here
+                    state, failure = "failure", failure or "fetch-error"
                     d.error = d.error or "aborted on its worker"
-                reg._settle_record(d, state, u.get("failure") or "")
-                if u.get("failure") == "download-total-exceeded" and not reg.settled:
+                reg._settle_record(d, state, failure)
+                if reg.settled:
+                    self._settled_check(reg)
+                    return
+                if failure == "download-total-exceeded":
                     reg._fail_now(d, "download-total-exceeded", d.error)
                     return
-            else:
-                if d.state != state:
-                    d.state = state
+            elif not final:
+                d.state = state
                 reg._mark_dirty(d)
         limit = reg._download_total
         if limit and reg._downloaded > limit and not reg.settled:
@@ -386,9 +492,30 @@ class ClusterRun:
 
     def _close(self) -> None:
         self._stop.set()
-        with contextlib.suppress(Exception):
-            if self._topic:
+        self._done_shards.update(self._futures)  # whatever still runs is no one's now
+        self._owner.clear()
+        if self._subscribed:
+            self._subscribed = False
+            with contextlib.suppress(Exception):
                 self.client.unsubscribe_topic(self._topic)
+
+
+def _request_tuple(d: RecordData) -> tuple[str, str, dict[str, str], str | None]:
+    r = d.request
+    return (r.url, r.method, dict(r.headers), r.integrity)
+
+
+class _Hidden:
+    """A value that travels with a shard but never shows in a repr (Dask logs a failed
+    task's arguments): request headers may carry credentials."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<hidden>"
 
 
 # ======================================================================================
@@ -425,7 +552,11 @@ def run_shard(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
     worker = distributed.get_worker()
     control = distributed.Variable(spec["control"])  # type: ignore[no-untyped-call]
-    if _read_control(control) in ("aborted", "stopped"):
+    wanted = _read_control(control)
+    while wanted == "paused":  # queued while the registration was paused: wait here
+        time.sleep(REPORT_INTERVAL)
+        wanted = _read_control(control)
+    if wanted in ("aborted", "stopped"):
         return []
     home = os.path.join(worker.local_directory, "ipybgfetch")
     mgr = _worker_manager(home, spec["per_host"], spec["manager_class"])
@@ -438,10 +569,10 @@ def run_shard(spec: dict[str, Any]) -> list[dict[str, Any]]:
             shard_id,
             [
                 Request(url, method=method, headers=headers or None, integrity=integrity)
-                for url, method, headers, integrity in spec["requests"]
+                for url, method, headers, integrity in spec["requests"].value
             ],
             dest=remote,
-            headers=dict(spec["headers"]) if spec["headers"] else None,
+            headers=dict(spec["headers"].value) if spec["headers"].value else None,
             download_total=spec["download_total"],
         )
     indexes = spec["indexes"]

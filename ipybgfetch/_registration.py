@@ -496,8 +496,7 @@ class BackgroundFetchRegistration:
         self._state = "active"
         engine = self._manager._engine
         if self._runner is not None:  # a cluster runs the records; one task follows it
-            if not self._tasks:
-                self._tasks.add(engine.spawn(self._runner.follow(self), name=f"bgfetch:{self._id}"))
+            self._runner.start(self)
             self._touch()
             return
         self._queue = collections.deque(d for d in self._records if not d.settled)

@@ -253,6 +253,91 @@ def test_a_shard_dask_gives_up_on_fails_its_records(
         cluster.close()
 
 
+def _semantics_run(
+    mgr: BackgroundFetchManager, srv: DataServer, s3: S3, tag: str, cluster: Any
+) -> tuple[Any, list[Any]]:
+    import ipybgfetch
+
+    bucket = s3.bucket()
+    requests = [
+        srv.url("ok1.bin", 3000, tag=tag),
+        ipybgfetch.Request(
+            srv.url("pinned.bin", 2000, tag=tag), integrity=DataServer.sri("other.bin", 2000)
+        ),
+        srv.url("flaky.bin", 1500, status=404, status_times=1, tag=tag),
+        srv.url("ok2.bin", 4000, tag=tag),
+    ]
+    events: list[Any] = []
+    mgr.add_event_listener(
+        "backgroundfetchfail", lambda e: events.append((e.registration.result, e.registration.id))
+    )
+    reg = mgr.fetch(
+        f"sem-{tag}",
+        requests,
+        dest=f"s3://{bucket}/s/",
+        storage_options=s3.options(),
+        cluster=cluster,
+    )
+    reg.wait(60)
+    first = reg.match_all().to_pandas()
+    first_result = (reg.result, reg.failure_reason)
+    assert reg.retry() == 2
+    reg.wait(60)
+    second = reg.match_all().to_pandas()
+    keys = sorted(k.split("/")[-1] for k in s3.keys(bucket))
+    return (first_result, (reg.result, reg.failure_reason), keys, events), [first, second]
+
+
+def test_same_semantics_as_a_local_run(
+    s3: S3, srv: DataServer, client: Any, tmp_path: Path
+) -> None:
+    """Results, failure reasons, integrity, error statuses, events and retry(): a cluster
+    run ends exactly as a local run of the same requests."""
+    columns = ["url", "state", "status", "ok", "bytes", "sha256", "attempts"]
+    with BackgroundFetchManager(home=tmp_path / "c") as mgr:
+        on_cluster, cluster_frames = _semantics_run(mgr, srv, s3, "cluster", client)
+    with BackgroundFetchManager(home=tmp_path / "l") as mgr:
+        local, local_frames = _semantics_run(mgr, srv, s3, "local", None)
+    assert on_cluster[0] == local[0] == ("failure", "fetch-error")  # the 1st failure: integrity
+    assert on_cluster[1] == local[1] == ("failure", "fetch-error")
+    assert on_cluster[2] == local[2] == ["flaky.bin", "ok1.bin", "ok2.bin"]  # none pinned.bin
+    assert (
+        on_cluster[3] == [("failure", "sem-cluster")] * 2
+        and local[3] == [("failure", "sem-local")] * 2
+    )
+    for c, loc in zip(cluster_frames, local_frames, strict=True):
+        c = c[columns].assign(url=c["url"].str.replace("tag=cluster", "tag=x"))
+        loc = loc[columns].assign(url=loc["url"].str.replace("tag=local", "tag=x"))
+        pandas.testing.assert_frame_equal(c, loc)
+    assert list(cluster_frames[0]["status"]) == [200, 200, 404, 200]
+    assert list(cluster_frames[1]["state"]) == ["success", "failure", "success", "success"]
+    pinned = cluster_frames[1].iloc[1]
+    assert "integrity" in pinned["error"]
+
+
+def test_download_total_on_the_cluster(
+    s3: S3, srv: DataServer, client: Any, tmp_path: Path
+) -> None:
+    bucket = s3.bucket()
+    urls = [srv.url(f"t{i:02}.bin", 100_000, throttle=200_000) for i in range(20)]
+    with BackgroundFetchManager(home=tmp_path / "home") as mgr:
+        reg = mgr.fetch(
+            "total",
+            urls,
+            dest=f"s3://{bucket}/t/",
+            storage_options=s3.options(),
+            cluster=client,
+            download_total=450_000,
+        )
+        reg.wait(60)
+        t_settled = time.time()
+        assert (reg.result, reg.failure_reason) == ("failure", "download-total-exceeded")
+        time.sleep(2.5)
+        late = [r for r in srv.requests if r.time > t_settled + 2.0]
+        assert not late, "the workers went on after the registration failed"
+    assert len(s3.keys(bucket)) < 20
+
+
 def test_bad_cluster_arguments(client: Any, s3: S3, tmp_path: Path) -> None:
     url = "http://127.0.0.1:1/a.bin"
     with BackgroundFetchManager(home=tmp_path / "home") as mgr:

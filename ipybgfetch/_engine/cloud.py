@@ -133,6 +133,7 @@ class RemoteDest:
         self.root = cls._strip_protocol(self.url).rstrip("/")
         self.atomic = protocol in OBJECT_STORES
         self.names: list[str] | None = None  # preset object names (a cluster shard's)
+        self.listed: asyncio.Future[set[str]] | None = None  # the names there at the start
 
     @classmethod
     def restored(cls, url: str) -> RemoteDest:
@@ -406,6 +407,7 @@ def assign_paths(
     cache = reg._manager.home / "cache" / reg._key
     if names is None:
         names = remote.names or object_names([d.request.url for d in reg._records])
+    remote.names = names
     for d, name in zip(reg._records, names, strict=True):
         d.final_path = remote.object_path(name, cache / f"{d.index}-{safe_filename(name)}")  # type: ignore[assignment]
         d.part_path = staging / f"{d.index}.part"
@@ -421,19 +423,29 @@ def restore_paths(reg: BackgroundFetchRegistration) -> None:
             d.final_path = path
 
 
-async def skip_existing(reg: BackgroundFetchRegistration, data: RecordData) -> bool:
-    """Before a record's first request: if its object is already there, complete (same
-    URL, size and sha256 recorded, or the request's integrity matches), settle the record
-    as a success without fetching it. True if it did."""
+async def prepare_record(reg: BackgroundFetchRegistration, data: RecordData) -> bool:
+    """Before a record's first request: it targets its object (again, after a retry of a
+    record whose error body was kept locally); and if that object is already there,
+    complete (same URL, size and sha256 recorded, or the request's integrity matches), the
+    record settles as a success without a request. True if it did."""
     remote = reg._remote
+    if remote is None:
+        return False
+    if not isinstance(data.final_path, ObjectPath):
+        names = remote.names or object_names([d.request.url for d in reg._records])
+        position = next(i for i, d in enumerate(reg._records) if d is data)
+        cache = reg._manager.home / "cache" / reg._key
+        name = names[position]
+        data.final_path = remote.object_path(name, cache / f"{data.index}-{safe_filename(name)}")
+        data.part_path = reg._dest / f"{data.index}.part"
     obj = data.final_path
-    if remote is None or not isinstance(obj, ObjectPath) or data.downloaded:
+    assert isinstance(obj, ObjectPath)
+    if data.downloaded or data.request.method != "GET":
         return False
     loop = asyncio.get_running_loop()
-    listing = reg.__dict__.get("_remote_listing")
-    if listing is None:
-        listing = loop.run_in_executor(None, remote.listing)
-        reg._remote_listing = listing
+    listing = remote.listed
+    if listing is None:  # one LIST for the run, shared by its records
+        listing = remote.listed = loop.run_in_executor(None, remote.listing)
     try:
         names = await asyncio.shield(listing)
     except Exception:
@@ -489,6 +501,9 @@ async def publish(reg: BackgroundFetchRegistration, data: RecordData) -> None:
         data.final_path = kept
         return
     ctype = data.response_headers.get("content-type", "")
+    # Every byte is on disk, verified: say so in the database before the upload, which
+    # may take long, so that a process killed meanwhile resumes without a request.
+    reg._record_changed(data, checkpoint=True)
     loop = asyncio.get_running_loop()
     try:
         await loop.run_in_executor(

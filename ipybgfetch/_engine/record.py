@@ -135,7 +135,7 @@ class RecordData:
         self.last_modified = ""
         self.restarts = 0
         self.part_id = None
-        if self.final_path is not None:
+        if isinstance(self.final_path, Path):  # (an object's .part stays in the staging folder)
             self.part_path = self.final_path.parent / (self.final_path.name + ".part")
 
     def resolve_ready(self) -> None:

@@ -200,10 +200,10 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
     # from the spec): any other request may have had its effect on the server already, so
     # it is sent once unless the user opts in.
     retryable = policy.retry_non_idempotent or data.request.method == "GET"
-    if reg._remote is not None and data.request.method == "GET":
-        from .cloud import skip_existing
+    if reg._remote is not None:
+        from .cloud import prepare_record
 
-        if await skip_existing(reg, data):  # its object is there already, complete
+        if await prepare_record(reg, data):  # its object is there already, complete
             return
     while True:
         data.attempts += 1
