@@ -735,7 +735,7 @@ class BackgroundFetchRegistration:
         for d in failed:
             self._downloaded -= d.downloaded
             self._uploaded -= d.uploaded
-            if d.final_path is not None and d.final_path.parent != self._dest:
+            if isinstance(d.final_path, Path) and d.final_path.parent != self._dest:
                 # a failed body kept aside (not under its final name): drop it, and let
                 # the retry reserve the final name again
                 with contextlib.suppress(OSError):
