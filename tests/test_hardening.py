@@ -298,6 +298,24 @@ def test_secrets_never_reach_the_disk(script, tmp_path, transport):
         release.set()
 
 
+def test_a_restored_url_with_a_redacted_secret_is_never_sent(script, tmp_path, transport):
+    """reg.retry() in a new process: the stored URL has REDACTED for its token; it is
+    not sent (the server would see the placeholder), the record says why."""
+    srv = script(serve(lambda req, peer: peer.send(response(b"gone", "404 Not Found"))))
+    home = tmp_path / "h"
+    url = srv.url + f"/data.csv?token={QUERY_SECRET}&v=2"
+    with manager(home, transport) as mgr:
+        assert mgr.fetch("q", url).wait(20).failure_reason == "bad-status"
+    with manager(home, transport) as mgr2:
+        reg = next(r for r in mgr2.registrations() if r.id == "q")
+        assert reg.retry() == 1
+        reg.wait(20)
+        record = reg.match_all()[0]
+        assert record.state == "failure" and "were never stored" in record.error
+    assert len(srv.requests) == 1  # only the first process's request went out
+    assert all(b"REDACTED" not in r.raw for r in srv.requests)
+
+
 # ---------------------------------------------------------------------------------------
 # 3. download_total counts bytes received; restarts from zero are capped
 # ---------------------------------------------------------------------------------------

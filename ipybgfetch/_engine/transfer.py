@@ -30,6 +30,7 @@ from .._http.http11 import Body
 from .._integrity import IntegrityHasher
 from .._models import Response
 from .._names import filename_from_disposition, filename_from_url
+from .._secrets import has_redacted_params
 from .._vocab import FailureReason
 from . import segments
 from .failures import classify
@@ -196,6 +197,17 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
     if data.downloaded and data.part_path is not None and data.segment_map is None:
         await _rehash_part(reg, data, hashes)
     best = data.downloaded  # progress for the retry budget: past the furthest offset yet
+    if has_redacted_params(data.request.url):
+        # restored from disk, where its secret query values were never written: the
+        # placeholder is never sent (a resume, a retry, a takeover by another process)
+        _settle_failure(
+            reg,
+            data,
+            "fetch-error",
+            f"the secret query parameters of {data.request.url} were never stored, so it "
+            "cannot be fetched from here; fetch the full URL again (not retried)",
+        )
+        return
     # Only a GET is retried or resumed after a network error (docs/architecture.md §3,
     # from the spec): any other request may have had its effect on the server already, so
     # it is sent once unless the user opts in.
