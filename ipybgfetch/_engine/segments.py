@@ -78,6 +78,7 @@ _EXPIRED = frozenset({401, 403, 410})
 class Rules(NamedTuple):
     """What the transfer lends the segments (its definitions, not copies)."""
 
+    headers: Callable[[BackgroundFetchRegistration, RecordData], httpx.Headers]  # a request's
     validator: Callable[[RecordData], str]  # what If-Range carries
     same_version: Callable[[httpx.Headers, RecordData], bool]  # a part of the stored version
     encoded: Callable[[str | None], bool]  # a Content-Encoding other than identity
@@ -385,13 +386,9 @@ class _Download:
     async def request(self, seg: Segment) -> httpx.Response:
         self.rules.check_lease(self.reg)
         reg, data = self.reg, self.data
-        headers = httpx.Headers(reg._headers)
-        if data.request.headers:
-            headers.update(data.request.headers)
+        headers = self.rules.headers(reg, data)
         headers["Range"] = f"bytes={seg.pos}-{seg.end - 1}"
         headers["If-Range"] = self.rules.validator(data)
-        if "accept-encoding" not in headers:
-            headers["Accept-Encoding"] = "identity"
         client = await reg._manager._client()
         return await client.open(
             "GET", self.url, headers=headers, timeout=reg._timeout, auth=reg._auth

@@ -415,9 +415,7 @@ async def _attempt(
 ) -> None:
     _check_lease(reg)
     request = data.request
-    headers = httpx.Headers(reg._headers)
-    if request.headers:
-        headers.update(request.headers)
+    headers = _request_headers(reg, data)
     offset = data.downloaded
     if data.segment_map is not None:  # a segmented download to continue
         if data.total is not None and _resumable(data, 0):
@@ -436,8 +434,6 @@ async def _attempt(
         # Every byte is on disk already (the process stopped before the rename).
         await _finish(reg, data, hashes)
         return
-    if "accept-encoding" not in headers and not _client_sets(reg, "accept-encoding"):
-        headers["Accept-Encoding"] = "identity"  # byte offsets of the file itself
     if offset:
         headers["Range"] = f"bytes={offset}-"
         headers["If-Range"] = _validator(data)
@@ -504,6 +500,18 @@ def _activate(reg: BackgroundFetchRegistration, data: RecordData) -> None:
     if data.state != "active":
         data.state = "active"
         reg._record_changed(data)
+
+
+def _request_headers(reg: BackgroundFetchRegistration, data: RecordData) -> httpx.Headers:
+    """The headers of a request for ``data`` (a whole answer or a segment): the
+    registration's, the request's, and ``Accept-Encoding: identity`` unless the user set
+    it, so that byte offsets and ranges are the file's own."""
+    headers = httpx.Headers(reg._headers)
+    if data.request.headers:
+        headers.update(data.request.headers)
+    if "accept-encoding" not in headers and not _client_sets(reg, "accept-encoding"):
+        headers["Accept-Encoding"] = "identity"
+    return headers
 
 
 def _client_sets(reg: BackgroundFetchRegistration, name: str) -> bool:
@@ -746,6 +754,7 @@ def _failed_path(reg: BackgroundFetchRegistration, final: Path) -> Path:
 
 
 _SEGMENT_RULES = segments.Rules(
+    headers=_request_headers,
     validator=_validator,
     same_version=_same_version,
     encoded=_encoding,
