@@ -21,6 +21,12 @@ Cases (issue 17: servers that cap each connection, servers far away):
   6   500 x 200 KiB, 50 ms added time to first byte per response (DataServer --latency),
       16 connections                    vs aria2c -j16, curl -Z
 
+Case (issue 18: past one machine):
+  7   2,000 x 1 MiB, each connection capped at 2 MB/s (DataServer --rate-limit): one engine
+      with 16 connections vs mgr.fetch(..., cluster=client) on a LocalCluster of 4 worker
+      processes x 16 connections, into a shared folder (file://). On one machine the gain
+      comes from connections, not CPU; on a real cluster each worker brings its own network.
+
 Everything runs here, over loopback, into ``/dev/shm`` (tmpfs): a fast static server (nginx
 when installed, see ``_servers.py``) serves files generated once into ``/dev/shm``; our
 ``DataServer`` runs as a second server. ipybgfetch goes through the full product path,
@@ -88,6 +94,8 @@ class Sizes:
     capped: int = 256 * MiB  # case 5
     ttfb_n: int = 500  # case 6
     ttfb_size: int = 200 * KiB
+    cluster_n: int = 2000  # case 7
+    cluster_size: int = 1 * MiB
     conns: int = 16
 
 
@@ -97,10 +105,12 @@ FULL = Sizes(
 )  # fmt: skip
 QUICK = Sizes(
     one=64 * MiB, many_n=100, many_size=200 * KiB, tiny_n=1_000, tiny_size=4 * KiB,
-    huge=256 * MiB, kernel=256 * MiB, capped=64 * MiB, ttfb_n=100,
+    huge=256 * MiB, kernel=256 * MiB, capped=64 * MiB, ttfb_n=100, cluster_n=300,
 )  # fmt: skip
 CAPPED_RATE = 16 * MiB  # case 5: bytes/s per connection
 TTFB = 0.05  # case 6: seconds added before each response
+CLUSTER_RATE = 2_000_000  # case 7: bytes/s per connection
+CLUSTER_WORKERS = 4  # case 7: LocalCluster worker processes (16 connections each)
 
 
 # --------------------------------------------------------------------------------------
@@ -356,7 +366,11 @@ def run_worker(spec: dict[str, Any], timeout: float = RUN_TIMEOUT, tree: str | N
         fetch_return=r.get("fetch_return"),
         foreign_cores=foreign,
         error="" if ok else f"{r.get('failure_reason')}: {r.get('errors')}",
-        extra={k: r[k] for k in ("sha256", "downloaded", "progress_min_gap_ms") if k in r},
+        extra={
+            k: r[k]
+            for k in ("sha256", "downloaded", "progress_min_gap_ms", "cpu_workers")
+            if k in r
+        },
     )
 
 
@@ -449,8 +463,10 @@ def worker_peer(
     variant: dict[str, Any] | None = None,
     tree: str | None = None,
     conns: Any = _JOB_CONNS,
+    cluster_workers: int = 0,
 ) -> Callable[..., Run]:
-    """``conns``: the job's connections (default), a number, or None (the peer's default)."""
+    """``conns``: the job's connections (default), a number, or None (the peer's default).
+    ``cluster_workers``: run the fetch on a LocalCluster of that many worker processes."""
 
     def run(job: Job, dest: Path, scratch: Path) -> Run:
         urls = _write_list(scratch / "urls.txt", job.urls)
@@ -461,10 +477,14 @@ def worker_peer(
             "home": str(scratch / "home"),
             "conns": job.conns if conns is _JOB_CONNS else conns,
             "variant": variant or {},
+            "cluster_workers": cluster_workers,
         }
         return run_worker(spec, tree=tree)
 
     return run
+
+
+CLUSTER_PEER = f"ipybgfetch cluster {CLUSTER_WORKERS}x16"
 
 
 def discover_peers(
@@ -476,6 +496,7 @@ def discover_peers(
     have_pooch = importlib.util.find_spec("pooch") is not None
     have_parfive = importlib.util.find_spec("parfive") is not None
     have_ipy = importlib.util.find_spec("ipybgfetch") is not None
+    have_dask = importlib.util.find_spec("distributed") is not None
 
     def add(name: str, available: bool, why: str, fn: Callable[..., Run], kind: str) -> None:
         peers[name] = Peer(name, kind, available, "" if available else why, fn)
@@ -498,6 +519,14 @@ def discover_peers(
     # case 5: the manager's default budget (segments and all): no max_connections_per_host
     defaults = worker_peer("ipybgfetch", tree=str(REPO), conns=None)
     add("ipybgfetch (defaults)", have_ipy, no_ipy, defaults, "worker")
+    # case 7: the records on a LocalCluster (mgr.fetch(..., cluster=client))
+    add(
+        CLUSTER_PEER,
+        have_ipy and have_dask,
+        'dask.distributed not importable (pip install "ipybgfetch[cluster]")',
+        worker_peer("ipybgfetch", tree=str(REPO), cluster_workers=CLUSTER_WORKERS),
+        "worker",
+    )
     for label, variant in variants.items():
         add(f"ipybgfetch[{label}]", have_ipy, no_ipy, worker_peer("ipybgfetch", variant), "worker")
     if baseline:
@@ -819,6 +848,12 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{ipy6['wall_s']:.2f} s vs {aria6['wall_s']:.2f} s",
             ipy6["wall_s"] <= aria6["wall_s"],
         )
+    one7, cluster7 = peer("7", "ipybgfetch"), peer("7", CLUSTER_PEER)
+    if one7.get("wall_s") and cluster7.get("wall_s"):
+        x = one7["wall_s"] / cluster7["wall_s"]
+        add(
+            f"case 7: cluster {CLUSTER_WORKERS}×16 ≥ 3× faster than one engine", f"{x:.1f}×", x >= 3
+        )
     ipy3 = peer("3", "ipybgfetch")
     if ipy3.get("wall_s"):
         fr, fps = ipy3["fetch_return_s"], ipy3["files_per_s"]
@@ -943,7 +978,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--quick", action="store_true", help="small sizes, 1 rep (smoke test)")
-    ap.add_argument("--cases", default="1,1d,2,3,4,5,6,k", help="comma list of 1,1d,2,3,4,5,6,k")
+    ap.add_argument("--cases", default="1,1d,2,3,4,5,6,k", help="comma list of 1,1d,2,3,4,5,6,7,k")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3; quick 1)")
     ap.add_argument(
         "--work", type=Path, default=DEFAULT_WORK, help="folder for data and downloads (tmpfs)"
@@ -977,7 +1012,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     reps = args.reps or (1 if args.quick else 3)
     wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = set(wanted) - {"1", "1d", "2", "3", "4", "5", "6", "k"}
+    unknown = set(wanted) - {"1", "1d", "2", "3", "4", "5", "6", "7", "k"}
     if unknown:
         ap.error(f"unknown cases: {sorted(unknown)}")
     variants = parse_variants(args.variant)
@@ -996,6 +1031,7 @@ def main(argv: list[str] | None = None) -> int:
     # case 6 always, case 5 without nginx: DataServer processes with the faults set
     slow_server = DataServerProcess("--latency", str(TTFB)) if "6" in wanted else None
     capped_server: DataServerProcess | None = None
+    cluster_server = DataServerProcess("--rate-limit", str(CLUSTER_RATE)) if "7" in wanted else None
     results: dict[str, Any] = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
@@ -1105,6 +1141,19 @@ def main(argv: list[str] | None = None) -> int:
                 Job([slow_server.url(n, sizes.ttfb_size) for n in names6], names6,
                     sizes.ttfb_size, conns=conns),
             ))  # fmt: skip
+        if "7" in wanted and cluster_server is not None:
+            cluster_server.start()
+            assert cluster_server.proc is not None
+            Load.server_pids.append(cluster_server.proc.pid)
+            names7 = [f"c{i:04d}.bin" for i in range(sizes.cluster_n)]
+            cases.append(Case(
+                "7", f"{sizes.cluster_n:,} × {sizes.cluster_size // MiB} MiB, each connection "
+                f"capped at {CLUSTER_RATE / 1e6:g} MB/s (DataServer --rate-limit): one engine "
+                f"({conns} connections) vs a LocalCluster of {CLUSTER_WORKERS} workers × "
+                f"{conns} connections", "ipybgfetch", ["ipybgfetch", CLUSTER_PEER],
+                Job([cluster_server.url(n, sizes.cluster_size) for n in names7], names7,
+                    sizes.cluster_size, conns=conns),
+            ))  # fmt: skip
         for case in cases:
             for label in variants:
                 case.peers.append(f"ipybgfetch[{label}]")
@@ -1146,7 +1195,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["notes"].append("case k skipped: ipykernel/jupyter_client not installed")
     finally:
         static.stop()
-        for server in (dataserver, slow_server, capped_server):
+        for server in (dataserver, slow_server, capped_server, cluster_server):
             if server is not None:
                 server.stop()
         shutil.rmtree(work / "runs", ignore_errors=True)
