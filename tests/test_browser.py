@@ -331,7 +331,7 @@ def test_narrow_panel_shows_the_failed_file_and_its_error_then_retry_and_clear_f
     assert len(data_server.requests_for(flaky)) == 2
     assert len(data_server.requests_for(ok)) == before_ok  # the good file was kept
 
-    keep = data_server.url("keep.bin", 20_000_000, throttle=300_000, tag=tag)
+    keep = data_server.url("keep.bin", 20_000_000, throttle=300_000, ignore_range=True, tag=tag)
     listing = nb.run(f"keep = mgr.fetch('keep', [{keep!r}], title='Keep')\nmgr")
     manager = listing.locator(".ipybgfetch-manager")
     manager.wait_for(state="visible", timeout=30_000)
@@ -364,7 +364,7 @@ def test_a_panel_from_before_a_kernel_restart_says_so_at_once(
     # the old panel's comm is closed; a click used to throw "Cannot send" silently. Now
     # the panel says so as soon as the kernel restarts, before anyone clicks.
     page = nb.page
-    url = data_server.url("stale.bin", 20_000_000, throttle=300_000)
+    url = data_server.url("stale.bin", 20_000_000, throttle=300_000, ignore_range=True)
     cell = nb.run(f"stale = mgr.fetch('stale', [{url!r}], title='Stale')\nstale")
     panel = cell.locator(".ipybgfetch-panel")
     panel.wait_for(state="visible", timeout=30_000)

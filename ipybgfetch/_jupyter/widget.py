@@ -36,7 +36,6 @@ import logging
 import math
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -377,7 +376,9 @@ def _settled(snap: Mapping[str, Any]) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    """The error as "InvalidStateError: ..." (its public class name, not its module)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class BackgroundFetchPanel(anywidget.AnyWidget):

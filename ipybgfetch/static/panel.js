@@ -481,9 +481,9 @@ function clusterText(cluster) {
   return `Cluster: ${formatCount(done)} of ${formatCount(total)} shards done, ${formatCount(workers)} worker${workers === 1 ? "" : "s"}`;
 }
 function createWorkerList(doc) {
-  const details = h(doc, "details", `${CLS}-workers`);
+  const details = h(doc, "div", `${CLS}-workers`);
   details.hidden = true;
-  const summary = h(doc, "summary", `${CLS}-workers-summary`);
+  const summary = h(doc, "div", `${CLS}-workers-summary`);
   const table = h(doc, "table", `${CLS}-workers-table`);
   const head = h(doc, "tr");
   for (const label of ["Worker", "Files", "Downloaded", "Rate", "Shards"]) {

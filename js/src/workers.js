@@ -22,19 +22,19 @@ export function clusterText(cluster) {
 
 /**
  * @typedef {object} WorkerList
- * @property {HTMLDetailsElement} el
+ * @property {HTMLDivElement} el
  * @property {(cluster: Partial<ClusterSnapshot> | null | undefined) => void} update
  */
 
 /**
- * The per-worker breakdown: a <details> with one row per worker; hidden for a local run.
+ * The per-worker breakdown: a line and one table row per worker; hidden for a local run.
  * @param {Document} doc
  * @returns {WorkerList}
  */
 export function createWorkerList(doc) {
-  const details = h(doc, "details", `${CLS}-workers`);
+  const details = h(doc, "div", `${CLS}-workers`);
   details.hidden = true;
-  const summary = h(doc, "summary", `${CLS}-workers-summary`);
+  const summary = h(doc, "div", `${CLS}-workers-summary`);
   const table = h(doc, "table", `${CLS}-workers-table`);
   const head = h(doc, "tr");
   for (const label of ["Worker", "Files", "Downloaded", "Rate", "Shards"]) {
