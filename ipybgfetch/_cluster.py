@@ -268,23 +268,35 @@ class ClusterRun:
         distributed = _distributed()
         engine = reg._manager._engine
         by_key = {f.key: n for n, f in batch.items()}
-        for future in distributed.as_completed(list(batch.values())):
-            if stop.is_set():
-                return
-            number = by_key[future.key]
-            try:
-                if future.cancelled():
-                    outcome: tuple[bool, Any] = (False, "cancelled")
-                else:
-                    outcome = (True, future.result())
-            except BaseException as exc:  # the shard failed for good (KilledWorker, an error)
-                outcome = (False, f"{type(exc).__name__}: {exc}")
-            # Dask forgets it: a finished shard is not recomputed when its worker goes
-            future.release()
-            try:
-                engine.call_soon(self._shard_done, reg, number, outcome)
-            except RuntimeError:  # the engine stopped (manager closed)
-                return
+        left = dict(batch)
+        try:
+            for future in distributed.as_completed(list(batch.values())):
+                if stop.is_set():
+                    return
+                number = by_key[future.key]
+                left.pop(number, None)
+                self._hand_over(reg, number, future, engine)
+        except Exception as exc:  # the client itself went away: no shard will report
+            for number in left:
+                with contextlib.suppress(RuntimeError):
+                    engine.call_soon(
+                        self._shard_done, reg, number, (False, f"{type(exc).__name__}: {exc}")
+                    )
+
+    def _hand_over(
+        self, reg: BackgroundFetchRegistration, number: int, future: Any, engine: Any
+    ) -> None:
+        try:
+            if future.cancelled():
+                outcome: tuple[bool, Any] = (False, "cancelled")
+            else:
+                outcome = (True, future.result())
+        except BaseException as exc:  # the shard failed for good (KilledWorker, an error)
+            outcome = (False, f"{type(exc).__name__}: {exc}")
+        # Dask forgets it: a finished shard is not recomputed when its worker goes
+        future.release()
+        with contextlib.suppress(RuntimeError):  # the engine stopped (manager closed)
+            engine.call_soon(self._shard_done, reg, number, outcome)
 
     # -- applied on the engine thread -------------------------------------------------------
     def _progress(self, reg: BackgroundFetchRegistration, msg: dict[str, Any]) -> None:
@@ -310,7 +322,9 @@ class ClusterRun:
         self._shard_info.setdefault(number, {"worker": "", "downloaded": 0, "files": 0})
         self._shard_info[number]["rate"] = 0.0
         ok, value = outcome
-        if not (reg.settled or reg._stopping) and value != "cancelled":
+        if not ok and value == "cancelled":  # not by abort() (that stops the registration)
+            value = "it was cancelled: was the dask Client closed?"
+        if not (reg.settled or reg._stopping):
             if ok:
                 self._apply(reg, number, value, final=True)
             left = [

@@ -338,6 +338,32 @@ def test_download_total_on_the_cluster(
     assert len(s3.keys(bucket)) < 20
 
 
+def test_the_client_closed_mid_run(s3: S3, srv: DataServer, client: Any, tmp_path: Path) -> None:
+    """The records do not wait forever: the shards' futures are cancelled with the client,
+    and the unfinished records fail saying so."""
+    other = distributed.Client(client.scheduler.address)
+    bucket = s3.bucket()
+    urls = [srv.url(f"x{i:02}.bin", 200_000, throttle=100_000) for i in range(16)]
+    with BackgroundFetchManager(home=tmp_path / "home") as mgr:
+        reg = mgr.fetch(
+            "closed", urls, dest=f"s3://{bucket}/c/", storage_options=s3.options(), cluster=other
+        )
+        wait_until(lambda: reg.downloaded > 0, 30, "bytes from the workers")
+        other.close()
+        reg.wait(30)
+        assert (reg.result, reg.failure_reason) == ("failure", "fetch-error")
+        errors = {r.error for r in reg.match_all() if r.state == "failure"}
+        assert errors and all("was the dask Client closed?" in e for e in errors), errors
+    # the shards stop on their own: their control variable went with the client (a read
+    # times out after 5 s), and nothing is requested or sent after that
+    t_settled = time.time()
+    time.sleep(6.5)
+    sent = srv.bytes_sent_total
+    time.sleep(0.5)
+    assert srv.bytes_sent_total == sent, "the shards kept downloading"
+    assert not [r for r in srv.requests if r.time > t_settled + 6]
+
+
 def test_bad_cluster_arguments(client: Any, s3: S3, tmp_path: Path) -> None:
     url = "http://127.0.0.1:1/a.bin"
     with BackgroundFetchManager(home=tmp_path / "home") as mgr:
