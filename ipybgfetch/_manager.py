@@ -320,10 +320,14 @@ class BackgroundFetchManager:
                 and previous.settled
                 and not force
                 and self._engine.run(
-                    self._reusable(previous, reqs, merged_headers, folder, checksum)
+                    self._reusable(
+                        previous, reqs, merged_headers, remote.url if remote else folder, checksum
+                    )
                 )
             ):
                 previous._reused_at = time.time()
+                if remote is not None and previous._remote is not None:
+                    previous._remote.set_options(remote.storage_options)  # the caller's, fresh
                 return previous
             if id in self.get_ids():
                 active = self.get(id)
@@ -382,12 +386,13 @@ class BackgroundFetchManager:
         old: BackgroundFetchRegistration,
         reqs: list[Request],
         headers: httpx.Headers,
-        folder: Path,
+        folder: Path | str,
         checksum: bool,
     ) -> bool:
-        """Can a re-run return ``old`` as it is? Same requests and destination, succeeded,
-        every file still there with its size (and, with ``checksum``, its SHA-256)."""
-        if old._result != "success" or old._dest != folder or len(old._records) != len(reqs):
+        """Can a re-run return ``old`` as it is? Same requests and destination (a folder,
+        or an object-storage URL), succeeded, every file (object) still there with its
+        size (and, with ``checksum``, its SHA-256)."""
+        if old._result != "success" or old.dest != folder or len(old._records) != len(reqs):
             return False
         if public_headers(old._headers.items()) != public_headers(headers.items()):
             return False
@@ -873,7 +878,7 @@ def _files_intact(reg: BackgroundFetchRegistration, checksum: bool) -> bool:
         if checksum and d.sha256:
             h = hashlib.sha256()
             try:
-                with open(d.final_path, "rb") as f:
+                with d.final_path.open("rb") as f:  # a Path, or an object (fsspec)
                     for chunk in iter(lambda: f.read(1 << 20), b""):
                         h.update(chunk)
             except OSError:

@@ -302,3 +302,24 @@ def test_kill_9_mid_upload_then_resume_in_a_new_process(
     assert s3.sha256(bucket, "k/big.bin") == sha
     # every byte was on disk already: the body was not fetched again
     assert len(server.requests_for(url)) == gets
+
+
+def test_a_rerun_returns_the_settled_registration(s3: S3, server: DataServer, home: Path) -> None:
+    """Notebooks are re-run: the same fetch() into the same bucket prefix returns the
+    settled registration, with no request to the server; checksum=True re-hashes the
+    objects; a deleted object means a new registration."""
+    bucket = s3.bucket()
+    urls = [server.url(f"re{i}.bin", 20_000 + i, tag="rerun") for i in range(3)]
+    dest = f"s3://{bucket}/r/"
+    with BackgroundFetchManager(home=home) as mgr:
+        first = mgr.fetch("re", urls, dest=dest, storage_options=s3.options()).wait(60)
+        assert first.result == "success"
+        gets = sum(len(server.requests_for(u)) for u in urls)
+        again = mgr.fetch("re", urls, dest=dest, storage_options=s3.options(), checksum=True)
+        assert again is first
+        assert sum(len(server.requests_for(u)) for u in urls) == gets
+        s3.client.delete_object(Bucket=bucket, Key="r/re1.bin")
+        third = mgr.fetch("re", urls, dest=dest, storage_options=s3.options()).wait(60)
+        assert third is not first and third.result == "success"
+        assert sum(len(server.requests_for(u)) for u in urls) == gets + 1  # re1.bin only
+        assert sorted(s3.keys(bucket)) == [f"r/re{i}.bin" for i in range(3)]

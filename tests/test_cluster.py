@@ -123,9 +123,9 @@ def test_300_files_into_s3(s3: S3, srv: DataServer, client: Any, tmp_path: Path)
 
 def test_a_worker_killed_midway(s3: S3, srv: DataServer, client: Any, tmp_path: Path) -> None:
     bucket = s3.bucket()
-    n, size = 48, 60_000
-    # paced at 150 kB/s per connection: ~0.4 s per file, a few seconds per shard
-    urls = [srv.url(f"k{i:02}.bin", size, throttle=150_000) for i in range(n)]
+    n, size = 64, 60_000
+    # paced at 100 kB/s per connection: ~0.6 s per file, ~2 s per shard, ~4 s per worker
+    urls = [srv.url(f"k{i:02}.bin", size, throttle=100_000) for i in range(n)]
     pids = client.run(os.getpid)
     with BackgroundFetchManager(home=tmp_path / "home") as mgr:
         reg = mgr.fetch(
