@@ -53,7 +53,7 @@ def test_pause_resume_abort_from_a_process_that_does_not_own_it(pair, server: Da
     mirror = _mirror(b, "ctl")
     t0 = time.monotonic()
     assert mirror.pause() is True
-    assert time.monotonic() - t0 < 2.0  # the owner picked it up within about a second
+    assert time.monotonic() - t0 < 3.0  # the owner picks intents up every 0.25 s
     assert owned.state == "paused" and mirror.state == "paused"
     assert mirror.pause() is False  # nothing to do: the owner says so
     assert mirror.resume() is True

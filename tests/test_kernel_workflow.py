@@ -151,7 +151,7 @@ def test_a_script_pauses_a_kernels_download(
     assert done.returncode == 0, done.stderr
     read_only, paused, seconds = done.stdout.split()
     assert (read_only, paused) == ("True", "True")
-    assert float(seconds) < 2.0  # the kernel picked the intent up within about a second
+    assert float(seconds) < 3.0  # the kernel picks intents up every 0.25 s
     state = _state(k, "kd")
     assert state["state"] == "paused" and not state["read_only"]
     k.run("reg.resume()\nreg.wait(30)")

@@ -36,6 +36,7 @@ def shell() -> Iterator[InteractiveShell]:
         yield ip
     finally:
         unload_ipython_extension(ip)
+        ip.extension_manager.loaded.discard("ipybgfetch")  # a later %load_ext loads it again
         for name in ("reg", "r", "p"):
             ip.user_ns.pop(name, None)
 
