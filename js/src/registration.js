@@ -366,7 +366,15 @@ export function createPanel(doc, send, options = {}) {
     const info = progressInfo(snap);
     const btext = bytesText(snap);
     setAttr(bar, "aria-label", `Download progress of ${name}`);
-    setBar(bar, fill, info, info.determinate ? `${info.percent}, ${btext}` : btext);
+    const total = isNumber(snap.records_total) ? snap.records_total : 0;
+    if (snap.state === "failure" && snap.failure_reason !== "aborted" && total > 0) {
+      // Failed: the bar shows the files that arrived (not a full red bar of bytes).
+      const failed = isNumber(snap.records_failed) ? snap.records_failed : 0;
+      const ok = Math.max(0, Math.min(total, (isNumber(snap.records_done) ? snap.records_done : 0) - failed));
+      setBar(bar, fill, { determinate: true, value: ok, max: total, fraction: ok / total }, label.text);
+    } else {
+      setBar(bar, fill, info, info.determinate ? `${info.percent}, ${btext}` : btext);
+    }
     setAttr(bar, "data-tone", label.tone);
     setText(percent, info.percent);
     setHidden(percent, !info.determinate || !info.percent);

@@ -44,6 +44,12 @@ test("one 404 among three: the headline says 2 of 3 done, 1 failed (404); no 99%
   assert.equal(q(".ipybgfetch-badge").textContent, "2 of 3 done, 1 failed (404)");
   assert.equal(q(".ipybgfetch-percent").hidden, true);
   assert.doesNotMatch(q(".ipybgfetch-panel").textContent, /99%/);
+  // the bar shows the files that arrived: 2 of 3, not a full bar of bytes
+  const bar = q(".ipybgfetch-bar");
+  assert.equal(bar.getAttribute("aria-valuenow"), "2");
+  assert.equal(bar.getAttribute("aria-valuemax"), "3");
+  assert.equal(bar.getAttribute("aria-valuetext"), "2 of 3 done, 1 failed (404)");
+  assert.equal(q(".ipybgfetch-bar-fill").style.width, "66.67%");
 });
 
 test("a wholesale failure still reads Failed, with the status codes", () => {
