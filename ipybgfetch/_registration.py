@@ -481,9 +481,13 @@ class BackgroundFetchRegistration:
         cap = f", cap {format_size(self._download_total)}" if self._download_total else ""
         reason = f": {self._failure_reason}" if self._failure_reason else ""
         n_done = self._done_count
+        again = ""
+        if self._reused_at is not None and self._finished is not None and self.settled:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self._finished))
+            again = f", already downloaded {when}"
         return (
             f"<BackgroundFetchRegistration {self._id!r} {self._state}{reason}, {done}{cap}, "
-            f"{n_done}/{len(self._records)} records>"
+            f"{n_done}/{len(self._records)} records{again}>"
         )
 
     # ======================================================================================
@@ -749,6 +753,7 @@ class BackgroundFetchRegistration:
             self._mark_dirty(d)
         self._done_count -= len(failed)
         self._failed_count = 0
+        self._reused_at = None  # downloading again: no longer "already downloaded"
         self._result = ""
         self._failure_reason = ""
         self._finished = None

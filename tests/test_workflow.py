@@ -34,6 +34,7 @@ def test_rerun_returns_the_settled_registration_without_a_request(mgr, server, t
     assert again is first  # the same settled registration, at once
     assert again.reused and again.settled
     assert again._snapshot()["already_downloaded"] == first.finished
+    assert "already downloaded 20" in repr(again) and "\n" not in repr(again)
     assert _gets(server, url) == 1
     assert _files(dest) == ["tiny.csv"]  # no tiny-2.csv
     assert [r.id for r in mgr.registrations()] == ["dl"]
