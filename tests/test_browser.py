@@ -323,6 +323,11 @@ def test_narrow_panel_shows_the_failed_file_and_its_error_then_retry_and_clear_f
 
     dest = panel.locator(".ipybgfetch-dest-path")
     assert dest.inner_text().endswith("mixed") or "mixed" in dest.inner_text()
+    # "Copy path" puts the folder on the clipboard
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    panel.get_by_role("button", name="Copy the folder of Mixed").click()
+    panel.locator(".ipybgfetch-copy-status").filter(has_text="Copied").wait_for()
+    assert page.evaluate("() => navigator.clipboard.readText()") == dest.inner_text()
     before_ok = len(data_server.requests_for(ok))
     panel.get_by_role("button", name="Retry failed Mixed").click()
     page.wait_for_function(
