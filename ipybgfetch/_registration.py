@@ -396,6 +396,11 @@ class BackgroundFetchRegistration:
             return None
         return expected
 
+    def snapshot(self) -> Snapshot:
+        """The registration as its panel shows it: a plain dict taken now (the keys are
+        ``ipybgfetch._vocab.Snapshot``), for displays of its progress."""
+        return self._snapshot()
+
     def _snapshot(self) -> Snapshot:
         records = self._records
         expected = self._expected_bytes()

@@ -1,7 +1,7 @@
 """The progress panel: an anywidget view of registrations, and the text/HTML fallbacks.
 
 The panel is a view only. The engine owns the state; this module turns
-``registration._snapshot()`` dicts into widget traits and turns the browser's intents
+``registration.snapshot()`` dicts into widget traits and turns the browser's intents
 (abort, pause, resume, click) into calls on the registration:
 
     engine loop ──progress──▶ callback thread ──request()──▶ _Throttle ──flush──▶ comm
@@ -77,12 +77,14 @@ READ_ONLY_REASON = (
 class _Registration(Protocol):
     """What the panel needs from a registration (see ipybgfetch._registration)."""
 
-    def _snapshot(self) -> Snapshot: ...
+    def snapshot(self) -> Snapshot: ...
     def add_event_listener(self, type: str, callback: Callable[[Any], Any]) -> None: ...
     def remove_event_listener(self, type: str, callback: Callable[[Any], Any]) -> None: ...
     def abort(self) -> bool: ...
     def pause(self) -> bool: ...
     def resume(self) -> bool: ...
+    def retry(self) -> int: ...
+    def click(self) -> None: ...
 
 
 # ---------------------------------------------------------------------------------------
@@ -401,16 +403,16 @@ class BackgroundFetchPanel(anywidget.AnyWidget):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.messages_sent = 0  # state updates pushed after creation (benchmarks, tests)
-        self._controller: _Controller | None = None
+        self.controller: _Controller | None = None
         self.intents_overtake_busy_cells = _route_intents_to_their_subshell(self.comm)
         self.on_msg(self._on_front_end_msg)
 
     def _on_front_end_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        if self._controller is not None:
-            self._controller.handle_intent(content)
+        if self.controller is not None:
+            self.controller.handle_intent(content)
 
     def close(self) -> None:
-        controller, self._controller = self._controller, None
+        controller, self.controller = self.controller, None
         if controller is not None:
             controller.detach()
         super().close()
@@ -565,7 +567,7 @@ class _RegistrationController(_Controller):
             self._manager._add_change_listener(self._on_change)
 
     def snapshot(self) -> dict[str, Any]:
-        return _panel_snapshot(self.reg, self.reg._snapshot(), self.key, self.eta)
+        return _panel_snapshot(self.reg, self.reg.snapshot(), self.key, self.eta)
 
     def flush(self) -> None:
         snap = self.snapshot()
@@ -701,7 +703,7 @@ class _ManagerController(_Controller):
             snap = self._cache.get(key)
             if snap is None or key in dirty:
                 snap = _panel_snapshot(
-                    reg, _trim(reg._snapshot(), MAX_MANAGER_RECORDS), key, etas[key]
+                    reg, _trim(reg.snapshot(), MAX_MANAGER_RECORDS), key, etas[key]
                 )
             cache[key] = snap
             out.append(snap)
@@ -739,7 +741,7 @@ def _cached(obj: object) -> BackgroundFetchPanel | None:
     widget = _panels.get(id(obj))
     if widget is None:
         return None
-    controller = widget._controller
+    controller = widget.controller
     owner = getattr(controller, "reg", getattr(controller, "mgr", None))
     if widget.comm is None or owner is not obj:  # closed, or id() reused by a new object
         _panels.pop(id(obj), None)
@@ -755,11 +757,11 @@ def registration_panel(
         widget = _cached(reg)
         if widget is not None:
             return widget
-        snap = _panel_snapshot(reg, reg._snapshot(), _key(reg))
+        snap = _panel_snapshot(reg, reg.snapshot(), _key(reg))
         widget = BackgroundFetchPanel(mode="registration", state=snap)
         controller = _RegistrationController(widget, reg, interval)
         controller.final_sent = _settled(snap)
-        widget._controller = controller
+        widget.controller = controller
         _panels[id(reg)] = widget
     # Catch a change that happened between the snapshot and the subscription.
     controller.throttle.request()
@@ -774,7 +776,7 @@ def manager_panel(mgr: Any, *, interval: float = MIN_INTERVAL) -> BackgroundFetc
             return widget
         widget = BackgroundFetchPanel(mode="manager")
         controller = _ManagerController(widget, mgr, interval)
-        widget._controller = controller
+        widget.controller = controller
         widget.registrations = controller.build()
         _panels[id(mgr)] = widget
     controller.throttle.request()
@@ -825,7 +827,7 @@ def registration_mimebundle(
     **_kwargs: Any,
 ) -> dict[str, Any]:
     """What ``registration._repr_mimebundle_`` returns: widget view + text/HTML fallbacks."""
-    snap = reg._snapshot()
+    snap = reg.snapshot()
     data = {"text/plain": text_status(snap), "text/html": html_status(snap)}
     data = _with_widget(data, lambda: registration_panel(reg))
     return _filter(data, include, exclude)
@@ -840,7 +842,7 @@ def manager_mimebundle(
     """What ``manager._repr_mimebundle_`` returns: the manager panel + fallbacks."""
     regs = list(mgr.registrations())
     active = sum(1 for r in regs if not getattr(r, "settled", False))
-    newest = [r._snapshot() for r in regs[-_FALLBACK_ROWS:]]
+    newest = [r.snapshot() for r in regs[-_FALLBACK_ROWS:]]
     data = {
         "text/plain": _manager_text(newest, len(regs), active),
         "text/html": _manager_html(newest, len(regs), active),
