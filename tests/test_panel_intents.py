@@ -291,6 +291,7 @@ def test_intents_take_effect_within_1s_while_a_cell_is_busy(
     state = run_on(ks, f"print({panel.name}.result, {panel.name}.failure_reason)", sub)
     assert state.split() == ["failure", "aborted"]
     assert cell.reply is None, "the busy cell ended before the checks: they proved nothing"
+    ks.interrupt()  # done: end the busy cell early
     ks.wait(cell, timeout=30)
     print(busy, checks)
 
@@ -338,6 +339,7 @@ def test_200_pause_resume_intents_in_2s_during_a_busy_cell_stay_consistent(
     _, merged = panel.wait_for(lambda m: m.get("ack", 0) >= seq, 5)
     assert merged["error"].startswith("retry failed: InvalidStateError"), merged.get("error")
     assert cell.reply is None, "the busy cell ended before the checks"
+    ks.interrupt()  # end the busy cell early
     ks.wait(cell, timeout=30)  # no deadlock: the main shell finishes its cell...
     done = ks.run("print(stress.abort(), stress.state)")  # ...and runs the next one
     assert done.stdout.split() == ["True", "aborted"]
