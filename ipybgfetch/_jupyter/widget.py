@@ -551,11 +551,17 @@ class _Controller(abc.ABC):
 
 
 class _RegistrationController(_Controller):
-    def __init__(self, widget: BackgroundFetchPanel, reg: _Registration, interval: float) -> None:
+    def __init__(
+        self,
+        widget: BackgroundFetchPanel,
+        reg: _Registration,
+        interval: float,
+        eta: _Eta | None = None,
+    ) -> None:
         super().__init__(widget, interval)
         self.reg = reg
         self.key = _key(reg)
-        self.eta = _Eta()
+        self.eta = eta or _Eta()
         self.final_sent = False
         self._on_progress = lambda _event: self.throttle.request()
         self._on_change = lambda r: self.throttle.request() if r is self.reg else None
@@ -757,9 +763,10 @@ def registration_panel(
         widget = _cached(reg)
         if widget is not None:
             return widget
-        snap = _panel_snapshot(reg, reg.snapshot(), _key(reg))
+        eta = _Eta()  # the first state sent already has the smoothed ETA (none yet)
+        snap = _panel_snapshot(reg, reg.snapshot(), _key(reg), eta)
         widget = BackgroundFetchPanel(mode="registration", state=snap)
-        controller = _RegistrationController(widget, reg, interval)
+        controller = _RegistrationController(widget, reg, interval, eta)
         controller.final_sent = _settled(snap)
         widget.controller = controller
         _panels[id(reg)] = widget
