@@ -128,6 +128,7 @@ class BackgroundFetchManager:
         self._closed = False
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._intents_task: asyncio.Task[None] | None = None
+        self._seen_version = -1  # the database's data_version when last looked at
         self._last_scan = 0.0
 
     # -- life cycle ------------------------------------------------------------------------
@@ -722,17 +723,32 @@ class BackgroundFetchManager:
 
     # -- control from other processes (intents through the store) -----------------------
     async def _intents(self) -> None:
-        """The owner's side: pick up what other processes asked of our registrations."""
+        """Pick up what other processes did: intents for the registrations this process
+        owns, and registrations another process deleted (dropped here too)."""
         while True:
             await asyncio.sleep(INTENT_POLL)
-            if not any(not r.settled and not r._read_only for r in self._registrations.values()):
-                continue
             try:
                 assert self._store is not None
-                for row in self._store.pending_intents():
-                    await self._apply_intent(row)
+                version = self._store.data_version()
+                if version == self._seen_version:
+                    continue  # nobody else wrote to the database meanwhile
+                self._seen_version = version
+                if any(not r.settled and not r._read_only for r in self._registrations.values()):
+                    for row in self._store.pending_intents():
+                        await self._apply_intent(row)
+                self._drop_deleted()
             except Exception as exc:  # the database may be locked briefly; say so, go on
                 self._callbacks.report(exc, self._intents)
+
+    def _drop_deleted(self) -> None:
+        """Settled registrations whose rows another process deleted leave this one too."""
+        assert self._store is not None
+        keys = self._store.keys()
+        for key, reg in list(self._registrations.items()):
+            if key not in keys and reg.settled:
+                reg._records_available = False
+                self._registrations.pop(key, None)
+                self._callbacks.post(self._notify_change, reg)
 
     async def _apply_intent(self, row: Any) -> None:
         assert self._store is not None

@@ -131,3 +131,13 @@ def test_needs_credentials_is_resolved_from_any_process_that_has_them(
         for m in (new_a, b, a):
             if m is not None:
                 m.close()
+
+
+def test_a_delete_in_one_process_reaches_the_others(pair, server: DataServer) -> None:
+    a, b = pair
+    a.fetch("gone", server.url("g.bin", 100, tag=uuid.uuid4().hex)).wait(10)
+    b.registrations()
+    b._engine.run(_restore(b))
+    assert [r.id for r in b.registrations()] == ["gone"]
+    assert a.delete("gone") == 1
+    wait_until(lambda: b.registrations() == [], 2)  # polled every 0.25 s

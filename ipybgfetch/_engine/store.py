@@ -202,6 +202,14 @@ class Store:
             info.update(host=host, pid=int(rest) if rest.isdigit() else None, notebook="")
         return info
 
+    def data_version(self) -> int:
+        """Changes when another connection (another process) committed a write."""
+        row = self._db.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def keys(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT key FROM registrations")}
+
     # -- intents (control from a process that does not own the registration) ----------
     def send_intent(self, key: str, intent: str) -> str:
         """Ask the owner of ``key`` to ``intent``; returns the intent's id."""
