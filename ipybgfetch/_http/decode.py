@@ -143,7 +143,10 @@ def decoder_for(content_encoding: str) -> ContentDecoder | None:
             try:
                 import brotli  # type: ignore[import-not-found]
             except ImportError:
-                return None
+                try:
+                    import brotlicffi as brotli  # type: ignore[import-not-found]
+                except ImportError:
+                    return None  # httpx cannot decode it either
             stages.append(_Brotli(brotli))
         elif coding == "zstd":
             try:

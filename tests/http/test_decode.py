@@ -52,3 +52,24 @@ def test_a_stream_cut_short_or_followed_by_bytes_is_refused(coding, body, error)
 
 def test_unknown_codings_are_left_to_httpx():
     assert decoder_for("compress") is None
+
+
+def test_zstd_end_of_frame_is_checked():
+    zstandard = pytest.importorskip("zstandard", reason="zstd decoding needs zstandard")
+    frame = zstandard.ZstdCompressor().compress(DATA)
+    assert decode("zstd", frame) == DATA
+    with pytest.raises(IncompleteEncoding):
+        decode("zstd", frame[:-10])
+    with pytest.raises(IncompleteEncoding):
+        decode("zstd", frame + b"junk")
+
+
+def test_brotli_end_of_stream_is_checked():
+    try:
+        import brotli
+    except ImportError:
+        brotli = pytest.importorskip("brotlicffi", reason="br decoding needs brotli or brotlicffi")
+    stream = brotli.compress(DATA)
+    assert decode("br", stream) == DATA
+    with pytest.raises(IncompleteEncoding):
+        decode("br", stream[: len(stream) // 2])
