@@ -1,12 +1,11 @@
 """Byte-range arithmetic for segmented downloads: pure, no I/O, no asyncio.
 
 A file of ``total`` bytes is fetched as several ranges at once. :class:`Splitter` hands
-out those ranges: :meth:`Splitter.start` cuts what is missing into ``n`` even pieces (each at
-least ``min_size``), and :meth:`Splitter.steal` lets a connection that finished its range
-take the upper half of the largest range still being fetched (as aria2 does), so the
-slowest connection never decides when the file is done. A :class:`Segment`'s ``end`` can
-only shrink, and only while its owner is still fetching below it; the owner checks
-``end`` before storing each chunk.
+out those ranges: :meth:`Splitter.take` gives a free connection the next piece in file
+order, and, once every byte is taken, the upper half of the largest range still being
+fetched (as aria2 does), so the slowest connection never decides when the file is done.
+A :class:`Segment`'s ``end`` can only shrink, and only while its owner is still fetching
+below it; the owner checks ``end`` before storing each chunk.
 
 :class:`RangeSet` is the map of finished byte ranges: what is written, checkpointed in
 SQLite as text (``"0-1048576,2097152-3145728"``: half-open ``start-end`` pairs) so that a
@@ -120,9 +119,14 @@ class Segment:
 
 
 class Splitter:
-    """Hands out the ranges of one file; knows which are being fetched.
+    """Hands out the ranges of one file, in file order; knows which are being fetched.
 
-    ``steal_min``: a range is split only if both halves get at least this many bytes.
+    :meth:`take` gives a free connection the next piece of the lowest missing range, so
+    the bytes arrive near the front of the file and the hashes (fed in file order) keep
+    up with the download; when nothing is left to take, :meth:`take` steals the upper
+    half of the largest range still being fetched (as aria2 does), so the slowest
+    connection never decides the end. ``steal_min``: a range is halved only if both
+    halves get at least this many bytes, and no piece leaves a smaller sliver behind.
     """
 
     def __init__(self, missing: Iterable[tuple[int, int]], steal_min: int) -> None:
@@ -132,54 +136,33 @@ class Splitter:
 
     @staticmethod
     def pieces(length: int, n: int, min_size: int) -> int:
-        """How many even pieces of ``length`` bytes, at most ``n``, each >= ``min_size``."""
+        """How many pieces of ``length`` bytes, at most ``n``, each >= ``min_size``."""
         return max(1, min(n, length // max(1, min_size)))
 
-    def start(self, n: int, min_size: int) -> list[Segment]:
-        """Cut the missing ranges into at most ``n`` segments of >= ``min_size`` bytes (the
-        largest ranges cut most), and mark them active. Gaps that get no segment stay
-        pending for :meth:`next`/:meth:`steal`."""
-        out: list[Segment] = []
-        while self._pending and len(out) < n:
-            # the largest pending range gets the connections that are left
-            s, e = max(self._pending, key=lambda r: r[1] - r[0])
-            self._pending.remove((s, e))
-            left = n - len(out) - len(self._pending)  # keep one for each other gap
-            k = self.pieces(e - s, max(1, left), min_size)
-            step = (e - s) // k
-            for j in range(k):
-                a = s + j * step
-                b = e if j == k - 1 else a + step
-                out.append(Segment(a, b))
-        out.sort(key=lambda seg: seg.start)
-        self.active.extend(out)
-        return out
+    def take(self, size: int) -> Segment | None:
+        """A range for a free connection: the first ``size`` bytes of the lowest missing
+        range, else half of the largest active range (:meth:`steal`), else None."""
+        if not self._pending:
+            return self.steal()
+        start, end = self._pending[0]
+        cut = min(end, start + max(1, size))
+        if end - cut < self.steal_min:
+            cut = end  # no sliver left behind
+        if cut == end:
+            self._pending.pop(0)
+        else:
+            self._pending[0] = (cut, end)
+        seg = Segment(start, cut)
+        self.active.append(seg)
+        return seg
 
-    def split(self, seg: Segment, n: int, min_size: int) -> list[Segment]:
-        """Cut what ``seg`` has left into at most ``n`` even pieces of >= ``min_size``
-        bytes: ``seg`` keeps the first, the others are returned (and active)."""
-        k = self.pieces(seg.remaining, n, min_size)
-        if k < 2:
-            return []
-        start, end = seg.pos, seg.end
-        step = (end - start) // k
-        seg.end = start + step
-        out = [
-            Segment(start + j * step, end if j == k - 1 else start + (j + 1) * step)
-            for j in range(1, k)
-        ]
-        self.active.extend(out)
-        return out
-
-    def next(self) -> Segment | None:
-        """A range for a free connection: a pending gap, else half of the largest active
-        range (:meth:`steal`), else None (nothing worth splitting)."""
-        if self._pending:
-            s, e = self._pending.pop(0)
-            seg = Segment(s, e)
-            self.active.append(seg)
-            return seg
-        return self.steal()
+    def cut(self, seg: Segment, end: int) -> None:
+        """Shorten an active range to end at ``end``; the rest is pending again (for
+        :meth:`take`)."""
+        end = max(end, seg.pos)
+        if end < seg.end:
+            bisect.insort(self._pending, (end, seg.end))
+            seg.end = end
 
     def steal(self) -> Segment | None:
         """Take the upper half of the largest active range, if both halves are worth it."""
@@ -212,7 +195,7 @@ class Splitter:
 
     @property
     def has_work(self) -> bool:
-        """A free connection would get a range from :meth:`next`."""
+        """A free connection would get a range from :meth:`take`."""
         return bool(self._pending) or any(
             seg.remaining >= 2 * self.steal_min for seg in self.active
         )

@@ -63,8 +63,15 @@ STEAL_MIN = 1024 * 1024  # bytes: a range is halved for a free connection only a
 # The first connection runs alone this long; if it brings FAST_STREAM or more, the file
 # is not split (docs/benchmarks.md, issue 17: one uncapped loopback stream is CPU-bound at
 # ~900 MiB/s here, and splitting it only costs CPU and memory; a capped one is 16-40 MB/s)
-PROBE_TIME = 0.05  # seconds
+PROBE_TIME = 0.02  # seconds
 FAST_STREAM = 128 * 1024 * 1024  # bytes/s
+# Pieces: a connection asks for the next piece in file order, of about PIECE_RTTS round
+# trips of its own transfer (at most MAX_PIECE), so the bytes in flight stay within
+# connections x piece of the hashed front of the file (what is read back at the end).
+PIECES_PER_CONNECTION = 4
+MIN_PIECE = 1024 * 1024
+MAX_PIECE = 64 * 1024 * 1024
+PIECE_RTTS = 20
 RECRUIT_INTERVAL = 0.2  # seconds between looks for a free slot of the host's budget
 RERESOLVE_LIMIT = 3  # fresh URLs in a row for one range before its failure counts
 HASH_CHUNK = 1024 * 1024
@@ -281,6 +288,31 @@ class _Buffer:
 # --------------------------------------------------------------------------------------
 
 
+class _Pace:
+    """One connection's speed and time to first byte: its next piece is about
+    :data:`PIECE_RTTS` round trips' worth of bytes, so a new request costs a few percent
+    of its time, while the pieces in flight (all connections') stay near the front of the
+    file, where the hashes are."""
+
+    __slots__ = ("base", "bytes", "seconds", "ttfb")
+
+    def __init__(self, base: int) -> None:
+        self.base = base  # the file's share: total / (connections x PIECES_PER_CONNECTION)
+        self.bytes = 0  # over its life: a burst at the start of a response counts little
+        self.seconds = 0.0
+        self.ttfb = 0.0  # seconds from its last request to the answer's head
+
+    def measured(self, n: int, seconds: float) -> None:
+        self.bytes += n
+        self.seconds += seconds + self.ttfb
+
+    def piece(self) -> int:
+        size = self.base
+        if self.seconds > 0:  # a far server: pieces worth many round trips
+            size = max(size, int(self.bytes / self.seconds * self.ttfb * PIECE_RTTS))
+        return min(MAX_PIECE, max(MIN_PIECE, size))
+
+
 class _Download:
     def __init__(
         self,
@@ -322,19 +354,24 @@ class _Download:
         """Take free slots of the host's budget for more connections, if there is work.
         Only while nobody waits for the host (``not locked()``: acquire() returns at once)."""
         while len(self.tasks) < self.wanted and self.splitter.has_work and not self.sem.locked():
-            seg = self.splitter.next()
-            if seg is None:
-                return
             await self.sem.acquire()
-            self.spawn(self.worker(seg, None, extra=True))
+            self.spawn(self.worker(None, None, extra=True))
 
     async def worker(self, seg: Segment | None, resp: httpx.Response | None, extra: bool) -> None:
+        """One connection: its range, then piece after piece in file order (sized to its
+        own pace), then halves of the largest ranges left."""
         holding = extra
+        pace = _Pace(self.file.total // (self.wanted * PIECES_PER_CONNECTION))
         try:
-            while seg is not None:
-                await self.fetch(seg, resp)
+            while True:
+                if seg is None:
+                    seg = self.splitter.take(pace.piece())
+                    if seg is None:
+                        return
+                await self.fetch(seg, resp, pace)
                 resp = None
                 self.splitter.done(seg)
+                seg = None
                 if extra:
                     self.sem.release()
                     holding = False
@@ -342,7 +379,6 @@ class _Download:
                         return  # others wait for the host: they get this slot
                     await self.sem.acquire()  # free: not locked() means no wait
                     holding = True
-                seg = self.splitter.next()
         finally:
             if resp is not None:
                 await resp.aclose()
@@ -350,7 +386,7 @@ class _Download:
                 self.sem.release()
 
     # -- one range ---------------------------------------------------------------------
-    async def fetch(self, seg: Segment, resp: httpx.Response | None) -> None:
+    async def fetch(self, seg: Segment, resp: httpx.Response | None, pace: _Pace) -> None:
         policy = self.reg._policy
         failures = 0
         expired = 0
@@ -361,9 +397,13 @@ class _Download:
                 progress, expired = seg.pos, 0
             try:
                 if resp is None:
+                    asked = time.monotonic()
                     resp = await self.request(seg)
+                    pace.ttfb = time.monotonic() - asked
                     self.check(resp, seg)
+                started = time.monotonic()
                 await self.receive(seg, resp)
+                pace.measured(seg.pos - before, time.monotonic() - started)
             except _Expired as exc:
                 expired += 1
                 if expired > RERESOLVE_LIMIT:
@@ -418,7 +458,7 @@ class _Download:
             return
         if status == 200 and _same_file(resp.headers, data):
             raise _NoRanges(f"the server ignored a segment's Range header (200, same {data.etag})")
-        if status in _EXPIRED and self.url != self.original:
+        if status in _EXPIRED and str(resp.url) != self.original:  # sent to a signed URL
             raise _Expired(f"a segment's URL answered {status} (expired?)")
         if status in self.reg._policy.statuses:
             retry_after = parse_retry_after(resp.headers.get("retry-after"))
@@ -472,11 +512,11 @@ class _Download:
 
     # -- all of it -------------------------------------------------------------------------
     async def run(self, first: httpx.Response | None) -> None:
-        reg = self.reg
         if first is not None:
             # The first connection alone for PROBE_TIME: if it is fast already, more would
             # cost CPU and memory, not time (an uncapped server, loopback).
-            (seg0,) = self.splitter.start(1, reg._min_segment_size)
+            seg0 = self.splitter.take(self.file.total)
+            assert seg0 is not None
             self.spawn(self.worker(seg0, first, extra=False))
             probe_start = time.monotonic()
             try:
@@ -489,22 +529,12 @@ class _Download:
             if rate >= FAST_STREAM:
                 self.wanted = 1
                 log.debug("ipybgfetch: one stream at %.0f MiB/s: not split", rate / 2**20)
-            for seg in self.splitter.split(seg0, self.wanted, reg._min_segment_size):
-                if self.sem.locked():
-                    self.splitter.give_back(seg)
-                else:
-                    await self.sem.acquire()
-                    self.spawn(self.worker(seg, None, extra=True))
-        else:  # resuming: this record's own slot, and whatever the host has free
-            free = 1
-            while free < self.wanted and not self.sem.locked():
-                await self.sem.acquire()
-                free += 1
-            segs = self.splitter.start(free, reg._min_segment_size)
-            for i, seg in enumerate(segs):
-                self.spawn(self.worker(seg, None, extra=i > 0))
-            for _ in range(free - len(segs)):
-                self.sem.release()
+            else:  # the first connection goes on with a piece; the others take the rest
+                share = self.file.total // (self.wanted * PIECES_PER_CONNECTION)
+                self.splitter.cut(seg0, seg0.pos + max(MIN_PIECE, share))
+        else:  # resuming: this record's own slot, then whatever the host has free
+            self.spawn(self.worker(None, None, extra=False))
+        await self.recruit()
         while self.tasks:
             self.changed.clear()
             if self.error is not None:
@@ -518,9 +548,7 @@ class _Download:
             await self.recruit()
             if not self.tasks and not self.splitter.finished:
                 # every connection ended (gave its slot to others): continue on our own
-                more = self.splitter.next()
-                if more is not None:
-                    self.spawn(self.worker(more, None, extra=False))
+                self.spawn(self.worker(None, None, extra=False))
 
     async def stop(self) -> None:
         """Cancel every connection and wait until none runs (even if cancelled again)."""

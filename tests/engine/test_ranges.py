@@ -42,11 +42,17 @@ def test_rangeset_rejects_and_recovers() -> None:
     assert RangeSet.loads("0-10,10-20").dumps() == "0-20"
 
 
-def test_start_cuts_even_pieces_of_at_least_min_size() -> None:
-    sp = Splitter([(0, 100)], steal_min=1)
-    segs = sp.start(4, min_size=30)  # 100 // 30 = 3 pieces, not 4
-    assert [(s.start, s.end) for s in segs] == [(0, 33), (33, 66), (66, 100)]
-    assert Splitter([(0, 100)], 1).start(8, min_size=200)[0].end == 100  # too small: one
+def test_take_hands_out_pieces_in_file_order_then_steals() -> None:
+    sp = Splitter([(0, 100)], steal_min=10)
+    a, b = sp.take(30), sp.take(30)
+    assert (a.start, a.end, b.start, b.end) == (0, 30, 30, 60)
+    c = sp.take(35)  # 40 left: 35 would leave a 5-byte sliver, so all 40
+    assert (c.start, c.end) == (60, 100)
+    d = sp.take(30)  # nothing left to take: half of the largest active range
+    assert (d.start, d.end) == (80, 100) and c.end == 80
+    sp.cut(a, 10)  # a shortened: [10, 30) is pending again, and taken first
+    e = sp.take(100)
+    assert (e.start, e.end) == (10, 30)
 
 
 @settings(max_examples=300, deadline=None)
@@ -54,7 +60,6 @@ def test_start_cuts_even_pieces_of_at_least_min_size() -> None:
     done=ranges,
     total=st.integers(1, 700),
     n=st.integers(1, 8),
-    min_size=st.integers(1, 100),
     steal_min=st.integers(1, 50),
     actions=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 200)), max_size=300),
 )
@@ -62,7 +67,6 @@ def test_every_missing_byte_is_fetched_exactly_once(
     done: list[tuple[int, int]],
     total: int,
     n: int,
-    min_size: int,
     steal_min: int,
     actions: list[tuple[int, int]],
 ) -> None:
@@ -71,8 +75,7 @@ def test_every_missing_byte_is_fetched_exactly_once(
     for s, e in have:
         writes[s:e] = b"\x01" * (e - s)
     sp = Splitter(have.missing(total), steal_min)
-    conns = list(sp.start(n, min_size))
-    assert len(conns) <= n
+    conns = [seg for seg in (sp.take(total) for _ in range(1)) if seg is not None]
 
     def advance(seg, k):  # a connection receives k bytes (never past its current end)
         k = min(k, seg.remaining)
@@ -81,8 +84,8 @@ def test_every_missing_byte_is_fetched_exactly_once(
         seg.pos += k
         have.add(seg.pos - k, seg.pos)
 
-    def free(i):  # connection i is free: it takes another range or closes
-        seg = sp.next()
+    def free(i, size):  # connection i is free: it takes another range or closes
+        seg = sp.take(size)
         if seg is None:
             conns.pop(i)
         else:
@@ -93,18 +96,18 @@ def test_every_missing_byte_is_fetched_exactly_once(
             break
         i = k % len(conns)
         seg = conns[i]
-        if what < 6:
+        if what < 5:
             advance(seg, k + 1)
             if seg.remaining == 0:
                 sp.done(seg)
-                free(i)
-        elif what < 8:  # the connection drops: the rest of its range goes back
+                free(i, k + 1)
+        elif what < 7:  # the connection drops: the rest of its range goes back
             sp.give_back(seg)
-            free(i)
-        elif what == 8 and len(conns) < n:  # a connection's range is cut for new ones
-            conns.extend(sp.split(seg, n - len(conns) + 1, min_size))
-        elif what == 9 and len(conns) < n:  # a new connection joins (a host slot became free)
-            seg = sp.next()
+            free(i, k + 1)
+        elif what == 7:  # its range is cut short (the first response, once split)
+            sp.cut(seg, seg.pos + k)
+        elif len(conns) < n:  # a new connection joins (a host slot became free)
+            seg = sp.take(k + 1)
             if seg is not None:
                 conns.append(seg)
     # then every connection runs to the end, taking more work as it goes
@@ -112,7 +115,7 @@ def test_every_missing_byte_is_fetched_exactly_once(
         seg = conns[0]
         advance(seg, seg.remaining)
         sp.done(seg)
-        free(0)
+        free(0, 1 + seg.end % 97)
     assert sp.finished
     assert not sp.has_work
     assert set(writes) <= {1}, "a byte was written twice or never"
