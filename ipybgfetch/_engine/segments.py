@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import httpx
 
 from .._http.http11 import Body
+from . import sink
 from .ranges import RangeSet, Segment, Splitter
 from .retry import SpeedCheck, parse_retry_after
 from .sink import _IOV_MAX, MAX_DELAY, _Job, _timed_fsync, _writer, open_part
@@ -60,11 +61,13 @@ log = logging.getLogger("ipybgfetch")
 
 DEFAULT_MIN_SEGMENT = 8 * 1024 * 1024  # bytes: a file under twice this is one stream
 STEAL_MIN = 1024 * 1024  # bytes: a range is halved for a free connection only above 2x this
-# The first connection runs alone this long; if it brings FAST_STREAM or more, the file
-# is not split (docs/benchmarks.md, issue 17: one uncapped loopback stream is CPU-bound at
-# ~900 MiB/s here, and splitting it only costs CPU and memory; a capped one is 16-40 MB/s)
-PROBE_TIME = 0.02  # seconds
-FAST_STREAM = 128 * 1024 * 1024  # bytes/s
+# The first connection runs alone until it brings PROBE_BYTES or PROBE_TIME passes; if it
+# brings PROBE_BYTES in time, the file is not split (issue 17: one uncapped loopback stream
+# is CPU-bound at ~900 MiB/s here, and splitting it only costs CPU and memory; capped
+# connections bring 16-40 MB/s)
+PROBE_TIME = 0.05  # seconds
+PROBE_BYTES = 4 * 1024 * 1024  # within PROBE_TIME: >= 80 MiB/s on one connection
+PROBE_TICK = 0.005
 # Pieces: a connection asks for the next piece in file order, of about PIECE_RTTS round
 # trips of its own transfer (at most MAX_PIECE), so the bytes in flight stay within
 # connections x piece of the hashed front of the file (what is read back at the end).
@@ -179,6 +182,8 @@ class _File:
         self._hashed = 0
         self._hashes = hashes
         self.read_back = 0  # bytes hashed by reading them back
+        # per connection: one stream's batches while alone, smaller ones once split
+        self.batch, self.in_flight = sink.BATCH, sink.MAX_IN_FLIGHT
         self.completed: collections.deque[tuple[int, int]] = collections.deque()
 
     def submit(self, offset: int, chunks: list[bytes]) -> _Job:
@@ -252,10 +257,11 @@ class _Buffer:
     def write(self, chunk: bytes) -> _Job | None:
         self._buf.append(chunk)
         self._size += len(chunk)
-        if self._size < BATCH and time.monotonic() - self._last < MAX_DELAY:
+        file = self._file  # its batch sizes change when the file is split
+        if self._size < file.batch and time.monotonic() - self._last < MAX_DELAY:
             return None
         self._submit()
-        if len(self._inflight) > MAX_IN_FLIGHT:
+        if len(self._inflight) > file.in_flight:
             return self._inflight.popleft()
         return None
 
@@ -518,21 +524,21 @@ class _Download:
             seg0 = self.splitter.take(self.file.total)
             assert seg0 is not None
             self.spawn(self.worker(seg0, first, extra=False))
-            probe_start = time.monotonic()
-            try:
-                await asyncio.wait_for(self.changed.wait(), PROBE_TIME)
-            except asyncio.TimeoutError:
-                pass
+            probe_end = time.monotonic() + PROBE_TIME
+            while seg0.pos < PROBE_BYTES and time.monotonic() < probe_end and self.tasks:
+                await asyncio.sleep(PROBE_TICK)
             if self.error is not None:
                 raise self.error
-            rate = seg0.pos / max(time.monotonic() - probe_start, 1e-3)
-            if rate >= FAST_STREAM:
+            if seg0.pos >= PROBE_BYTES:
                 self.wanted = 1
-                log.debug("ipybgfetch: one stream at %.0f MiB/s: not split", rate / 2**20)
-            else:  # the first connection goes on with a piece; the others take the rest
+                log.debug("ipybgfetch: %s is fast on one connection: not split", self.url)
+            elif self.tasks:  # the first connection goes on with a piece, others take more
+                self.file.batch, self.file.in_flight = BATCH, MAX_IN_FLIGHT
                 share = self.file.total // (self.wanted * PIECES_PER_CONNECTION)
                 self.splitter.cut(seg0, seg0.pos + max(MIN_PIECE, share))
         else:  # resuming: this record's own slot, then whatever the host has free
+            if self.wanted > 1:
+                self.file.batch, self.file.in_flight = BATCH, MAX_IN_FLIGHT
             self.spawn(self.worker(None, None, extra=False))
         await self.recruit()
         while self.tasks:
