@@ -185,3 +185,25 @@ def test_progress_lines_render_bytes_rate_eta_and_files(mgr, server):
     assert any("/s" in f and "ETA" in f and "0/1 files" in f for f in frames)
     assert frames[-1].startswith("lines: 390.6 KiB / 390.6 KiB (100%)  1/1 files  success")
     assert os.linesep in text or "\n" in text
+
+
+def test_progress_lines_keep_one_line_per_registration(mgr, server):
+    import io
+
+    from ipybgfetch._console import wait_with_progress
+
+    tag = uuid.uuid4().hex
+    regs = [
+        mgr.fetch(f"multi{i}", server.url(f"m{i}.bin", 300_000, throttle=300_000, tag=tag))
+        for i in range(2)
+    ]
+    stream = io.StringIO()
+    stream.isatty = lambda: True  # type: ignore[method-assign]
+    wait_with_progress(regs, timeout=20, stream=stream)
+    text = stream.getvalue()
+    assert all(r.result == "success" for r in regs)
+    assert text.count("\x1b[1A") >= 2  # redraws go back up to the first of the two lines
+    last = text.rsplit("\x1b[1A", 1)[-1]
+    lines = [line for line in last.replace("\r", "").split("\n") if line]
+    assert [line.split(":")[0] for line in lines] == ["multi0", "multi1"]
+    assert all("success" in line for line in lines)
