@@ -89,6 +89,7 @@ class Rules(NamedTuple):
     """What the transfer lends the segments (its definitions, not copies)."""
 
     headers: Callable[[BackgroundFetchRegistration, RecordData], httpx.Headers]  # a request's
+    count_received: Callable[[BackgroundFetchRegistration, RecordData, int], None]
     validator: Callable[[RecordData], str]  # what If-Range carries
     same_version: Callable[[httpx.Headers, RecordData], bool]  # a part of the stored version
     encoded: Callable[[str | None], bool]  # a Content-Encoding other than identity
@@ -98,7 +99,6 @@ class Rules(NamedTuple):
     attach_request: Callable[[httpx.RequestError, httpx.Response], None]
     restart: Callable[[BackgroundFetchRegistration, RecordData, Any], None]  # from byte 0
     retry: type[Exception]  # raised with a message: the transfer tries the record again
-    stopped: type[Exception]  # (reason, message): the whole registration stops
 
 
 class _Changed(Exception):
@@ -475,7 +475,6 @@ class _Download:
         reg, data = self.reg, self.data
         stream = resp.stream
         chunks = stream.__aiter__() if isinstance(stream, Body) else resp.aiter_raw()
-        limit = reg.download_total
         completed = self.file.completed
         done = data.segment_map
         assert done is not None
@@ -490,14 +489,9 @@ class _Download:
                 if len(chunk) >= room:
                     chunk = chunk[:room]
                 n = len(chunk)
-                if limit and max(reg._received, reg._downloaded) + n > limit:
-                    raise self.rules.stopped(
-                        "download-total-exceeded",
-                        f"download_total of {limit} bytes exceeded by {data.request.url}",
-                    )
+                self.rules.count_received(reg, data, n)  # download_total, before storing
                 backlog = buf.write(chunk)
                 seg.pos += n
-                reg._received += n  # restarts included: what download_total limits
                 reg._add_downloaded(data, n)
                 while completed:
                     done.add(*completed.popleft())

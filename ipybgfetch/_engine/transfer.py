@@ -661,10 +661,8 @@ async def _receive(
                 raise _Retry(slow)
             chunk = decoder.feed(raw) if decoder is not None else raw
             n = len(chunk)
-            if limit and max(reg._received, reg._downloaded) + n > limit:
-                raise _exceeded(limit, data)
+            _count_received(reg, data, n)
             backlog = part.write(chunk)
-            reg._received += n  # restarts included: what download_total limits
             reg._add_downloaded(data, n)
             if backlog is not None:  # the disk is behind the network: let it catch up
                 await backlog
@@ -684,11 +682,17 @@ async def _receive(
     return part, total
 
 
-def _exceeded(limit: int, data: RecordData) -> RegistrationStopped:
-    return RegistrationStopped(
-        "download-total-exceeded",
-        f"download_total of {limit} bytes exceeded by {data.request.url}",
-    )
+def _count_received(reg: BackgroundFetchRegistration, data: RecordData, n: int) -> None:
+    """``n`` more bytes received for ``data``: counted against ``download_total`` before
+    they are stored. Every byte received counts, restarts and segments included (what
+    the browser limits; ``downloaded`` only counts what is on disk now)."""
+    limit = reg.download_total
+    if limit and max(reg._received, reg._downloaded) + n > limit:
+        raise RegistrationStopped(
+            "download-total-exceeded",
+            f"download_total of {limit} bytes exceeded by {data.request.url}",
+        )
+    reg._received += n
 
 
 def _attach_request(exc: httpx.RequestError, resp: httpx.Response) -> None:
@@ -755,6 +759,7 @@ def _failed_path(reg: BackgroundFetchRegistration, final: Path) -> Path:
 
 _SEGMENT_RULES = segments.Rules(
     headers=_request_headers,
+    count_received=_count_received,
     validator=_validator,
     same_version=_same_version,
     encoded=_encoding,
@@ -764,5 +769,4 @@ _SEGMENT_RULES = segments.Rules(
     attach_request=_attach_request,
     restart=_restart_from_zero,
     retry=_Retry,
-    stopped=RegistrationStopped,
 )
