@@ -3,7 +3,10 @@ disk, no spliced files, bounded work, strict framing.
 
 Every test drives a real ``BackgroundFetchManager`` over both transports (ipybgfetch's own
 HTTP/1.1 transport and httpx's) against a raw-socket server whose bytes the test writes
-(``script_server_support``). Each one failed on c94e79e, before the fixes.
+(``script_server_support``). Each one failed before its fix (checked by running it on
+the code without the fix), except the httpx-transport cases of ``test_parser_strictness``
+and ``test_interim_heads_keep_a_slow_answer_alive``: h11/httpcore already behaved so; they
+hold the two transports to the same rule.
 """
 
 from __future__ import annotations
