@@ -766,7 +766,8 @@ function createPanel(doc, send, options = {}) {
       setHidden(icon, true);
       setAttr(icon, "src", null);
     }
-    setText(badge, label.text);
+    const frozen = Boolean(disabledReason) && !isSettled(snap);
+    setText(badge, frozen ? `${label.text} (last known)` : label.text);
     setAttr(badge, "data-tone", label.tone);
     for (const [type, word] of BUTTONS) setAttr(buttons[type], "aria-label", `${word} ${name}`);
     refresh();
@@ -808,6 +809,11 @@ function createPanel(doc, send, options = {}) {
     } else {
       setAttr(speed, "title", null);
     }
+    if (frozen) {
+      setText(speed, "no longer updated");
+      setHidden(speed, false);
+      setHidden(eta, true);
+    }
     setText(recs, recordsText(snap));
     const hasUpload = isNumber(snap.upload_total) && snap.upload_total > 0;
     setHidden(upload, !hasUpload);
@@ -822,12 +828,14 @@ function createPanel(doc, send, options = {}) {
     layout();
   }
   function setDisabled(reason) {
-    disabledReason = reason ? String(reason) : "";
+    const next = reason ? String(reason) : "";
+    if (next === disabledReason) return;
+    disabledReason = next;
     if (disabledReason) {
       pending = drop(pending);
       clicked = drop(clicked);
     }
-    refresh();
+    update(snap, ack);
   }
   function destroy() {
     pending = drop(pending);

@@ -358,7 +358,9 @@ export function createPanel(doc, send, options = {}) {
       setAttr(icon, "src", null);
     }
 
-    setText(badge, label.text);
+    // The kernel is gone: what the panel shows is the last state it heard of.
+    const frozen = Boolean(disabledReason) && !isSettled(snap);
+    setText(badge, frozen ? `${label.text} (last known)` : label.text);
     setAttr(badge, "data-tone", label.tone);
     for (const [type, word] of BUTTONS) setAttr(buttons[type], "aria-label", `${word} ${name}`);
     refresh();
@@ -405,6 +407,12 @@ export function createPanel(doc, send, options = {}) {
     } else {
       setAttr(speed, "title", null);
     }
+    if (frozen) {
+      // no speed or time left: nothing moves in a panel whose kernel is gone
+      setText(speed, "no longer updated");
+      setHidden(speed, false);
+      setHidden(eta, true);
+    }
     setText(recs, recordsText(snap));
     const hasUpload = isNumber(snap.upload_total) && snap.upload_total > 0;
     setHidden(upload, !hasUpload);
@@ -423,12 +431,14 @@ export function createPanel(doc, send, options = {}) {
 
   /** @param {string} reason */
   function setDisabled(reason) {
-    disabledReason = reason ? String(reason) : "";
+    const next = reason ? String(reason) : "";
+    if (next === disabledReason) return;
+    disabledReason = next;
     if (disabledReason) {
       pending = drop(pending);
       clicked = drop(clicked);
     }
-    refresh();
+    update(snap, ack);
   }
 
   function destroy() {

@@ -117,6 +117,10 @@ test("mount(): the kernel going away disables the controls at once, before any c
   assert.equal(pause.disabled, true);
   pause.click();
   assert.equal(model.sent.length, 0);
+  // no "31 s left" from a dead kernel: the badge says it is the last known state
+  assert.equal(el.querySelector(".ipybgfetch-badge").textContent, "Downloading (last known)");
+  assert.equal(el.querySelector(".ipybgfetch-eta").hidden, true);
+  assert.equal(el.querySelector(".ipybgfetch-speed").textContent, "no longer updated");
 });
 
 test("mount(): the ack trait reaches the panel with the state it came with", () => {
