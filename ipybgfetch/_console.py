@@ -87,16 +87,11 @@ class _Meter:
 
 def _expected(reg: Any) -> int | None:
     expected = getattr(reg, "expected_bytes", None)
-    if expected is None:
-        probe = getattr(reg, "_expected_bytes", None)
-        expected = probe() if callable(probe) else None
     return expected if isinstance(expected, int) and expected > 0 else None
 
 
 def _files(reg: Any) -> tuple[int, int]:
-    records = getattr(reg, "_records", None) or []
-    done = getattr(reg, "_done_count", 0)
-    return int(done or 0), len(records)
+    return int(getattr(reg, "records_done", 0) or 0), int(getattr(reg, "records_total", 0) or 0)
 
 
 class ProgressLines:
@@ -175,12 +170,7 @@ def wait_with_progress(
                 step = min(step, deadline - time.monotonic())
                 if step <= 0:
                     break
-            pending = next(r for r in regs if not getattr(r, "settled", True))
-            done = getattr(pending, "_settled_state", None)
-            if done is not None:
-                done.wait(step)
-            else:
-                time.sleep(step)
+            time.sleep(step)
     finally:
         lines.draw(final=True)
     for reg in regs:  # the handlers' end, and the TimeoutError if the deadline passed

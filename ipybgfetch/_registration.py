@@ -207,6 +207,25 @@ class BackgroundFetchRegistration:
         return self._settled_state.is_set()
 
     @property
+    def expected_bytes(self) -> int | None:
+        """The size of the download: the sum of the sizes the server announced, once
+        every record's is known, else None. (``download_total`` is only a cap.)"""
+        return self._expected_bytes()
+
+    @property
+    def records_total(self) -> int:
+        return len(self._records)
+
+    @property
+    def records_done(self) -> int:
+        """Records that settled (succeeded or not)."""
+        return self._done_count
+
+    @property
+    def records_failed(self) -> int:
+        return self._failed_count
+
+    @property
     def read_only(self) -> bool:
         """True when another process owns this registration (its state is mirrored)."""
         return self._read_only

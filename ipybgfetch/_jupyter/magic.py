@@ -539,8 +539,7 @@ def _status(reg: Any) -> str:
 
 def _progress(reg: Any) -> str:
     done = int(getattr(reg, "downloaded", 0) or 0)
-    expected = getattr(reg, "_expected_bytes", None)  # the announced sizes, when known
-    total = (expected() if callable(expected) else None) or 0
+    total = getattr(reg, "expected_bytes", None) or 0  # the announced sizes, when known
     total = total or int(getattr(reg, "download_total", 0) or 0)  # else the limit
     if total:
         return f"{format_size(done)} / {format_size(total)} ({100 * done / total:.0f}%)"
@@ -790,8 +789,8 @@ def _describe_deleted(reg: Any, reg_id: str) -> str:
     when = ""
     if isinstance(created, (int, float)):
         when = datetime.datetime.fromtimestamp(created).strftime(" started %Y-%m-%d %H:%M")
-    records = getattr(reg, "_records", None)
-    count = f", {len(records)} records" if isinstance(records, list) else ""
+    records = getattr(reg, "records_total", None)
+    count = f", {records} records" if isinstance(records, int) else ""
     return f"{reg_id!r} ({_status(reg)}{when}{count}, {_progress(reg)})"
 
 
