@@ -276,7 +276,7 @@ class BackgroundFetchManager:
         they arrived. ``force=True`` downloads again, replacing the old files in place.
 
         Segmented downloads: a file of at least twice ``min_segment_size`` (bytes or a
-        size such as ``"16MiB"``; default 8 MiB) from a server that serves byte ranges
+        size such as ``"16MiB"``; default 4 MiB) from a server that serves byte ranges
         with a strong validator is fetched over up to ``segments`` connections at once
         (default: as many as the host's ``max_connections_per_host`` budget has free;
         ``segments=1`` turns it off). It helps where servers cap each connection.

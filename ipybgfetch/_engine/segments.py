@@ -59,7 +59,11 @@ __all__ = ["DEFAULT_MIN_SEGMENT", "Rules", "download", "resume_count", "split_co
 
 log = logging.getLogger("ipybgfetch")
 
-DEFAULT_MIN_SEGMENT = 8 * 1024 * 1024  # bytes: a file under twice this is one stream
+# bytes: a file under twice this is one stream. Measured (docs/benchmarks.md, issue 17):
+# 16/32 MiB from a server capping connections at 16 MiB/s take 0.21 s split at 4 MiB,
+# 0.53/0.61 s at 8 MiB, 0.94/0.72 s at 16 MiB; an uncapped 16 MiB file takes the same
+# 35 ms either way (its first connection is fast: not split)
+DEFAULT_MIN_SEGMENT = 4 * 1024 * 1024
 STEAL_MIN = 1024 * 1024  # bytes: a range is halved for a free connection only above 2x this
 # The first connection runs alone until it brings PROBE_BYTES or PROBE_TIME passes; if it
 # brings PROBE_BYTES in time, the file is not split (issue 17: one uncapped loopback stream
