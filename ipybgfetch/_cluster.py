@@ -189,8 +189,11 @@ class ClusterRun:
             if reg._stopping:
                 self._signal("aborted")
                 self._owner.clear()
-            else:
-                self._signal("paused" if reg._state == "paused" else "stopped")
+            elif reg._state == "paused":
+                self._signal("paused")
+            else:  # the manager is closing: the shards stop, and their news is not applied
+                self._signal("stopped")
+                self._close()
             raise
         finally:
             reg._tasks.discard(asyncio.current_task())
@@ -564,12 +567,20 @@ def run_shard(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
     from ._models import Request
 
+    tasks: Any = distributed  # secede/rejoin carry no annotations
     worker = distributed.get_worker()
     control = distributed.Variable(spec["control"])  # type: ignore[no-untyped-call]
     wanted = _read_control(control)
-    while wanted == "paused":  # queued while the registration was paused: wait here
+    seceded = False
+    while wanted == "paused":  # queued while the registration was paused: wait here,
+        if not seceded:  # without holding one of the worker's threads
+            tasks.secede()
+            seceded = True
         time.sleep(REPORT_INTERVAL)
         wanted = _read_control(control)
+    if seceded:
+        tasks.rejoin()  # waits for a free thread: the shards run as many at a time
+        seceded = False
     if wanted in ("aborted", "stopped"):
         return []
     home = os.path.join(worker.local_directory, "ipybgfetch")
@@ -630,8 +641,16 @@ def run_shard(spec: dict[str, Any]) -> list[dict[str, Any]]:
                 reg.pause()
                 if wanted == "stopped":
                     break
+                if not seceded:  # a paused shard waits without holding a worker thread
+                    tasks.secede()
+                    seceded = True
             elif wanted == "active":
+                if seceded:
+                    tasks.rejoin()
+                    seceded = False
                 reg.resume()
+    if seceded:
+        tasks.rejoin()
     return [_record_update(d, index) for d, index in zip(reg._records, indexes, strict=True)]
 
 

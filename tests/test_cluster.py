@@ -194,9 +194,22 @@ def test_pause_and_resume_reach_the_workers(
         time.sleep(1.0)
         assert srv.bytes_sent_total == sent, "the workers kept downloading while paused"
         assert reg.state == "paused" and not reg.settled
+        # paused shards wait without holding the workers' threads (one each here): another
+        # registration runs meanwhile
+        other = [srv.url(f"o{i}.bin", 5000) for i in range(4)]
+        second = mgr.fetch(
+            "meanwhile",
+            other,
+            dest=f"s3://{bucket}/o/",
+            storage_options=s3.options(),
+            cluster=client,
+        )
+        assert second.wait(30).result == "success"
+        assert reg.state == "paused"
         assert reg.resume() is True
         assert reg.wait(60).result == "success"
     assert sorted(s3.keys(bucket, "p/")) == [f"p/p{i:02}.bin" for i in range(24)]
+    assert len(s3.keys(bucket, "o/")) == 4
 
 
 def test_a_shared_folder_as_dest(srv: DataServer, client: Any, tmp_path: Path) -> None:
@@ -362,6 +375,31 @@ def test_the_client_closed_mid_run(s3: S3, srv: DataServer, client: Any, tmp_pat
     time.sleep(0.5)
     assert srv.bytes_sent_total == sent, "the shards kept downloading"
     assert not [r for r in srv.requests if r.time > t_settled + 6]
+
+
+def test_manager_closed_mid_run_then_resumed_here(
+    s3: S3, srv: DataServer, client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing the manager stops the shards quietly (no late news applied to a closed
+    database); a new manager on the home resumes the registration in this process."""
+    bucket = s3.bucket()
+    urls = [srv.url(f"m{i}.bin", 100_000, throttle=100_000) for i in range(8)]
+    home = tmp_path / "home"
+    mgr = BackgroundFetchManager(home=home)
+    reg = mgr.fetch(
+        "closing", urls, dest=f"s3://{bucket}/m/", storage_options=s3.options(), cluster=client
+    )
+    wait_until(lambda: reg.downloaded > 0, 30, "bytes from the workers")
+    with caplog.at_level("ERROR", logger="ipybgfetch"):
+        mgr.close()
+        time.sleep(1.5)  # the shards' answers to "stopped" arrive meanwhile
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+    with BackgroundFetchManager(home=home) as again:
+        restored = again.get("closing")
+        assert restored is not None and restored.state == "needs-credentials"
+        restored.resume(storage_options=s3.options())
+        assert restored.wait(60).result == "success"
+    assert sorted(s3.keys(bucket)) == [f"m/m{i}.bin" for i in range(8)]
 
 
 def test_bad_cluster_arguments(client: Any, s3: S3, tmp_path: Path) -> None:
