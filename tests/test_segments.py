@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from resilience_support import LEASE_TIMEOUT, Worker, sha256_file, wait_until
 
-from ipybgfetch import BackgroundFetchManager, RetryPolicy
+from ipybgfetch import BackgroundFetchManager, Request, RetryPolicy
 from ipybgfetch.testing import DataServer
 
 MiB = 1024 * 1024
@@ -165,6 +165,50 @@ def test_a_signed_url_that_expires_midway(srv, tmp_path):
     assert fresh, "no segment went back to the original URL for a fresh signature"
     before = [r for r in log if "range" in r.headers and r.time < expired[0].time]
     assert before and all("expires" in r.query for r in before)  # to the final URL
+
+
+@pytest.mark.parametrize("algo", ["sha256", "sha512"])
+def test_integrity_holds_over_segments(srv, tmp_path, algo):
+    size = 24 * MiB
+    good = srv.url("sri.bin", size, throttle=16 * MiB)
+    bad = srv.url("sri.bin", size, throttle=16 * MiB, tag="bad")
+    wrong = DataServer.sri("other.bin", 10, algo)
+    with BackgroundFetchManager(home=tmp_path, max_connections_per_host=6, retries=FAST) as mgr:
+        ok = mgr.fetch(
+            "ok",
+            Request(good, integrity=DataServer.sri("sri.bin", size, algo)),
+            min_segment_size="1MiB",
+        ).wait(60)
+        assert ok.result == "success", ok.match_all()[0]["error"]
+        assert ok.match_all()[0]["sha256"] == DataServer.sha256("sri.bin", size)
+        failed = mgr.fetch("bad", Request(bad, integrity=wrong), min_segment_size="1MiB").wait(60)
+        assert (failed.result, failed.failure_reason) == ("failure", "fetch-error")
+        assert "integrity" in failed.match_all()[0]["error"]
+    assert len(ranges(srv, good)) >= 3  # it was split
+    assert not list(tmp_path.rglob("*.part")) and not list(tmp_path.rglob("sri*.bin"))[1:]
+
+
+def test_one_big_file_does_not_starve_other_registrations(srv, tmp_path):
+    """The host's budget is shared: a split file takes free slots only, and gives an
+    extra one back after its piece when others wait; its own connection keeps going."""
+    size = 64 * MiB  # at 2 MiB/s per connection: 8 s on 4 connections, in 4 MiB pieces
+    big = srv.url("hog.bin", size, throttle=2 * MiB)
+    with BackgroundFetchManager(home=tmp_path, max_connections_per_host=4, retries=FAST) as mgr:
+        hog = mgr.fetch("hog", big, min_segment_size="1MiB")
+        wait_until(lambda: srv.active_responses >= 4, 20, "the big file on 4 connections")
+        small = [srv.url(f"s{i}.csv", 50_000) for i in range(20)]
+        t = time.monotonic()
+        many = mgr.fetch("many", small).wait(30)
+        took = time.monotonic() - t
+        assert many.result == "success"
+        # a slot came free at the end of a piece (<= 2 s), not when the big file ran out
+        # of work to hand out (~7 s)
+        assert took < 4.5, took
+        assert hog.state == "active"
+        assert hog._records[0].connections >= 1  # and the big file went on meanwhile
+        before = hog.downloaded
+        wait_until(lambda: hog.downloaded > before + MiB, 10, "the big file going on")
+        hog.abort()
 
 
 def test_download_total_counts_bytes_of_every_segment(srv, tmp_path):
