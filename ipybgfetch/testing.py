@@ -49,6 +49,8 @@ Add ``tag=anything`` to get a fresh URL with fresh counters. ``srv.reset()`` cle
 ``status=CODE``            answer CODE with a small text body instead of the file.
 ``status_times=K``         apply ``status`` only to the first K requests, then serve normally
                            (a 503 storm that recovers).
+``status_after=K``         apply ``status`` only after the first K requests (a server that
+                           starts failing: the first download works, its later ranges fail).
 ``retry_after=SECONDS``    send ``Retry-After: SECONDS`` (with ``status``: on the status
                            responses only; without it: on every response).
 ``retry_after_date=1``     send Retry-After as an HTTP-date (now + SECONDS, default 0).
@@ -264,6 +266,7 @@ FAULT_PARAMS: Final = frozenset(
     {
         "status",
         "status_times",
+        "status_after",
         "retry_after",
         "retry_after_date",
         "drop_after",
@@ -296,6 +299,7 @@ FAULT_PARAMS: Final = frozenset(
 class _Faults:
     status: int | None = None
     status_times: int | None = None
+    status_after: int = 0
     retry_after: float | None = None
     retry_after_date: bool = False
     drop_after: int | None = None
@@ -354,6 +358,7 @@ class _Faults:
         if f.status is not None and not 200 <= f.status <= 599:
             raise ValueError(f"status={f.status}: expected 200..599")
         f.status_times = uint("status_times")
+        f.status_after = uint("status_after") or 0
         f.retry_after = ufloat("retry_after")
         f.retry_after_date = flag("retry_after_date")
         f.drop_after = uint("drop_after")
@@ -694,7 +699,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         retry_after = self._retry_after(f)
         if f.status is not None:
-            if f.status_times is None or count <= f.status_times:
+            if (f.status_times is None or count <= f.status_times) and count > f.status_after:
                 text = f"{f.status} {_phrase(f.status)} (injected by ?status=)\n"
                 self._send_simple(record, f.status, text, retry_after)
                 return

@@ -211,6 +211,18 @@ def test_one_big_file_does_not_starve_other_registrations(srv, tmp_path):
         hog.abort()
 
 
+def test_ranges_that_keep_failing_fail_the_record_plainly(srv, tmp_path):
+    # the first response streams; every request after it answers 503
+    url = srv.url("failing.bin", 16 * MiB, throttle=8 * MiB, status=503, status_after=1)
+    policy = RetryPolicy(retries=2, backoff=0.02, max_backoff=0.05)
+    with BackgroundFetchManager(home=tmp_path, max_connections_per_host=4, retries=policy) as mgr:
+        reg = mgr.fetch("failing", url, min_segment_size="1MiB").wait(60)
+        assert (reg.result, reg.failure_reason) == ("failure", "fetch-error")
+        error = reg.match_all()[0]["error"]
+        assert "503" in error and "internal error" not in error, error
+    assert len(ranges(srv, url)) >= 3  # it was split, and the ranges were retried
+
+
 def test_download_total_counts_bytes_of_every_segment(srv, tmp_path):
     # two files each under the cap (a Content-Length over it alone is refused before a
     # byte is fetched, issue #15), together over it: the segments' bytes add up

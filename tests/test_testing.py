@@ -312,6 +312,11 @@ def test_server_wide_latency_delays_every_response() -> None:
         DataServer(latency=-1)
 
 
+def test_status_after_starts_failing(srv: DataServer, client: httpx.Client) -> None:
+    url = srv.url(fresh(), 100, status=503, status_after=2)
+    assert [client.get(url).status_code for _ in range(4)] == [200, 200, 503, 503]
+
+
 def test_signed_url_redirects_then_expires(srv: DataServer, client: httpx.Client) -> None:
     name = fresh()
     url = srv.url(name, 1000, signed=0.3)

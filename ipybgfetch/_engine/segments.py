@@ -102,7 +102,7 @@ class Rules(NamedTuple):
     check_lease: Callable[[BackgroundFetchRegistration], None]
     attach_request: Callable[[httpx.RequestError, httpx.Response], None]
     restart: Callable[[BackgroundFetchRegistration, RecordData, Any], None]  # from byte 0
-    retry: type[Exception]  # raised with a message: the transfer tries the record again
+    retry: type[Exception]  # (message, retry_after=None): the transfer tries the record again
 
 
 class _Changed(Exception):
@@ -424,9 +424,11 @@ class _Download:
                 if seg.pos > before:
                     failures = 0
                 failures += 1
-                if failures > policy.retries or self.rules.permanent(exc):
-                    raise
                 retry_after = exc.retry_after if isinstance(exc, _SegmentRetry) else None
+                if failures > policy.retries or self.rules.permanent(exc):
+                    if isinstance(exc, _SegmentRetry):  # the transfer's kind of failure
+                        raise self.rules.retry(str(exc), retry_after) from None
+                    raise
                 await asyncio.sleep(policy.delay(failures, retry_after))
             finally:
                 if resp is not None:
