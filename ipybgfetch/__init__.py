@@ -10,6 +10,7 @@ Start downloads that keep running in the background of your kernel while you wor
 In a notebook: ``%load_ext ipybgfetch`` then ``%bgfetch my-data URL...``.
 """
 
+import logging as _logging
 from typing import Any as _Any
 
 from . import _display
@@ -29,8 +30,12 @@ from ._models import Request, Response
 from ._records import BackgroundFetchRecord, RecordList
 from ._registration import BackgroundFetchRegistration
 from ._registry import Registry
+from ._secrets import RedactingFilter as _RedactingFilter
 
 __version__ = "0.1.0"
+
+# Every line of the "ipybgfetch" logger goes out with secret query parameters redacted.
+_logging.getLogger("ipybgfetch").addFilter(_RedactingFilter())
 
 
 def _present(kind: str, obj: _Any, include: _Any, exclude: _Any) -> dict[str, _Any]:

@@ -11,12 +11,14 @@ them (a signed redirect target) is not stored at all where it is only a by-produ
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 
 __all__ = [
     "REDACTED",
     "STORED_HEADERS",
+    "RedactingFilter",
     "has_redacted_params",
     "has_secret_params",
     "is_secret_param",
@@ -132,3 +134,24 @@ def has_redacted_params(url: str) -> bool:
     return any(
         is_secret_param(m.group(2)) and m.group(3) == REDACTED for m in _QUERY_PARAM.finditer(url)
     )
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts secret query parameters from every record of the ``ipybgfetch`` logger.
+
+    Log lines quote URLs (start, retry, resume, done, failed) and error texts that may
+    quote them too; a user's logging configuration may write them to a file, so the
+    secrets are taken out here, once, for every line. It runs only for records that
+    pass the level check, so a disabled level costs nothing.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        return True

@@ -44,3 +44,25 @@ def test_secret_query_parameters_are_redacted(url, stored):
     assert has_secret_params(url) == (stored != url)
     assert has_redacted_params(stored) == (stored != url)
     assert not has_redacted_params(url)
+
+
+def test_log_lines_never_carry_a_url_secret(mgr, server, caplog):
+    """A URL's token is redacted in every ipybgfetch log line (a user's logging config may
+    write them to a file), message and traceback alike."""
+    import logging
+    import uuid
+
+    secret = "s3cr3t-" + uuid.uuid4().hex
+    ok = server.url("ok.bin", 1000, tag=uuid.uuid4().hex) + f"&access_token={secret}"
+    bad = server.url("gone.bin", 10, status=404, tag=uuid.uuid4().hex) + f"&sig={secret}"
+    with caplog.at_level(logging.DEBUG, logger="ipybgfetch"):
+        reg = mgr.fetch("logged-secret", [ok, bad])
+        reg.wait(15)
+        try:
+            raise ValueError(f"failed for {ok}")
+        except ValueError:
+            logging.getLogger("ipybgfetch").exception("while fetching %s", bad)
+    lines = [r for r in caplog.records if r.name == "ipybgfetch"]
+    assert any("ok.bin" in r.getMessage() for r in lines), "the download logged nothing"
+    assert secret not in caplog.text
+    assert "access_token=REDACTED" in caplog.text and "sig=REDACTED" in caplog.text

@@ -93,7 +93,7 @@ class _Zstd:
         if self._eof and data:
             raise IncompleteEncoding("bytes after the end of the compressed stream")
         try:
-            out = self._obj.decompress(data)
+            out: bytes = self._obj.decompress(data)
         except Exception as exc:
             raise CorruptEncoding(str(exc)) from None
         if getattr(self._obj, "eof", False):
@@ -141,16 +141,16 @@ def decoder_for(content_encoding: str) -> ContentDecoder | None:
             stages.append(_Zlib(gzip=False))
         elif coding == "br":
             try:
-                import brotli  # type: ignore[import-not-found]
+                import brotli  # type: ignore[import-not-found,unused-ignore]
             except ImportError:
                 try:
-                    import brotlicffi as brotli  # type: ignore[import-not-found]
+                    import brotlicffi as brotli  # type: ignore[import-not-found,unused-ignore]
                 except ImportError:
                     return None  # httpx cannot decode it either
             stages.append(_Brotli(brotli))
         elif coding == "zstd":
             try:
-                import zstandard  # type: ignore[import-not-found]
+                import zstandard  # type: ignore[import-not-found,unused-ignore]
             except ImportError:
                 return None
             stages.append(_Zstd(zstandard))
