@@ -40,7 +40,7 @@ import collections
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
@@ -345,6 +345,11 @@ class _Download:
         self.tasks: set[asyncio.Task[None]] = set()
         self.error: BaseException | None = None
         self.changed = asyncio.Event()  # a worker ended (or failed): look again
+        # the first response (a whole body from byte 0) while its connection reads it:
+        # if the server turns out to ignore Range, it simply goes on to the end
+        self.first_resp: httpx.Response | None = None
+        self.first_seg: Segment | None = None
+        self.reading_first = False
 
     # -- connections ---------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -378,7 +383,12 @@ class _Download:
                     seg = self.splitter.take(pace.piece())
                     if seg is None:
                         return
-                await self.fetch(seg, resp, pace)
+                try:
+                    await self.fetch(seg, resp, pace)
+                except _NoRanges:
+                    if not self.keep_first_stream():
+                        raise
+                    return  # the first response brings the rest
                 resp = None
                 self.splitter.done(seg)
                 seg = None
@@ -478,33 +488,17 @@ class _Download:
         raise _Changed(f"the server answered {status} to a segment's range")
 
     async def receive(self, seg: Segment, resp: httpx.Response) -> None:
-        reg, data = self.reg, self.data
         stream = resp.stream
         chunks = stream.__aiter__() if isinstance(stream, Body) else resp.aiter_raw()
-        completed = self.file.completed
-        done = data.segment_map
-        assert done is not None
         buf = _Buffer(self.file, seg.pos)
-        speed = SpeedCheck(reg._policy)
+        first = resp is self.first_resp
+        self.reading_first = self.reading_first or first
         try:
-            async for chunk in chunks:
-                slow = speed.slow(len(chunk))
-                if slow is not None:
-                    raise _SegmentRetry(slow)
-                room = seg.end - seg.pos  # end shrinks when another connection steals
-                if len(chunk) >= room:
-                    chunk = chunk[:room]
-                n = len(chunk)
-                self.rules.count_received(reg, data, n)  # download_total, before storing
-                backlog = buf.write(chunk)
-                seg.pos += n
-                reg._add_downloaded(data, n)
-                while completed:
-                    done.add(*completed.popleft())
-                if backlog is not None:
-                    await backlog
-                if seg.pos >= seg.end:
-                    break
+            try:
+                await self._take(seg, chunks, buf)
+            finally:
+                if first:
+                    self.reading_first = False
             await buf.flush()
         except BaseException as exc:
             buf.close()
@@ -516,6 +510,52 @@ class _Download:
                 f"a segment's body ended early, at byte {seg.pos} of its range to {seg.end}"
             )
 
+    async def _take(self, seg: Segment, chunks: AsyncIterator[bytes], buf: _Buffer) -> None:
+        """The body's chunks into ``buf`` up to the segment's end (which may move)."""
+        reg, data = self.reg, self.data
+        completed = self.file.completed
+        done = data.segment_map
+        assert done is not None
+        speed = SpeedCheck(reg._policy)
+        async for chunk in chunks:
+            slow = speed.slow(len(chunk))
+            if slow is not None:
+                raise _SegmentRetry(slow)
+            room = seg.end - seg.pos  # end shrinks when another connection steals
+            if len(chunk) >= room:
+                chunk = chunk[:room]
+            n = len(chunk)
+            self.rules.count_received(reg, data, n)  # download_total, before storing
+            backlog = buf.write(chunk)
+            seg.pos += n
+            reg._add_downloaded(data, n)
+            while completed:
+                done.add(*completed.popleft())
+            if backlog is not None:
+                await backlog
+            if seg.pos >= seg.end:
+                break
+
+    def keep_first_stream(self) -> bool:
+        """A range was answered with the whole file (the server ignores Range): if the
+        first response is still being read, it brings the rest, and nothing else is
+        asked (no restart, nothing lost). False: too late, the file starts again."""
+        seg0 = self.first_seg
+        if seg0 is None:
+            return False
+        if self.wanted == 1 and seg0.end == self.file.total:
+            return True  # done already, by another connection's answer
+        if not self.reading_first or seg0.pos >= seg0.end:
+            return False
+        log.info("ipybgfetch: %s ignores Range: one stream", self.url)
+        self.data.split_refused = True  # a retry of this record does not try again
+        self.wanted = 1
+        self.file.batch, self.file.in_flight = sink.BATCH, sink.MAX_IN_FLIGHT
+        seg0.end = self.file.total  # bytes others wrote meanwhile are the same file's
+        self.splitter = Splitter([], STEAL_MIN)
+        self.splitter.active.append(seg0)
+        return True
+
     # -- all of it -------------------------------------------------------------------------
     async def run(self, first: httpx.Response | None) -> None:
         if first is not None:
@@ -523,6 +563,7 @@ class _Download:
             # cost CPU and memory, not time (an uncapped server, loopback).
             seg0 = self.splitter.take(self.file.total)
             assert seg0 is not None
+            self.first_resp, self.first_seg = first, seg0
             self.spawn(self.worker(seg0, first, extra=False))
             probe_end = time.monotonic() + PROBE_TIME
             while seg0.pos < PROBE_BYTES and time.monotonic() < probe_end and self.tasks:
