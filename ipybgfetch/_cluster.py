@@ -46,8 +46,8 @@ from ._exceptions import FetchError
 
 if TYPE_CHECKING:
     from ._engine.cloud import RemoteDest
+    from ._engine.job import Job
     from ._engine.record import RecordData
-    from ._registration import BackgroundFetchRegistration
     from ._vocab import ClusterSnapshot, ClusterWorkerSnapshot, FailureReason
 
 __all__ = ["ClusterRun", "check_cluster", "run_shard"]
@@ -161,76 +161,76 @@ class ClusterRun:
         self._stop = threading.Event()
 
     # -- the registration's task (engine thread) ---------------------------------------------
-    def start(self, reg: BackgroundFetchRegistration) -> None:
+    def start(self, job: Job) -> None:
         """Follow the registration (again), or wake the follower (a retry while it runs)."""
         if self._task is not None and not self._task.done():
             if self._wake is not None:
                 self._wake.set()
             return
-        self._task = reg._manager._engine.spawn(self.follow(reg), name=f"bgfetch:{reg._id}")
-        reg._tasks.add(self._task)
+        self._task = job.host.engine.spawn(self.follow(job), name=f"bgfetch:{job.id}")
+        job.tasks.add(self._task)
 
-    async def follow(self, reg: BackgroundFetchRegistration) -> None:
+    async def follow(self, job: Job) -> None:
         """Submit shards for the records nobody runs, until the registration settles."""
         loop = asyncio.get_running_loop()
         self._wake = wake = asyncio.Event()
         try:
-            await loop.run_in_executor(None, self._open, reg)
-            while not reg.settled:
+            await loop.run_in_executor(None, self._open, job)
+            while not job.settled:
                 wake.clear()
-                todo = [d for d in reg._records if not d.settled and d.index not in self._owner]
+                todo = [d for d in job.records if not d.settled and d.index not in self._owner]
                 if todo:
-                    await loop.run_in_executor(None, self._submit, reg, todo)
+                    await loop.run_in_executor(None, self._submit, job, todo)
                     continue
                 await wake.wait()
         except asyncio.CancelledError:
             # abort() or download_total (the registration is stopping), pause(), or the
             # manager closing: tell every shard, without waiting for the answer here.
-            if reg._stopping:
+            if job.stopping:
                 self._signal("aborted")
                 self._owner.clear()
-            elif reg._state == "paused":
+            elif job.state == "paused":
                 self._signal("paused")
             else:  # the manager is closing: the shards stop, and their news is not applied
                 self._signal("stopped")
                 self._close()
             raise
         finally:
-            reg._tasks.discard(asyncio.current_task())
-            if reg.settled or reg._stopping:
+            job.tasks.discard(asyncio.current_task())
+            if job.settled or job.stopping:
                 self._close()
 
-    def _open(self, reg: BackgroundFetchRegistration) -> None:
+    def _open(self, job: Job) -> None:
         """In an executor thread: the control variable set active, the topic subscribed."""
         distributed = _distributed()
-        self._topic = f"ipybgfetch-{reg._key}"
-        self._control = f"ipybgfetch-control-{reg._key}"
+        self._topic = f"ipybgfetch-{job.key}"
+        self._control = f"ipybgfetch-control-{job.key}"
         distributed.Variable(self._control, client=self.client).set("active")
         if not self._subscribed:
             self._stop = threading.Event()
-            engine = reg._manager._engine
+            engine = job.host.engine
             self.client.subscribe_topic(
-                self._topic, lambda event: engine.call_soon(self._progress, reg, event[1])
+                self._topic, lambda event: engine.call_soon(self._progress, job, event[1])
             )
             self._subscribed = True
 
-    def _submit(self, reg: BackgroundFetchRegistration, todo: list[RecordData]) -> None:
+    def _submit(self, job: Job, todo: list[RecordData]) -> None:
         """In an executor thread: one task per shard of ``todo`` and a thread watching them."""
         client = self.client
         try:
             n_workers = len(client.scheduler_info(n_workers=-1).get("workers", {}))
         except TypeError:  # older distributed: no n_workers argument
             n_workers = len(client.scheduler_info().get("workers", {}))
-        remote: RemoteDest = reg._remote
+        remote: RemoteDest = job.remote
         names = remote.names  # every record's object name, fixed at fetch()
         assert names is not None
-        headers = _Hidden([(k, v) for k, v in reg._headers.multi_items()])
+        headers = _Hidden([(k, v) for k, v in job.headers.multi_items()])
         batch: dict[int, Any] = {}
         for members in shards(todo, n_workers):
             number = len(self._members)
             spec: dict[str, Any] = {
-                "key": reg._key,
-                "id": reg._id,
+                "key": job.key,
+                "id": job.id,
                 "shard": number,
                 "indexes": [d.index for d in members],
                 # request headers and storage_options may hold credentials: in memory and
@@ -239,11 +239,11 @@ class ClusterRun:
                 "names": [names[d.index] for d in members],
                 "remote": remote,
                 "headers": headers,
-                "download_total": reg._download_total,
-                "per_host": reg._manager._per_host,
+                "download_total": job.download_total,
+                "per_host": job.host.per_host,
                 # the class workers build their manager with (pickled by reference): this
                 # module never imports the manager, which imports it
-                "manager_class": type(reg._manager),
+                "manager_class": job.host.manager_class,
                 "topic": self._topic,
                 "control": self._control,
             }
@@ -253,23 +253,21 @@ class ClusterRun:
             self._futures[number] = batch[number] = client.submit(
                 run_shard,
                 spec,
-                key=f"ipybgfetch-shard-{reg._key}-{number}",
+                key=f"ipybgfetch-shard-{job.key}-{number}",
                 pure=False,
                 retries=SHARD_RETRIES,
             )
         threading.Thread(
             target=self._wait_shards,
-            args=(reg, batch, self._stop),
+            args=(job, batch, self._stop),
             name="ipybgfetch-cluster",
             daemon=True,
         ).start()
 
-    def _wait_shards(
-        self, reg: BackgroundFetchRegistration, batch: dict[int, Any], stop: threading.Event
-    ) -> None:
+    def _wait_shards(self, job: Job, batch: dict[int, Any], stop: threading.Event) -> None:
         """A thread: hand each finished shard of ``batch`` to the engine thread."""
         distributed = _distributed()
-        engine = reg._manager._engine
+        engine = job.host.engine
         by_key = {f.key: n for n, f in batch.items()}
         left = dict(batch)
         try:
@@ -278,17 +276,15 @@ class ClusterRun:
                     return
                 number = by_key[future.key]
                 left.pop(number, None)
-                self._hand_over(reg, number, future, engine)
+                self._hand_over(job, number, future, engine)
         except Exception as exc:  # the client itself went away: no shard will report
             for number in left:
                 with contextlib.suppress(RuntimeError):
                     engine.call_soon(
-                        self._shard_done, reg, number, (False, f"{type(exc).__name__}: {exc}")
+                        self._shard_done, job, number, (False, f"{type(exc).__name__}: {exc}")
                     )
 
-    def _hand_over(
-        self, reg: BackgroundFetchRegistration, number: int, future: Any, engine: Any
-    ) -> None:
+    def _hand_over(self, job: Job, number: int, future: Any, engine: Any) -> None:
         try:
             if future.cancelled():
                 outcome: tuple[bool, Any] = (False, "cancelled")
@@ -299,10 +295,10 @@ class ClusterRun:
         # Dask forgets it: a finished shard is not recomputed when its worker goes
         future.release()
         with contextlib.suppress(RuntimeError):  # the engine stopped (manager closed)
-            engine.call_soon(self._shard_done, reg, number, outcome)
+            engine.call_soon(self._shard_done, job, number, outcome)
 
     # -- applied on the engine thread -------------------------------------------------------
-    def _progress(self, reg: BackgroundFetchRegistration, msg: dict[str, Any]) -> None:
+    def _progress(self, job: Job, msg: dict[str, Any]) -> None:
         shard = int(msg.get("shard", -1))
         if shard in self._done_shards or shard not in self._members:
             return
@@ -313,12 +309,10 @@ class ClusterRun:
             "records": msg.get("records_total", 0),
             "rate": msg.get("rate", 0.0),
         }
-        if not (reg.settled or reg._stopping):
-            self._apply(reg, shard, msg.get("records", []))
+        if not (job.settled or job.stopping):
+            self._apply(job, shard, msg.get("records", []))
 
-    def _shard_done(
-        self, reg: BackgroundFetchRegistration, number: int, outcome: tuple[bool, Any]
-    ) -> None:
+    def _shard_done(self, job: Job, number: int, outcome: tuple[bool, Any]) -> None:
         if number in self._done_shards:
             return
         self._done_shards.add(number)
@@ -327,15 +321,15 @@ class ClusterRun:
         ok, value = outcome
         if not ok and value == "cancelled":  # not by abort() (that stops the registration)
             value = "it was cancelled: was the dask Client closed?"
-        if not (reg.settled or reg._stopping):
+        if not (job.settled or job.stopping):
             if ok:
-                self._apply(reg, number, value, final=True)
+                self._apply(job, number, value, final=True)
             left = [
                 i
                 for i in self._members.get(number, [])
-                if self._owner.get(i) == number and not reg._records[i].settled
+                if self._owner.get(i) == number and not job.records[i].settled
             ]
-            if left and not reg.settled:
+            if left and not job.settled:
                 reason = (
                     "its shard ended without it"
                     if ok
@@ -343,23 +337,21 @@ class ClusterRun:
                 )
                 # Its worker may have finished some before dying, unreported: their objects
                 # decide. The records stay owned (not re-run) until that is known.
-                task = reg._manager._engine.spawn(
-                    self._settle_left(reg, number, left, reason), name=f"bgfetch:{reg._id}"
+                task = job.host.engine.spawn(
+                    self._settle_left(job, number, left, reason), name=f"bgfetch:{job.id}"
                 )
-                reg._tasks.add(task)
-                task.add_done_callback(reg._tasks.discard)
+                job.tasks.add(task)
+                task.add_done_callback(job.tasks.discard)
                 return
-        self._release(reg, number)
+        self._release(job, number)
 
-    def _release(self, reg: BackgroundFetchRegistration, number: int) -> None:
+    def _release(self, job: Job, number: int) -> None:
         for index in self._members.get(number, []):
             if self._owner.get(index) == number:
                 del self._owner[index]
-        self._settled_check(reg, wake=True)
+        self._settled_check(job, wake=True)
 
-    async def _settle_left(
-        self, reg: BackgroundFetchRegistration, number: int, left: list[int], reason: str
-    ) -> None:
+    async def _settle_left(self, job: Job, number: int, left: list[int], reason: str) -> None:
         """A shard ended without settling these records: a record whose object is there,
         complete (uploaded for its URL, or matching its integrity), succeeded; the others
         fail with the shard's reason."""
@@ -368,14 +360,14 @@ class ClusterRun:
         from ._models import Response
 
         loop = asyncio.get_running_loop()
-        remote = reg._remote
+        remote = job.remote
         try:
             there = await loop.run_in_executor(None, remote.listing)
         except Exception:
             there = set()
         try:
             for index in left:
-                d = reg._records[index]
+                d = job.records[index]
                 found = None
                 name = remote.names[index] if remote.names else ""
                 if name in there and hasattr(d.final_path, "path"):
@@ -383,7 +375,7 @@ class ClusterRun:
                         found = await loop.run_in_executor(
                             None, remote.existing, d.final_path, d.request.url, d.request.integrity
                         )
-                if d.settled or reg.settled or self._owner.get(index) != number:
+                if d.settled or job.settled or self._owner.get(index) != number:
                     continue
                 if found:
                     d.status, d.total, d.sha256 = 200, found["size"], found["sha256"]
@@ -394,28 +386,28 @@ class ClusterRun:
                     d.response_headers = httpx.Headers(headers)
                     if d.response is None:
                         d.response = Response(d)
-                    reg._add_downloaded(d, found["size"] - d.downloaded)
+                    job.add_downloaded(d, found["size"] - d.downloaded)
                     d.error = ""
-                    reg._settle_record(d, "success", "")
+                    job.settle_record(d, "success", "")
                 else:
                     d.error = f"{reason}; the other records were not affected"
                     d.final_path = None
-                    reg._settle_record(d, "failure", "fetch-error")
+                    job.settle_record(d, "failure", "fetch-error")
         finally:
-            self._release(reg, number)
+            self._release(job, number)
 
-    def _settled_check(self, reg: BackgroundFetchRegistration, wake: bool = False) -> None:
+    def _settled_check(self, job: Job, wake: bool = False) -> None:
         """Once the registration settles, no shard owns a record any more (a retry runs
         its records in new shards; late news of the old ones is ignored), and the
         follower ends."""
-        if reg.settled:
+        if job.settled:
             self._owner.clear()
-        if (wake or reg.settled) and self._wake is not None:
+        if (wake or job.settled) and self._wake is not None:
             self._wake.set()
 
     def _apply(
         self,
-        reg: BackgroundFetchRegistration,
+        job: Job,
         shard: int,
         updates: list[dict[str, Any]],
         final: bool = False,
@@ -426,8 +418,8 @@ class ClusterRun:
 
         for u in updates:
             index = u["index"]
-            d = reg._records[index]
-            if d.settled or reg.settled or self._owner.get(index) != shard:
+            d = job.records[index]
+            if d.settled or job.settled or self._owner.get(index) != shard:
                 continue
             state = u["state"]
             for name in _RECORD_FIELDS:
@@ -442,7 +434,7 @@ class ClusterRun:
                 d.response = Response(d)
             delta = int(u.get("downloaded") or 0) - d.downloaded
             if delta:
-                reg._add_downloaded(d, delta)
+                job.add_downloaded(d, delta)
             if state in ("success", "failure", "aborted"):
                 failure: FailureReason = u.get("failure") or ""
                 if state != "success":
@@ -450,21 +442,21 @@ class ClusterRun:
                 if state == "aborted":  # aborted on its worker, not here
                     state, failure = "failure", failure or "fetch-error"
                     d.error = d.error or "aborted on its worker"
-                reg._settle_record(d, state, failure)
-                if reg.settled:
-                    self._settled_check(reg)
+                job.settle_record(d, state, failure)
+                if job.settled:
+                    self._settled_check(job)
                     return
                 if failure == "download-total-exceeded":
-                    reg._fail_now(d, "download-total-exceeded", d.error)
+                    job.fail_now(d, "download-total-exceeded", d.error)
                     return
             elif not final:
                 d.state = state
-                reg._mark_dirty(d)
-        limit = reg._download_total
-        if limit and reg._downloaded > limit and not reg.settled:
-            culprit = next((d for d in reg._records if not d.settled), None)
+                job.mark_dirty(d)
+        limit = job.download_total
+        if limit and job.downloaded > limit and not job.settled:
+            culprit = next((d for d in job.records if not d.settled), None)
             if culprit is not None:
-                reg._fail_now(
+                job.fail_now(
                     culprit,
                     "download-total-exceeded",
                     f"download_total of {limit} bytes exceeded by the cluster's records",
@@ -600,20 +592,21 @@ def run_shard(spec: dict[str, Any]) -> list[dict[str, Any]]:
             headers=dict(spec["headers"].value) if spec["headers"].value else None,
             download_total=spec["download_total"],
         )
+    job = reg._job  # this worker's own registration: its engine state, read here
     indexes = spec["indexes"]
     sent: dict[int, tuple[Any, ...]] = {}
     last_bytes, last_time, rate = 0, time.monotonic(), 0.0
     state = "active"
     while True:
-        settled = reg._done.wait(REPORT_INTERVAL)
+        settled = job.done.wait(REPORT_INTERVAL)
         now = time.monotonic()
         changed = []
-        for d, index in zip(reg._records, indexes, strict=True):
+        for d, index in zip(job.records, indexes, strict=True):
             key = (d.state, d.downloaded, d.status, d.total, d.error)
             if sent.get(index) != key:
                 sent[index] = key
                 changed.append(_record_update(d, index))
-        downloaded = reg._downloaded
+        downloaded = job.downloaded
         if now > last_time:
             rate = 0.5 * rate + 0.5 * max(0.0, (downloaded - last_bytes) / (now - last_time))
         last_bytes, last_time = downloaded, now
@@ -624,7 +617,7 @@ def run_shard(spec: dict[str, Any]) -> list[dict[str, Any]]:
                     "shard": spec["shard"],
                     "worker": worker.address,
                     "downloaded": downloaded,
-                    "files": reg._done_count,
+                    "files": job.done_count,
                     "records_total": len(indexes),
                     "rate": 0.0 if settled else rate,
                     "records": changed,
@@ -651,7 +644,7 @@ def run_shard(spec: dict[str, Any]) -> list[dict[str, Any]]:
                 reg.resume()
     if seceded:
         tasks.rejoin()
-    return [_record_update(d, index) for d, index in zip(reg._records, indexes, strict=True)]
+    return [_record_update(d, index) for d, index in zip(job.records, indexes, strict=True)]
 
 
 def _read_control(control: Any) -> str:

@@ -7,7 +7,6 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
-import functools
 import importlib.util
 import logging
 import os
@@ -26,6 +25,7 @@ import httpx
 
 from ._disk import free_space, nearest_existing
 from ._display import mimebundle
+from ._engine.job import Host, Job
 from ._engine.loop import Engine
 from ._engine.record import FAILED_FOLDER, RecordData
 from ._engine.restore import restore_into
@@ -130,6 +130,25 @@ class BackgroundFetchManager:
         self._intents_task: asyncio.Task[None] | None = None
         self._seen_version = -1  # the database's data_version when last looked at
         self._last_scan = 0.0
+        # Late-bound (lambdas): what the job calls is the manager's method at call time.
+        self._host = Host(
+            engine=self._engine,
+            names=self._names,
+            home=self.home,
+            per_host=max_connections_per_host,
+            client_options=self._client_options,
+            manager_class=type(self),
+            post=lambda fn, *args: self._callbacks.post(fn, *args),
+            report=lambda exc, where: self._callbacks.report(exc, where),
+            client=lambda: self._client(),
+            host_slot=lambda url: self._host_semaphore(url),
+            store=lambda: self._store,
+            store_records=lambda job, records: self._store_records(job, records),
+            store_registration=lambda job: self._store_registration(job),
+            release=lambda key: self._store_release(key),
+            reopen=lambda job: self._reopen(job),
+            closed=lambda: self._closed,
+        )
 
     # -- life cycle ------------------------------------------------------------------------
     def _ensure_started(self) -> None:
@@ -197,21 +216,11 @@ class BackgroundFetchManager:
             self._heartbeat_task.cancel()
         if self._intents_task is not None:
             self._intents_task.cancel()
-        for reg in list(self._registrations.values()):
-            reg._queue.clear()
-            tasks = list(reg._tasks)
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        for job in self._jobs():
             try:
-                if not reg._read_only:
-                    reg._checkpoint(force=True)
-                    self._store_release(reg._key)
+                await job.shutdown()
             except Exception as exc:
                 errors.append(exc)
-            if not reg.settled:
-                reg._state = "paused"  # resumable by the next manager on this home
-                reg._wake_waiters_on_close()
         building = self._http_building
         if (
             self._http is None
@@ -326,9 +335,9 @@ class BackgroundFetchManager:
                     )
                 )
             ):
-                previous._reused_at = time.time()
-                if remote is not None and previous._remote is not None:
-                    previous._remote.set_options(remote.storage_options)  # the caller's, fresh
+                previous._job.reused_at = time.time()
+                if remote is not None and previous._job.remote is not None:
+                    previous._job.remote.set_options(remote.storage_options)  # the caller's, fresh
                 return previous
             if id in self.get_ids():
                 active = self.get(id)
@@ -362,15 +371,15 @@ class BackgroundFetchManager:
             if remote is not None:
                 from ._engine.cloud import assign_paths
 
-                reg._remote = remote
-                assign_paths(reg, remote)
+                reg._job.remote = remote
+                assign_paths(reg._job, remote)
             if cluster is not None:
                 from ._cluster import ClusterRun
 
-                reg._runner = ClusterRun(cluster)
-            if previous is not None and previous.settled and previous._dest == folder:
+                reg._job.runner = ClusterRun(cluster)
+            if previous is not None and previous.settled and previous._job.dest == folder:
                 _replace_files_of(reg, previous)
-            reg._segments, reg._min_segment_size = split
+            reg._job.segments, reg._job.min_segment_size = split
             self._engine.run(self._register(reg))
         return reg
 
@@ -378,7 +387,7 @@ class BackgroundFetchManager:
         """The newest registration with this id, active or settled."""
         found = None
         for reg in list(self._registrations.values()):
-            if reg._id == id and (found is None or reg._created >= found._created):
+            if reg._job.id == id and (found is None or reg._job.created >= found._job.created):
                 found = reg
         return found
 
@@ -393,11 +402,12 @@ class BackgroundFetchManager:
         """Can a re-run return ``old`` as it is? Same requests and destination (a folder,
         or an object-storage URL), succeeded, every file (object) still there with its
         size (and, with ``checksum``, its SHA-256)."""
-        if old._result != "success" or old.dest != folder or len(old._records) != len(reqs):
+        job = old._job
+        if job.result != "success" or old.dest != folder or len(job.records) != len(reqs):
             return False
-        if public_headers(old._headers.items()) != public_headers(headers.items()):
+        if public_headers(old._job.headers.items()) != public_headers(headers.items()):
             return False
-        for d, req in zip(old._records, reqs, strict=True):
+        for d, req in zip(old._job.records, reqs, strict=True):
             if (
                 req.body is not None
                 or d.request.method != req.method
@@ -429,10 +439,10 @@ class BackgroundFetchManager:
             self._http_building.add_done_callback(_seen)  # the 1st transfer raises an error
         try:
             self._store.add_registration(
-                registration_row(reg), [new_record_row(d) for d in reg._records]
+                registration_row(reg._job), [new_record_row(d) for d in reg._job.records]
             )
         except IdInUse:
-            raise self._active_elsewhere(reg._id) from None
+            raise self._active_elsewhere(reg._job.id) from None
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc).lower():
                 raise
@@ -441,22 +451,22 @@ class BackgroundFetchManager:
                 "free some space there, or use another home (IPYBGFETCH_HOME or "
                 "BackgroundFetchManager(home=...))"
             ) from None
-        self._registrations[reg._key] = reg
+        self._registrations[reg._job.key] = reg
         self._callbacks.post(self._notify_change, reg)
-        reg._start()
+        reg._job.start()
 
     def get(self, id: str) -> BackgroundFetchRegistration | None:
         """The active registration with this id (the same object each time), else None."""
         self._ensure_started()
         for reg in reversed(list(self._registrations.values())):
-            if reg._id == id and not reg.settled:
+            if reg._job.id == id and not reg.settled:
                 return reg
         return None
 
     def get_ids(self) -> list[str]:
         """Ids of the active registrations (settled ones are not listed, per the spec)."""
         self._ensure_started()
-        return [r._id for r in list(self._registrations.values()) if not r.settled]
+        return [r._job.id for r in list(self._registrations.values()) if not r.settled]
 
     def registrations(self, *, replaced: bool = True) -> list[BackgroundFetchRegistration]:
         """Every known registration, oldest first: active, settled, and earlier kernels'.
@@ -470,9 +480,9 @@ class BackgroundFetchManager:
             return regs
         newest: dict[str, BackgroundFetchRegistration] = {}
         for reg in regs:
-            current = newest.get(reg._id)
-            if current is None or reg._created >= current._created:
-                newest[reg._id] = reg
+            current = newest.get(reg._job.id)
+            if current is None or reg._job.created >= current._job.created:
+                newest[reg._job.id] = reg
         keep = {id(r) for r in newest.values()}
         return [r for r in regs if id(r) in keep]
 
@@ -487,7 +497,7 @@ class BackgroundFetchManager:
         if isinstance(id, BackgroundFetchRegistration):
             targets = [id]
         else:
-            same = [r for r in self._registrations.values() if r._id == id]
+            same = [r for r in self._registrations.values() if r._job.id == id]
             if not same:
                 raise KeyError(f"no registration with id {id!r}; see mgr.registrations()")
             if all:
@@ -504,7 +514,7 @@ class BackgroundFetchManager:
                         f" (from here or in the process downloading it: {self._owner_label(reg)})"
                     )
                 raise InvalidStateError(
-                    f"registration {reg._id!r} is still {reg.state}; abort() it{where} "
+                    f"registration {reg._job.id!r} is still {reg.state}; abort() it{where} "
                     "before deleting"
                 )
         for reg in targets:
@@ -517,23 +527,23 @@ class BackgroundFetchManager:
             p
             for other in self._registrations.values()
             if other is not reg
-            for od in other._records
+            for od in other._job.records
             for p in (od.final_path, od.part_path)
             if p is not None
         }
-        for d in reg._records:
+        for d in reg._job.records:
             for path in (d.final_path, d.part_path):
                 if path is not None and path not in shared:
                     with contextlib.suppress(OSError):
                         path.unlink()
                     self._names.release(path)
-        failed = reg._dest / FAILED_FOLDER
-        for folder in (failed / reg._key, failed, reg._dest):
+        failed = reg._job.dest / FAILED_FOLDER
+        for folder in (failed / reg._job.key, failed, reg._job.dest):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if empty
-        self._store.delete_registration(reg._key)
+        self._store.delete_registration(reg._job.key)
         reg._records_available = False
-        self._registrations.pop(reg._key, None)
+        self._registrations.pop(reg._job.key, None)
         self._callbacks.post(self._notify_change, reg)
 
     def add_event_listener(self, type: str, handler: Callable[[BackgroundFetchEvent], Any]) -> None:
@@ -675,27 +685,27 @@ class BackgroundFetchManager:
         return folder
 
     # -- the database (engine thread) ------------------------------------------------------
-    def _store_records(self, reg: BackgroundFetchRegistration, records: list[RecordData]) -> None:
-        if self._store is None or reg._read_only:
+    def _store_records(self, job: Job, records: list[RecordData]) -> None:
+        if self._store is None or job.read_only:
             return
-        self._store.update_records(reg._key, [record_row(d) for d in records])
+        self._store.update_records(job.key, [record_row(d) for d in records])
 
-    def _store_registration(self, reg: BackgroundFetchRegistration) -> None:
-        if self._store is None or reg._read_only:
+    def _store_registration(self, job: Job) -> None:
+        if self._store is None or job.read_only:
             return
-        row = registration_row(reg)
+        row = registration_row(job)
         row.pop("key")
-        self._store.update_registration(reg._key, **row)
+        self._store.update_registration(job.key, **row)
 
-    def _reopen(self, reg: BackgroundFetchRegistration) -> None:
-        """A settled registration becomes active again (retry): this process holds it."""
+    def _reopen(self, job: Job) -> None:
+        """A settled registration becomes active again (retry): this process holds it
+        (the job then stops mirroring)."""
         if self._store is None:
             raise _closed_error()
         try:
-            self._store.reopen(reg._key)
+            self._store.reopen(job.key)
         except IdInUse:
-            raise self._active_elsewhere(reg._id) from None
-        reg._read_only = False
+            raise self._active_elsewhere(job.id) from None
 
     def _store_release(self, key: str) -> None:
         if self._store is not None:
@@ -711,13 +721,13 @@ class BackgroundFetchManager:
 
     def _beat(self) -> None:
         assert self._store is not None
-        mine = [r._key for r in self._registrations.values() if not r.settled and not r._read_only]
+        mine = [job.key for job in self._jobs() if not job.settled and not job.read_only]
         if mine:
             for key in self._store.heartbeat(mine):  # taken over while we were stalled
                 reg = self._registrations.get(key)
                 if reg is not None:
-                    reg._lose_lease()
-        mirrors = any(r._read_only for r in self._registrations.values())
+                    reg._job.lose_lease()
+        mirrors = any(r._job.read_only for r in self._registrations.values())
         if mirrors or time.time() - self._last_scan > lease_timeout():
             self._restore()
 
@@ -733,7 +743,7 @@ class BackgroundFetchManager:
                 if version == self._seen_version:
                     continue  # nobody else wrote to the database meanwhile
                 self._seen_version = version
-                if any(not r.settled and not r._read_only for r in self._registrations.values()):
+                if any(not job.settled and not job.read_only for job in self._jobs()):
                     for row in self._store.pending_intents():
                         await self._apply_intent(row)
                 self._drop_deleted()
@@ -760,19 +770,19 @@ class BackgroundFetchManager:
             if reg is None or reg.settled:
                 answer = "0"
             elif intent == "pause":
-                answer = str(int(await reg._pause()))
+                answer = str(int(await reg._job.pause()))
             elif intent == "resume":
-                answer = str(int(await reg._resume(None, None)))
+                answer = str(int(await reg._job.resume(None, None)))
             elif intent == "abort":
-                answer = str(int(await reg._abort()))
+                answer = str(int(await reg._job.abort()))
             elif intent == "handover":
-                await reg._hand_over()
+                await reg._job.hand_over()
                 answer, new_owner = "1", by
             else:
                 answer = f"unknown intent {intent!r}"
         except Exception as exc:  # e.g. resume() of needs-credentials: the asker says it
             answer = str(exc) or type(exc).__name__
-        log.info("%s: %s asked by another process: %s", reg._id if reg else key, intent, answer)
+        log.info("%s: %s asked by another process: %s", reg._job.id if reg else key, intent, answer)
         self._store.answer_intent(key, intent_id, answer, new_owner)
 
     def _control_elsewhere(
@@ -788,12 +798,12 @@ class BackgroundFetchManager:
         instead: None, and the caller acts here."""
         assert self._store is not None
         store = self._store
-        intent_id = self._engine.run(_call(store.send_intent, reg._key, intent))
+        intent_id = self._engine.run(_call(store.send_intent, reg._job.key, intent))
         deadline = time.monotonic() + timeout
         while True:
-            row = self._engine.run(_call(store.intent_state, reg._key))
+            row = self._engine.run(_call(store.intent_state, reg._job.key))
             if row is None:
-                raise InvalidStateError(f"registration {reg._id!r} was deleted meanwhile")
+                raise InvalidStateError(f"registration {reg._job.id!r} was deleted meanwhile")
             result = row["intent_result"] or ""
             if result.startswith(intent_id + ":"):
                 answer = result[len(intent_id) + 1 :]
@@ -801,17 +811,17 @@ class BackgroundFetchManager:
                 if answer in ("0", "1"):
                     return answer == "1"
                 raise InvalidStateError(
-                    f"{intent} of {reg._id!r} failed in {self._owner_label(reg)}: {answer}"
+                    f"{intent} of {reg._job.id!r} failed in {self._owner_label(reg)}: {answer}"
                 )
             stale = row["heartbeat"] is None or row["heartbeat"] < time.time() - lease_timeout()
             if row["owner"] is None or stale:
                 self._engine.run(_call(self._restore))  # nobody alive holds it: take it over
-                if not reg._read_only:  # ours now: withdraw the intent, the caller acts
-                    self._engine.run(_call(store.send_intent, reg._key, ""))
+                if not reg._job.read_only:  # ours now: withdraw the intent, the caller acts
+                    self._engine.run(_call(store.send_intent, reg._job.key, ""))
                     return None
             if time.monotonic() > deadline:
                 raise InvalidStateError(
-                    f"{self._owner_label(reg)} downloads {reg._id!r} and did not answer "
+                    f"{self._owner_label(reg)} downloads {reg._job.id!r} and did not answer "
                     f"the {intent} request within {timeout:.0f} s; try again, or stop that "
                     "process and this one takes the registration over"
                 )
@@ -820,12 +830,12 @@ class BackgroundFetchManager:
     def _take_over(self, reg: BackgroundFetchRegistration) -> None:
         """Make this process the owner of ``reg`` (the owner hands it over, or it is
         dead): afterwards this process downloads it, with whatever credentials it has."""
-        if not reg._read_only:
+        if not reg._job.read_only:
             return
         answered = self._control_elsewhere(reg, "handover")
-        if reg._read_only:
+        if reg._job.read_only:
             raise InvalidStateError(
-                f"could not take {reg._id!r} over from {self._owner_label(reg)}"
+                f"could not take {reg._job.id!r} over from {self._owner_label(reg)}"
                 + ("" if answered else " (it refused)")
             )
 
@@ -834,7 +844,7 @@ class BackgroundFetchManager:
         if self._store is None:
             return "another process"
         try:
-            info = self._engine.run(_call(self._store.owner_of, reg._key))
+            info = self._engine.run(_call(self._store.owner_of, reg._job.key))
         except Exception:
             info = None
         if not info:
@@ -847,7 +857,28 @@ class BackgroundFetchManager:
     def _restore(self) -> None:
         """Load registrations from the database: earlier kernels' and other processes'."""
         self._last_scan = time.time()
-        restore_into(self, functools.partial(BackgroundFetchRegistration, self))
+        assert self._store is not None
+        restore_into(
+            self._store,
+            {key: reg._job for key, reg in self._registrations.items()},
+            self._restored,
+            self._added,
+            home=self.home,
+            auto_resume=self._auto_resume,
+        )
+
+    def _restored(self, **fields: Any) -> Job:
+        """A registration of an earlier kernel (or another process), for restore."""
+        reg = BackgroundFetchRegistration(self, policy=self._policy, **fields)
+        reg._output_target = None  # no starting cell in this kernel: output goes to the latest
+        self._registrations[fields["key"]] = reg
+        return reg._job
+
+    def _added(self, job: Job) -> None:
+        self._callbacks.post(self._notify_change, self._registrations[job.key])
+
+    def _jobs(self) -> list[Job]:
+        return [reg._job for reg in list(self._registrations.values())]
 
 
 def _is_remote(dest: Any) -> bool:
@@ -882,7 +913,7 @@ def _files_intact(reg: BackgroundFetchRegistration, checksum: bool) -> bool:
     SHA-256 recorded when it arrived). Runs in a worker thread."""
     import hashlib
 
-    for d in reg._records:
+    for d in reg._job.records:
         if d.final_path is None:
             return False
         try:
@@ -909,10 +940,10 @@ def _replace_files_of(reg: BackgroundFetchRegistration, old: BackgroundFetchRegi
     that the old one fetched is written to the old file's name (through a ``.part`` and
     an atomic rename), never to a ``-2`` copy beside it."""
     paths: dict[tuple[str, str], list[Path]] = {}
-    for d in old._records:
+    for d in old._job.records:
         if d.final_path is not None and d.state == "success":
             paths.setdefault((d.request.method, d.request.url), []).append(d.final_path)
-    for d in reg._records:
+    for d in reg._job.records:
         free = paths.get((d.request.method, d.request.url))
         if free:
             d.final_path = free.pop(0)

@@ -187,7 +187,7 @@ def _report(mgr: Any) -> dict[str, Any]:
     regs = []
     for reg in mgr.registrations():
         records = []
-        for d in reg._records:  # the engine's data: read-only here, for the report
+        for d in reg._job.records:  # the engine's data: read-only here, for the report
             records.append(
                 {
                     "url": d.request.url,
@@ -207,7 +207,7 @@ def _report(mgr: Any) -> dict[str, Any]:
                 "failure_reason": reg.failure_reason,
                 "downloaded": reg.downloaded,
                 "read_only": reg.read_only,
-                "downloading": bool(reg._tasks),
+                "downloading": bool(reg._job.tasks),
                 "records": records,
             }
         )

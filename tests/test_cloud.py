@@ -60,7 +60,7 @@ def test_s3_objects_are_the_servers_bytes(s3: S3, server: DataServer, home: Path
         assert df["path"].iloc[0] == f"s3://{bucket}/x/f0.bin"
         assert list(df["bytes"][:5]) == sizes
         # the staging folder is empty: every body was uploaded, then removed locally
-        staging = home / "staging" / reg._key
+        staging = home / "staging" / reg._job.key
         assert not [p for p in staging.rglob("*") if p.is_file()]
 
 

@@ -141,7 +141,7 @@ def test_a_worker_killed_midway(s3: S3, srv: DataServer, client: Any, tmp_path: 
         wait_until(lambda: victim() is not None or reg.settled, 30, "a worker with files done")
         address = victim()
         assert address is not None and not reg.settled, "finished before a worker could be killed"
-        done_before = [d.request.url for d in reg._records if d.state == "success"]
+        done_before = [d.request.url for d in reg._job.records if d.state == "success"]
         os.kill(pids[address], signal.SIGKILL)
         assert reg.wait(60).result == "success", [r.error for r in reg.match_all()]
         assert reg.downloaded == n * size
@@ -249,16 +249,16 @@ def test_a_shard_dask_gives_up_on_fails_its_records(
             reg = mgr.fetch(
                 "gives-up", urls, dest=f"s3://{bucket}/g/", storage_options=s3.options(), cluster=c
             )
-            wait_until(lambda: reg._done_count >= 2 or reg.settled, 30, "records done")
+            wait_until(lambda: reg._job.done_count >= 2 or reg.settled, 30, "records done")
             assert not reg.settled
-            done_before = {d.index for d in reg._records if d.state == "success"}
+            done_before = {d.index for d in reg._job.records if d.state == "success"}
             pid = next(iter(c.run(os.getpid).values()))
             os.kill(pid, signal.SIGKILL)
             reg.wait(60)
             assert reg.result == "failure" and reg.failure_reason == "fetch-error"
             failed = [r for r in reg.match_all() if r.state == "failure"]
             assert failed and all("KilledWorker" in r.error for r in failed), failed[0].error
-            assert all(reg._records[i].state == "success" for i in done_before)
+            assert all(reg._job.records[i].state == "success" for i in done_before)
             ok = {r["path"] for r in reg.match_all() if r.state == "success"}
         assert {f"s3://{bucket}/{k}" for k in s3.keys(bucket)} == ok
     finally:

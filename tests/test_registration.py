@@ -480,13 +480,13 @@ def test_pause_and_resume_racing_never_strand_the_registration(mgr, server):
     reg = mgr.fetch("race", [server.url("race.bin", 2_000_000, throttle=4_000_000)])
     engine = mgr._engine
     for _ in range(5):  # a resume() arriving while pause() waits for its workers
-        paused = engine.submit(reg._pause())
-        resumed = engine.submit(reg._resume(None, None))
+        paused = engine.submit(reg._job.pause())
+        resumed = engine.submit(reg._job.resume(None, None))
         paused.result(5), resumed.result(5)
         if reg.settled:
             break
         assert reg.state == "active"
-        assert reg._tasks or reg._done_count == len(reg._records)
+        assert reg._job.tasks or reg._job.done_count == len(reg._job.records)
     reg.wait(20)
     assert reg.result == "success"
 
@@ -694,10 +694,11 @@ def test_close_while_fetch_starts_the_engine_leaves_no_engine_running(tmp_path):
 def test_many_changed_records_are_checkpointed_before_the_interval(tmp_path, server, monkeypatch):
     """A registration of many small files writes its rows in batches of CHECKPOINT_ROWS as
     it goes, not all after the last file (nor only once a CHECKPOINT_INTERVAL)."""
-    from ipybgfetch import BackgroundFetchManager, _registration
+    from ipybgfetch import BackgroundFetchManager
+    from ipybgfetch._engine import job as _job
 
-    monkeypatch.setattr(_registration, "CHECKPOINT_INTERVAL", 100.0)  # never, by time
-    monkeypatch.setattr(_registration, "CHECKPOINT_ROWS", 5)
+    monkeypatch.setattr(_job, "CHECKPOINT_INTERVAL", 100.0)  # never, by time
+    monkeypatch.setattr(_job, "CHECKPOINT_ROWS", 5)
     batches: list[int] = []
     real = BackgroundFetchManager._store_records
 

@@ -240,7 +240,7 @@ def test_two_processes_one_home_only_one_downloads_then_takeover(srv, tmp_path, 
     with BackgroundFetchManager(home=home, retries=FAST) as b:
         reg = b.get("shared")
         assert reg is not None
-        assert reg.read_only and not reg._tasks  # B mirrors, it does not download
+        assert reg.read_only and not reg._job.tasks  # B mirrors, it does not download
         # Live state: B sees the bytes A downloads (checkpointed about once a second).
         first = reg.downloaded
         wait_until(lambda: reg.downloaded > first, 5, "live progress from A")
@@ -258,7 +258,7 @@ def test_two_processes_one_home_only_one_downloads_then_takeover(srv, tmp_path, 
         # only A asked for the file: once, and once more (a Range) after B's pause/resume
         asked = srv.requests_for(url)
         assert len(asked) == 2 and asked[1].headers.get("range", "").startswith("bytes=")
-        assert not reg._tasks
+        assert not reg._job.tasks
         a_report = a.registration("shared")
         assert a_report["downloading"] and not a_report["read_only"]
         # A dies; B takes over after the lease runs out and finishes from the .part.
@@ -390,7 +390,7 @@ def test_restored_registration_with_credentials_waits_for_them(srv, tmp_path, wo
     with BackgroundFetchManager(home=home, retries=FAST) as mgr:
         reg = mgr.get("private")
         wait_until(lambda: reg.state == "needs-credentials", LEASE_TIMEOUT + 5, "takeover")
-        assert not reg.read_only and not reg._tasks
+        assert not reg.read_only and not reg._job.tasks
     # Still waiting for them in the next kernel too (the flag is never lost).
     with BackgroundFetchManager(home=home, retries=FAST) as mgr:
         reg = mgr.get("private")

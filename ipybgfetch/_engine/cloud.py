@@ -23,7 +23,7 @@ request's ``integrity``. Anything else at that name is replaced.
 Credentials: ``storage_options`` live in memory only (never in the database, the
 staging folder or the object metadata). A registration restored in a new process whose
 ``storage_options`` were not empty waits in the ``needs-credentials`` state for
-``reg.resume(storage_options={...})``.
+``job.resume(storage_options={...})``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from .._integrity import sri_to_hashes, strongest_hashes
 from .._names import filename_from_url, safe_filename
 
 if TYPE_CHECKING:
-    from .._registration import BackgroundFetchRegistration
+    from .job import Job
     from .record import RecordData
 
 __all__ = ["ObjectPath", "RemoteDest", "is_remote", "remote_dest"]
@@ -399,45 +399,43 @@ def object_names(urls: list[str]) -> list[str]:
     return names
 
 
-def assign_paths(
-    reg: BackgroundFetchRegistration, remote: RemoteDest, names: list[str] | None = None
-) -> None:
+def assign_paths(job: Job, remote: RemoteDest, names: list[str] | None = None) -> None:
     """Give every record its object (final path) and its staged ``.part`` file."""
-    staging = reg._dest
-    cache = reg._manager.home / "cache" / reg._key
+    staging = job.dest
+    cache = job.host.home / "cache" / job.key
     if names is None:
-        names = remote.names or object_names([d.request.url for d in reg._records])
+        names = remote.names or object_names([d.request.url for d in job.records])
     remote.names = names
-    for d, name in zip(reg._records, names, strict=True):
+    for d, name in zip(job.records, names, strict=True):
         d.final_path = remote.object_path(name, cache / f"{d.index}-{safe_filename(name)}")  # type: ignore[assignment]
         d.part_path = staging / f"{d.index}.part"
 
 
-def restore_paths(reg: BackgroundFetchRegistration) -> None:
+def restore_paths(job: Job) -> None:
     """A registration read back from the database: its objects and staged files (the
     names are a function of the URLs; a body kept for an error status stays local)."""
-    loaded = [d.final_path for d in reg._records]
-    assign_paths(reg, reg._remote)
-    for d, path in zip(reg._records, loaded, strict=True):
+    loaded = [d.final_path for d in job.records]
+    assign_paths(job, job.remote)
+    for d, path in zip(job.records, loaded, strict=True):
         if path is not None and str(path).endswith(".body"):
             d.final_path = path
 
 
-async def prepare_record(reg: BackgroundFetchRegistration, data: RecordData) -> bool:
+async def prepare_record(job: Job, data: RecordData) -> bool:
     """Before a record's first request: it targets its object (again, after a retry of a
     record whose error body was kept locally); and if that object is already there,
     complete (same URL, size and sha256 recorded, or the request's integrity matches), the
     record settles as a success without a request. True if it did."""
-    remote = reg._remote
+    remote = job.remote
     if remote is None:
         return False
     if not isinstance(data.final_path, ObjectPath):
-        names = remote.names or object_names([d.request.url for d in reg._records])
-        position = next(i for i, d in enumerate(reg._records) if d is data)
-        cache = reg._manager.home / "cache" / reg._key
+        names = remote.names or object_names([d.request.url for d in job.records])
+        position = next(i for i, d in enumerate(job.records) if d is data)
+        cache = job.host.home / "cache" / job.key
         name = names[position]
         data.final_path = remote.object_path(name, cache / f"{data.index}-{safe_filename(name)}")
-        data.part_path = reg._dest / f"{data.index}.part"
+        data.part_path = job.dest / f"{data.index}.part"
     obj = data.final_path
     assert isinstance(obj, ObjectPath)
     if data.downloaded or data.request.method != "GET":
@@ -478,16 +476,16 @@ async def prepare_record(reg: BackgroundFetchRegistration, data: RecordData) -> 
         data.started = time.time()
     if data.response is None:
         data.response = Response(data)
-    reg._add_downloaded(data, found["size"] - data.downloaded)
+    job.add_downloaded(data, found["size"] - data.downloaded)
     data.error = ""
-    reg._settle_record(data, "success", "")
+    job.settle_record(data, "success", "")
     return True
 
 
-async def publish(reg: BackgroundFetchRegistration, data: RecordData) -> None:
+async def publish(job: Job, data: RecordData) -> None:
     """The verified ``.part`` becomes the object (success) or, for an error status, a
     local file kept in the staging folder (readable through ``record.response``)."""
-    remote = reg._remote
+    remote = job.remote
     part, obj = data.part_path, data.final_path
     assert remote is not None and part is not None and obj is not None
     if not part.exists():
@@ -503,7 +501,7 @@ async def publish(reg: BackgroundFetchRegistration, data: RecordData) -> None:
     ctype = data.response_headers.get("content-type", "")
     # Every byte is on disk, verified: say so in the database before the upload, which
     # may take long, so that a process killed meanwhile resumes without a request.
-    reg._record_changed(data, checkpoint=True)
+    job.record_changed(data, checkpoint=True)
     loop = asyncio.get_running_loop()
     try:
         await loop.run_in_executor(

@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,99 +24,88 @@ from .record import RecordData
 from .rows import json_headers, load_registration, request_from_row
 
 if TYPE_CHECKING:
-    from .._manager import BackgroundFetchManager
-    from .._registration import BackgroundFetchRegistration
+    from .job import Job
+    from .store import Store
 
 __all__ = ["restore_into"]
 
 
 def restore_into(
-    mgr: BackgroundFetchManager, new: Callable[..., BackgroundFetchRegistration]
+    store: Store,
+    jobs: Mapping[str, Job],
+    new: Callable[..., Job],
+    added: Callable[[Job], None],
+    *,
+    home: Path,
+    auto_resume: bool,
 ) -> None:
-    """Load the database's registrations into ``mgr``; ``new(**fields)`` makes the
-    registration object of one this process has not seen yet."""
-    store = mgr._store
-    assert store is not None
+    """Load the database's registrations: ``jobs`` are those this process knows (by key);
+    ``new(**fields)`` makes the registration of one it has not seen yet and returns its
+    job; ``added(job)`` announces it once loaded. Settled ones are marked so, abandoned
+    ones (their owner stopped beating) are taken over, the others are mirrored."""
     for row in store.registrations():
         key = row["key"]
-        reg = mgr._registrations.get(key)
-        if reg is not None and not reg._read_only:
+        job = jobs.get(key)
+        if job is not None and not job.read_only:
             continue
         records = store.records(key)
-        if reg is None:
-            reg = _build(mgr, new, row, records)
-            mgr._registrations[key] = reg
-            mgr._callbacks.post(mgr._notify_change, reg)
+        if job is None:
+            job = _build(new, row, records, home)
+            added(job)
         else:
-            _refresh(reg, row, records)  # a mirror: show the owner's live state
-            mgr._callbacks.post(reg._dispatch_progress)
+            _refresh(job, row, records)  # a mirror: show the owner's live state
+            job.host.post(job.on_progress)
         if row["result"]:
-            _mark_settled(reg, row)
-            reg._read_only = False
+            job.mark_settled(row["result"], row["failure_reason"])
+            job.read_only = False
             continue
         if store.try_take(key):
-            reg._read_only = False
-            _adopt(mgr, reg, row)
+            job.read_only = False
+            _adopt(job, row, auto_resume)
         else:
-            reg._read_only = True
+            job.read_only = True
 
 
 def _build(
-    mgr: BackgroundFetchManager,
-    new: Callable[..., BackgroundFetchRegistration],
-    row: sqlite3.Row,
-    records: list[sqlite3.Row],
-) -> BackgroundFetchRegistration:
+    new: Callable[..., Job], row: sqlite3.Row, records: list[sqlite3.Row], home: Path
+) -> Job:
     requests = [request_from_row(r) for r in records]
-    reg = new(
+    job = new(
         key=row["key"],
         id=row["id"],
         requests=requests,
         title=row["title"],
         icons=json.loads(row["icons"]),
         download_total=row["download_total"],
-        dest=Path(row["dest"]) if "://" not in row["dest"] else mgr.home / "staging" / row["key"],
+        dest=Path(row["dest"]) if "://" not in row["dest"] else home / "staging" / row["key"],
         headers=httpx.Headers(json_headers(row)),  # credentials were never stored
         auth=None,
-        policy=mgr._policy,
         created=row["created"],
     )
-    reg._output_target = None  # no starting cell in this kernel: output goes to the latest
-    reg._upload_total = row["upload_total"]
+    job.upload_total = row["upload_total"]
     if "://" in row["dest"]:  # an object-storage dest
         from .cloud import RemoteDest
 
-        reg._remote = RemoteDest.restored(row["dest"])
-    _refresh(reg, row, records)
-    for d in reg._records:
+        job.remote = RemoteDest.restored(row["dest"])
+    _refresh(job, row, records)
+    for d in job.records:
         for path in (d.final_path, d.part_path):
             if isinstance(path, Path):
-                mgr._names.claim(path)
-    return reg
+                job.host.names.claim(path)
+    return job
 
 
-def _refresh(
-    reg: BackgroundFetchRegistration, row: sqlite3.Row, records: list[sqlite3.Row]
-) -> None:
-    load_registration(reg, row, records)
-    if reg._remote is not None:
+def _refresh(job: Job, row: sqlite3.Row, records: list[sqlite3.Row]) -> None:
+    load_registration(job, row, records)
+    if job.remote is not None:
         from .cloud import restore_paths
 
-        restore_paths(reg)
+        restore_paths(job)
 
 
-def _mark_settled(reg: BackgroundFetchRegistration, row: sqlite3.Row) -> None:
-    reg._result = row["result"]
-    reg._failure_reason = row["failure_reason"]
-    reg._settled_state.set()
-    reg._done.set()
-    if not reg._done_future.done():
-        reg._done_future.set_result(reg)
-
-
-def _adopt(mgr: BackgroundFetchManager, reg: BackgroundFetchRegistration, row: sqlite3.Row) -> None:
+def _adopt(job: Job, row: sqlite3.Row, auto_resume: bool) -> None:
     """This process now owns an unfinished registration: continue it."""
-    for d in reg._records:
+    for d in job.records:
         if d.settled:
             continue
         if d.request.method != "GET":
@@ -124,7 +113,7 @@ def _adopt(mgr: BackgroundFetchManager, reg: BackgroundFetchRegistration, row: s
                 "interrupted: the process sending this request stopped, and request "
                 "bodies are not stored, so it cannot be resumed; fetch it again"
             )
-            reg._settle_record(d, "failure", "fetch-error")
+            job.settle_record(d, "failure", "fetch-error")
             continue
         size = _part_size(d.part_path)
         if size is None and _complete_but_unsettled(d):
@@ -134,34 +123,34 @@ def _adopt(mgr: BackgroundFetchManager, reg: BackgroundFetchRegistration, row: s
                 os.replace(d.final_path, d.part_path)  # type: ignore[arg-type]
                 size = _part_size(d.part_path)
         if size is None or not (d.etag or d.last_modified):
-            reg._downloaded -= d.downloaded
+            job.downloaded -= d.downloaded
             d.downloaded = 0
             d.segment_map = None
         elif d.segment_map is not None:  # segmented: only the ranges known written count
-            reg._downloaded += d.segment_map.size - d.downloaded
+            job.downloaded += d.segment_map.size - d.downloaded
             d.downloaded = d.segment_map.size
         else:
-            reg._downloaded += size - d.downloaded
+            job.downloaded += size - d.downloaded
             d.downloaded = size
         d.state = "pending"
-        reg._mark_dirty(d)
-    reg._received = max(reg._received, reg._downloaded)
-    if reg.settled:
+        job.mark_dirty(d)
+    job.received = max(job.received, job.downloaded)
+    if job.settled:
         return
     if row["needs_credentials"]:
-        reg._state = "needs-credentials"
-        for d in reg._records:
+        job.state = "needs-credentials"
+        for d in job.records:
             if not d.settled:
                 d.state = "paused"
-    elif row["state"] == "paused" or not mgr._auto_resume:
-        reg._state = "paused"
-        for d in reg._records:
+    elif row["state"] == "paused" or not auto_resume:
+        job.state = "paused"
+        for d in job.records:
             if not d.settled:
                 d.state = "paused"
     else:
-        reg._state = "active"
-    reg._persist_registration()
-    reg._start()
+        job.state = "active"
+    job.persist_registration()
+    job.start()
 
 
 def _complete_but_unsettled(d: RecordData) -> bool:

@@ -24,7 +24,7 @@ from .record import RecordData
 from .store import dumps, public_headers
 
 if TYPE_CHECKING:
-    from .._registration import BackgroundFetchRegistration
+    from .job import Job
 
 __all__ = [
     "json_headers",
@@ -38,33 +38,33 @@ __all__ = [
 
 
 # -- objects to rows ------------------------------------------------------------------------
-def registration_row(reg: BackgroundFetchRegistration) -> dict[str, Any]:
-    if reg._requests_carry_credentials is None:  # once: the requests never change
-        reg._requests_carry_credentials = any(
+def registration_row(job: Job) -> dict[str, Any]:
+    if job.requests_carry_credentials is None:  # once: the requests never change
+        job.requests_carry_credentials = any(
             secret_headers(d.request.headers.keys()) or has_secret_params(d.request.url)
-            for d in reg._records
+            for d in job.records
         )
     needs_credentials = (
-        reg._auth is not None
-        or (reg._remote is not None and reg._remote.needs_credentials)
-        or secret_headers(reg._headers.keys())
-        or reg._requests_carry_credentials
+        job.auth is not None
+        or (job.remote is not None and job.remote.needs_credentials)
+        or secret_headers(job.headers.keys())
+        or job.requests_carry_credentials
     )
     return {
-        "key": reg._key,
-        "id": reg._id,
-        "title": reg._title,
-        "icons": dumps(reg._icons),
-        "dest": reg._remote.url if reg._remote is not None else str(reg._dest),
-        "download_total": reg._download_total,
-        "upload_total": reg._upload_total,
-        "state": reg._state,
-        "result": reg._result,
-        "failure_reason": reg._failure_reason,
+        "key": job.key,
+        "id": job.id,
+        "title": job.title,
+        "icons": dumps(job.icons),
+        "dest": job.remote.url if job.remote is not None else str(job.dest),
+        "download_total": job.download_total,
+        "upload_total": job.upload_total,
+        "state": job.state,
+        "result": job.result,
+        "failure_reason": job.failure_reason,
         "needs_credentials": int(needs_credentials),
-        "headers": dumps(public_headers(reg._headers.items())),
-        "created": reg._created,
-        "finished": reg._finished,
+        "headers": dumps(public_headers(job.headers.items())),
+        "created": job.created,
+        "finished": job.finished,
     }
 
 
@@ -165,21 +165,19 @@ def load_record(d: RecordData, r: sqlite3.Row) -> None:
     d.resolve_ready()  # a settled record's response_ready is settled too
 
 
-def load_registration(
-    reg: BackgroundFetchRegistration, row: sqlite3.Row, records: list[sqlite3.Row]
-) -> None:
+def load_registration(job: Job, row: sqlite3.Row, records: list[sqlite3.Row]) -> None:
     """The registration's and its records' columns from their rows."""
-    reg._title = row["title"]
-    reg._icons = json.loads(row["icons"])
-    reg._state = row["state"]
-    reg._finished = row["finished"]
+    job.title = row["title"]
+    job.icons = json.loads(row["icons"])
+    job.state = row["state"]
+    job.finished = row["finished"]
     done = failed = 0
-    for d, r in zip(reg._records, records, strict=True):
+    for d, r in zip(job.records, records, strict=True):
         load_record(d, r)
         if d.settled:
             done += 1
             failed += d.state != "success"
-    reg._done_count, reg._failed_count = done, failed
-    reg._downloaded = sum(d.downloaded for d in reg._records)
-    reg._received = max(reg._received, reg._downloaded)
-    reg._uploaded = sum(d.uploaded for d in reg._records)
+    job.done_count, job.failed_count = done, failed
+    job.downloaded = sum(d.downloaded for d in job.records)
+    job.received = max(job.received, job.downloaded)
+    job.uploaded = sum(d.uploaded for d in job.records)

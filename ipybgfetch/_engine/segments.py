@@ -52,7 +52,7 @@ from .retry import SpeedCheck, parse_retry_after
 from .sink import _IOV_MAX, MAX_DELAY, _Job, _timed_fsync, _writer, open_part
 
 if TYPE_CHECKING:
-    from .._registration import BackgroundFetchRegistration
+    from .job import Job
     from .record import RecordData
 
 __all__ = ["DEFAULT_MIN_SEGMENT", "Rules", "download", "resume_count", "split_count"]
@@ -92,16 +92,16 @@ _EXPIRED = frozenset({401, 403, 410})
 class Rules(NamedTuple):
     """What the transfer lends the segments (its definitions, not copies)."""
 
-    headers: Callable[[BackgroundFetchRegistration, RecordData], httpx.Headers]  # a request's
-    count_received: Callable[[BackgroundFetchRegistration, RecordData, int], None]
+    headers: Callable[[Job, RecordData], httpx.Headers]  # a request's
+    count_received: Callable[[Job, RecordData, int], None]
     validator: Callable[[RecordData], str]  # what If-Range carries
     same_version: Callable[[httpx.Headers, RecordData], bool]  # a part of the stored version
     encoded: Callable[[str | None], bool]  # a Content-Encoding other than identity
     content_range: Callable[[str | None], tuple[int, int, int | None] | None]
     permanent: Callable[[BaseException], bool]  # no retry can fix it
-    check_lease: Callable[[BackgroundFetchRegistration], None]
+    check_lease: Callable[[Job], None]
     attach_request: Callable[[httpx.RequestError, httpx.Response], None]
-    restart: Callable[[BackgroundFetchRegistration, RecordData, Any], None]  # from byte 0
+    restart: Callable[[Job, RecordData, Any], None]  # from byte 0
     retry: type[Exception]  # (message, retry_after=None): the transfer tries the record again
 
 
@@ -124,7 +124,7 @@ class _Expired(Exception):
 
 
 def split_count(
-    reg: BackgroundFetchRegistration,
+    job: Job,
     data: RecordData,
     status: int,
     headers: dict[str, str],
@@ -136,10 +136,10 @@ def split_count(
     server that shows it serves ranges (a 206, or ``Accept-Ranges: bytes``), without a
     ``Content-Encoding``, with a strong validator (a strong ETag, else Last-Modified)."""
     total = data.total
-    cap = reg._segments
+    cap = job.segments
     if cap is None:
-        cap = reg._manager._per_host
-    min_size = reg._min_segment_size
+        cap = job.host.per_host
+    min_size = job.min_segment_size
     if cap < 2 or total is None or total < 2 * min_size or data.split_refused:
         return 1
     if data.request.method != "GET" or data.request.body is not None:
@@ -151,9 +151,9 @@ def split_count(
     return min(cap, Splitter.pieces(total, cap, min_size))
 
 
-def resume_count(reg: BackgroundFetchRegistration, data: RecordData) -> int:
+def resume_count(job: Job, data: RecordData) -> int:
     """Connections for a segmented download that continues (after a pause or a crash)."""
-    cap = reg._manager._per_host if reg._segments is None else reg._segments
+    cap = job.host.per_host if job.segments is None else job.segments
     return max(1, cap)
 
 
@@ -326,7 +326,7 @@ class _Pace:
 class _Download:
     def __init__(
         self,
-        reg: BackgroundFetchRegistration,
+        job: Job,
         data: RecordData,
         hashes: Any,
         file: _File,
@@ -334,14 +334,14 @@ class _Download:
         wanted: int,
         rules: Rules,
     ) -> None:
-        self.reg, self.data, self.hashes = reg, data, hashes
+        self.job, self.data, self.hashes = job, data, hashes
         self.rules = rules
         self.file = file
         self.splitter = splitter
         self.wanted = wanted  # connections at most
         self.original = data.request.url
         self.url = data.response_url or data.request.url  # segments go to the final URL
-        self.sem = reg._host_slot(data.request.url)
+        self.sem = job.host_slot(data.request.url)
         self.tasks: set[asyncio.Task[None]] = set()
         self.error: BaseException | None = None
         self.changed = asyncio.Event()  # a worker ended (or failed): look again
@@ -407,7 +407,7 @@ class _Download:
 
     # -- one range ---------------------------------------------------------------------
     async def fetch(self, seg: Segment, resp: httpx.Response | None, pace: _Pace) -> None:
-        policy = self.reg._policy
+        policy = self.job.policy
         failures = 0
         expired = 0
         progress = seg.pos
@@ -446,14 +446,14 @@ class _Download:
                     resp = None
 
     async def request(self, seg: Segment) -> httpx.Response:
-        self.rules.check_lease(self.reg)
-        reg, data = self.reg, self.data
-        headers = self.rules.headers(reg, data)
+        self.rules.check_lease(self.job)
+        job, data = self.job, self.data
+        headers = self.rules.headers(job, data)
         headers["Range"] = f"bytes={seg.pos}-{seg.end - 1}"
         headers["If-Range"] = self.rules.validator(data)
-        client = await reg._manager._client()
+        client = await job.host.client()
         return await client.open(
-            "GET", self.url, headers=headers, timeout=reg._timeout, auth=reg._auth
+            "GET", self.url, headers=headers, timeout=job.timeout, auth=job.auth
         )
 
     def check(self, resp: httpx.Response, seg: Segment) -> None:
@@ -482,7 +482,7 @@ class _Download:
             raise _NoRanges(f"the server ignored a segment's Range header (200, same {data.etag})")
         if status in _EXPIRED and str(resp.url) != self.original:  # sent to a signed URL
             raise _Expired(f"a segment's URL answered {status} (expired?)")
-        if status in self.reg._policy.statuses:
+        if status in self.job.policy.statuses:
             retry_after = parse_retry_after(resp.headers.get("retry-after"))
             raise _SegmentRetry(f"the server answered {status} to a segment", retry_after)
         raise _Changed(f"the server answered {status} to a segment's range")
@@ -512,11 +512,11 @@ class _Download:
 
     async def _take(self, seg: Segment, chunks: AsyncIterator[bytes], buf: _Buffer) -> None:
         """The body's chunks into ``buf`` up to the segment's end (which may move)."""
-        reg, data = self.reg, self.data
+        job, data = self.job, self.data
         completed = self.file.completed
         done = data.segment_map
         assert done is not None
-        speed = SpeedCheck(reg._policy)
+        speed = SpeedCheck(job.policy)
         async for chunk in chunks:
             slow = speed.slow(len(chunk))
             if slow is not None:
@@ -525,10 +525,10 @@ class _Download:
             if len(chunk) >= room:
                 chunk = chunk[:room]
             n = len(chunk)
-            self.rules.count_received(reg, data, n)  # download_total, before storing
+            self.rules.count_received(job, data, n)  # download_total, before storing
             backlog = buf.write(chunk)
             seg.pos += n
-            reg._add_downloaded(data, n)
+            job.add_downloaded(data, n)
             while completed:
                 done.add(*completed.popleft())
             if backlog is not None:
@@ -614,7 +614,7 @@ class _Download:
 
 
 async def download(
-    reg: BackgroundFetchRegistration,
+    job: Job,
     data: RecordData,
     hashes: Any,
     first: httpx.Response | None,
@@ -633,47 +633,47 @@ async def download(
     if data.segment_map is None or first is not None:
         data.segment_map = RangeSet()
     done = data.segment_map
-    reg._record_changed(data, checkpoint=True)  # a new process must know the file is split
-    fd, mine, data.part_id = open_part(data.part_path, 1, data.part_id, reg._make_dest, keep=True)
+    job.record_changed(data, checkpoint=True)  # a new process must know the file is split
+    fd, mine, data.part_id = open_part(data.part_path, 1, data.part_id, job.make_dest, keep=True)
     if done and not mine:  # the file was replaced or removed: its ranges are gone
         os.close(fd)
-        rules.restart(reg, data, hashes)
+        rules.restart(job, data, hashes)
         raise rules.retry("the partial file was replaced or disappeared; restarting")
     file = _File(fd, str(data.part_path), done, hashes, total)
     if not done:
         os.ftruncate(file.fd, 0)  # no byte of an earlier attempt may survive past the end
-    job: _Job | None = None
+    io_job: _Job | None = None
     splitter = Splitter(done.missing(total), STEAL_MIN)
-    dl = _Download(reg, data, hashes, file, splitter, wanted, rules)
+    dl = _Download(job, data, hashes, file, splitter, wanted, rules)
     started = time.perf_counter()
     hashes.reset()
     try:
         if done:
-            job = file.start()
-            await job
-        job = None
+            io_job = file.start()
+            await io_job
+        io_job = None
         try:
             await dl.run(first)
         finally:
             await dl.stop()
         while file.completed:
             done.add(*file.completed.popleft())
-        job = file.finish()
-        await job
-        job = None
+        io_job = file.finish()
+        await io_job
+        io_job = None
     except (_Changed, _NoRanges) as exc:
         await dl.stop()
-        _abandon(file, job)
-        rules.restart(reg, data, hashes)
+        _abandon(file, io_job)
+        rules.restart(job, data, hashes)
         if isinstance(exc, _NoRanges):
             data.split_refused = True  # from now on one stream, as before
             raise rules.retry(f"{exc}; fetching it as one stream") from None
         raise rules.retry(f"{exc}: the file changed on the server; restarting") from None
     except BaseException:
-        _abandon(file, job)
+        _abandon(file, io_job)
         while file.completed:
             done.add(*file.completed.popleft())
-        reg._mark_dirty(data)
+        job.mark_dirty(data)
         raise
     finally:
         data.connections = 0

@@ -39,7 +39,7 @@ from .retry import SpeedCheck, parse_retry_after
 from .sink import PartFile, PartReplaced, file_id, open_for_reading, open_part, same_file
 
 if TYPE_CHECKING:
-    from .._registration import BackgroundFetchRegistration
+    from .job import Job
     from .record import RecordData
 
 __all__ = ["LeaseLost", "RegistrationStopped", "run_record"]
@@ -83,11 +83,9 @@ class LeaseLost(Exception):
     to the registration, which stops its transfers and mirrors it from then on."""
 
 
-def _check_lease(reg: BackgroundFetchRegistration) -> None:
+def _check_lease(job: Job) -> None:
     """Before each request and each irreversible step (rename, failing the record)."""
-    store = reg._manager._store
-    if reg._read_only or (store is not None and not store.holds(reg._key)):
-        raise LeaseLost()
+    job.check_lease()
 
 
 def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
@@ -133,17 +131,15 @@ def _encoding(value: str | None) -> bool:
     return (value or "").strip().lower() not in ("", "identity")
 
 
-async def _upload_stream(
-    reg: BackgroundFetchRegistration, data: RecordData, size: int
-) -> AsyncIterator[bytes]:
+async def _upload_stream(job: Job, data: RecordData, size: int) -> AsyncIterator[bytes]:
     body = data.request.body
-    reg._add_uploaded(data, -data.uploaded)  # a retry sends the body again
+    job.add_uploaded(data, -data.uploaded)  # a retry sends the body again
     if isinstance(body, (bytes, str)):
         raw = body.encode("utf-8") if isinstance(body, str) else body
         view = memoryview(raw)
         for i in range(0, len(view), UPLOAD_CHUNK):
             chunk = bytes(view[i : i + UPLOAD_CHUNK])
-            reg._add_uploaded(data, len(chunk))
+            job.add_uploaded(data, len(chunk))
             yield chunk
         return
     assert body is not None
@@ -164,7 +160,7 @@ async def _upload_stream(
                     "the file is final"
                 )
             left -= len(chunk)
-            reg._add_uploaded(data, len(chunk))
+            job.add_uploaded(data, len(chunk))
             yield chunk
         if f.read(1):
             raise _BadBody(
@@ -181,27 +177,27 @@ class _Upload:
     """The request body; each iteration (a 307/308 redirect, an auth round) reads it anew,
     and sends exactly ``size`` bytes (the Content-Length)."""
 
-    def __init__(self, reg: BackgroundFetchRegistration, data: RecordData, size: int) -> None:
-        self._reg, self._data, self._size = reg, data, size
+    def __init__(self, job: Job, data: RecordData, size: int) -> None:
+        self._reg, self._data, self._size = job, data, size
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return _upload_stream(self._reg, self._data, self._size)
 
 
-async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None:
+async def run_record(job: Job, data: RecordData) -> None:
     """Take ``data`` to a settled state (success or failure), or raise CancelledError."""
-    policy = reg._policy
+    policy = job.policy
     hashes = IntegrityHasher(data.request.integrity)
     integrity_failures = 0
     failures_without_progress = 0
     if data.downloaded and data.part_path is not None and data.segment_map is None:
-        await _rehash_part(reg, data, hashes)
+        await _rehash_part(job, data, hashes)
     best = data.downloaded  # progress for the retry budget: past the furthest offset yet
     if has_redacted_params(data.request.url):
         # restored from disk, where its secret query values were never written: the
         # placeholder is never sent (a resume, a retry, a takeover by another process)
         _settle_failure(
-            reg,
+            job,
             data,
             "fetch-error",
             f"the secret query parameters of {data.request.url} were never stored, so it "
@@ -212,45 +208,45 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
     # from the spec): any other request may have had its effect on the server already, so
     # it is sent once unless the user opts in.
     retryable = policy.retry_non_idempotent or data.request.method == "GET"
-    if reg._remote is not None:
+    if job.remote is not None:
         from .cloud import prepare_record
 
-        if await prepare_record(reg, data):  # its object is there already, complete
+        if await prepare_record(job, data):  # its object is there already, complete
             return
     while True:
         data.attempts += 1
         try:
             await _attempt(
-                reg, data, hashes, retryable and failures_without_progress < policy.retries
+                job, data, hashes, retryable and failures_without_progress < policy.retries
             )
             return
         except _IntegrityMismatch:
             integrity_failures += 1
             log.info(
                 "%s: %s does not match its integrity %s; fetching it again",
-                reg._id,
+                job.id,
                 data.request.url,
                 data.request.integrity,
             )
             if integrity_failures >= 2:
                 _settle_failure(
-                    reg,
+                    job,
                     data,
                     "fetch-error",
                     f"integrity check failed twice: expected {data.request.integrity}",
                 )
                 return
-            _restart_from_zero(reg, data, hashes)
+            _restart_from_zero(job, data, hashes)
             continue
         except PartReplaced as exc:
-            _settle_failure(reg, data, "fetch-error", f"the partial file was tampered with: {exc}")
+            _settle_failure(job, data, "fetch-error", f"the partial file was tampered with: {exc}")
             return
         except (httpx.TooManyRedirects, httpx.DecodingError, httpx.InvalidURL) as exc:
             failure = classify(exc)
-            _settle_failure(reg, data, failure.reason, failure.message)
+            _settle_failure(job, data, failure.reason, failure.message)
             return
         except _BadBody as exc:
-            _settle_failure(reg, data, "fetch-error", f"{exc} (not retried)")
+            _settle_failure(job, data, "fetch-error", f"{exc} (not retried)")
             return
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc).lower():
@@ -267,13 +263,13 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
                         f"the disk is full while writing {data.part_path} "
                         f"({exc.strerror or exc}); free some space or pick another dest",
                     ) from exc
-                _settle_failure(reg, data, "fetch-error", f"cannot write the file: {exc}")
+                _settle_failure(job, data, "fetch-error", f"cannot write the file: {exc}")
                 return
             failure = classify(exc)
             message = failure.message
             data.error = message
             if not failure.retryable:  # the same request can only fail the same way again
-                _settle_failure(reg, data, failure.reason, message + " (not retried)")
+                _settle_failure(job, data, failure.reason, message + " (not retried)")
                 return
             if data.downloaded > best:
                 best = data.downloaded
@@ -281,7 +277,7 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
             failures_without_progress += 1
             if data.restarts > policy.max_restarts:
                 _settle_failure(
-                    reg,
+                    job,
                     data,
                     "fetch-error",
                     f"{message} (not retried: started again from byte 0 {data.restarts} "
@@ -297,25 +293,23 @@ async def run_record(reg: BackgroundFetchRegistration, data: RecordData) -> None
                     "may have had its effect already; pass "
                     "retries=RetryPolicy(retry_non_idempotent=True) to allow it)"
                 )
-                _settle_failure(reg, data, "fetch-error", message + why)
+                _settle_failure(job, data, "fetch-error", message + why)
                 return
             retry_after = exc.retry_after if isinstance(exc, _Retry) else None
             delay = policy.delay(failures_without_progress, retry_after)
             log.info(
                 "%s: retrying %s in %.1f s (attempt %d failed: %s)",
-                reg._id,
+                job.id,
                 data.request.url,
                 delay,
                 data.attempts,
                 message,
             )
-            reg._record_changed(data)
+            job.record_changed(data)
             await asyncio.sleep(delay)
 
 
-async def _rehash_part(
-    reg: BackgroundFetchRegistration, data: RecordData, hashes: IntegrityHasher
-) -> None:
+async def _rehash_part(job: Job, data: RecordData, hashes: IntegrityHasher) -> None:
     """Resuming (after a pause or in a new process): the integrity and sha256 checks cover
     the whole file, so hash the bytes already on disk first. Only what is really in the
     ``.part`` file counts as downloaded."""
@@ -346,27 +340,23 @@ async def _rehash_part(
             f.close()
             hashed = 0
     if hashed != data.downloaded:
-        reg._add_downloaded(data, hashed - data.downloaded)
+        job.add_downloaded(data, hashed - data.downloaded)
 
 
-def _restart_from_zero(
-    reg: BackgroundFetchRegistration, data: RecordData, hashes: IntegrityHasher
-) -> None:
+def _restart_from_zero(job: Job, data: RecordData, hashes: IntegrityHasher) -> None:
     """Discard the bytes received so far. The ``.part`` file is kept (truncated when it is
     opened again): deleting it would leave its name free for anyone until the retry."""
     if data.downloaded:
         data.restarts += 1
-    reg._add_downloaded(data, -data.downloaded)
+    job.add_downloaded(data, -data.downloaded)
     data.segment_map = None
     hashes.reset()
 
 
-def _settle_failure(
-    reg: BackgroundFetchRegistration, data: RecordData, reason: FailureReason, message: str
-) -> None:
-    _check_lease(reg)  # raises LeaseLost: the new owner decides this record's fate
+def _settle_failure(job: Job, data: RecordData, reason: FailureReason, message: str) -> None:
+    _check_lease(job)  # raises LeaseLost: the new owner decides this record's fate
     data.error = message
-    reg._settle_record(data, "failure", reason)
+    job.settle_record(data, "failure", reason)
 
 
 def _validator(data: RecordData) -> str:
@@ -410,29 +400,27 @@ def _resumable(data: RecordData, offset: int) -> bool:
     return data.part_path is not None and same_file(data.part_path, data.part_id)
 
 
-async def _attempt(
-    reg: BackgroundFetchRegistration, data: RecordData, hashes: IntegrityHasher, retry_status: bool
-) -> None:
-    _check_lease(reg)
+async def _attempt(job: Job, data: RecordData, hashes: IntegrityHasher, retry_status: bool) -> None:
+    _check_lease(job)
     request = data.request
-    headers = _request_headers(reg, data)
+    headers = _request_headers(job, data)
     offset = data.downloaded
     if data.segment_map is not None:  # a segmented download to continue
         if data.total is not None and _resumable(data, 0):
-            async with reg._host_slot(request.url):
-                _activate(reg, data)
-                wanted = segments.resume_count(reg, data)
-                await segments.download(reg, data, hashes, None, wanted, _SEGMENT_RULES)
-            await _finish(reg, data, hashes)
+            async with job.host_slot(request.url):
+                _activate(job, data)
+                wanted = segments.resume_count(job, data)
+                await segments.download(job, data, hashes, None, wanted, _SEGMENT_RULES)
+            await _finish(job, data, hashes)
             return
-        _restart_from_zero(reg, data, hashes)
+        _restart_from_zero(job, data, hashes)
         offset = 0
     if offset and not _resumable(data, offset):
-        _restart_from_zero(reg, data, hashes)
+        _restart_from_zero(job, data, hashes)
         offset = 0
     if offset and offset == data.total and 200 <= data.status <= 299:
         # Every byte is on disk already (the process stopped before the rename).
-        await _finish(reg, data, hashes)
+        await _finish(job, data, hashes)
         return
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -444,21 +432,21 @@ async def _attempt(
         except OSError as exc:
             raise _BadBody(f"cannot read the request body file: {exc}") from None
         headers["Content-Length"] = str(size)
-        content = _Upload(reg, data, size)
+        content = _Upload(job, data, size)
 
-    async with reg._host_slot(request.url):
-        _activate(reg, data)
-        client = await reg._manager._client()
+    async with job.host_slot(request.url):
+        _activate(job, data)
+        client = await job.host.client()
         resp = await client.open(
             request.method,
             request.url,
             headers=headers,
             content=content,
-            timeout=reg._timeout,
-            auth=reg._auth,
+            timeout=job.timeout,
+            auth=job.auth,
         )
         try:
-            part, total = await _receive(reg, data, hashes, resp, offset, retry_status)
+            part, total = await _receive(job, data, hashes, resp, offset, retry_status)
             # The disk is behind: finish while holding the slot, so that memory stays
             # bounded by the number of connections.
             release_first = part is None or part.unwritten <= EARLY_RELEASE_LIMIT
@@ -468,14 +456,14 @@ async def _attempt(
             await _close_if_ambiguous(resp)
             await resp.aclose()
     if part is None:  # the body came in segments: written, hashed and fsync'd already
-        await _finish(reg, data, hashes)
+        await _finish(job, data, hashes)
         return
     if release_first:
         # Every byte has arrived and the connection is back in the pool: the next request
         # goes out on it while the writer thread writes the tail of this body (8 % off
         # case 2's wall time, benchmarks/experiments: 0.298 -> 0.275 s).
         await _finish_part(part, data, total)
-    await _finish(reg, data, hashes)
+    await _finish(job, data, hashes)
 
 
 async def _close_if_ambiguous(resp: httpx.Response) -> None:
@@ -494,29 +482,29 @@ async def _close_if_ambiguous(resp: httpx.Response) -> None:
             await stream.aclose()
 
 
-def _activate(reg: BackgroundFetchRegistration, data: RecordData) -> None:
+def _activate(job: Job, data: RecordData) -> None:
     if data.started is None:
         data.started = time.time()  # when the first request goes out, not queue time
     if data.state != "active":
         data.state = "active"
-        reg._record_changed(data)
+        job.record_changed(data)
 
 
-def _request_headers(reg: BackgroundFetchRegistration, data: RecordData) -> httpx.Headers:
+def _request_headers(job: Job, data: RecordData) -> httpx.Headers:
     """The headers of a request for ``data`` (a whole answer or a segment): the
     registration's, the request's, and ``Accept-Encoding: identity`` unless the user set
     it, so that byte offsets and ranges are the file's own."""
-    headers = httpx.Headers(reg._headers)
+    headers = httpx.Headers(job.headers)
     if data.request.headers:
         headers.update(data.request.headers)
-    if "accept-encoding" not in headers and not _client_sets(reg, "accept-encoding"):
+    if "accept-encoding" not in headers and not _client_sets(job, "accept-encoding"):
         headers["Accept-Encoding"] = "identity"
     return headers
 
 
-def _client_sets(reg: BackgroundFetchRegistration, name: str) -> bool:
+def _client_sets(job: Job, name: str) -> bool:
     """Whether the user set header ``name`` on the manager's client (client_options)."""
-    headers = reg._manager._client_options.get("headers")
+    headers = job.host.client_options.get("headers")
     return bool(headers) and name in httpx.Headers(headers)
 
 
@@ -531,7 +519,7 @@ async def _finish_part(part: PartFile, data: RecordData, total: int | None) -> N
 
 
 async def _receive(
-    reg: BackgroundFetchRegistration,
+    job: Job,
     data: RecordData,
     hashes: IntegrityHasher,
     resp: httpx.Response,
@@ -541,7 +529,7 @@ async def _receive(
     """Check the answer, then take its body into a ``.part`` file (not yet finished: the
     caller finishes it once the connection is released). Returns the file and the size
     the body should have, if known; no file when the body came in segments (finished)."""
-    policy = reg._policy
+    policy = job.policy
     status = resp.status_code
     headers = dict(resp.headers.items())  # lower-case names, repeated values joined: one pass
     if status in policy.statuses and retry_status:
@@ -569,19 +557,19 @@ async def _receive(
             and (data.total is None or content_range[2] in (None, data.total))
         ):
             resumed = True
-            log.info("%s: resuming %s at byte %d", reg._id, data.request.url, offset)
+            log.info("%s: resuming %s at byte %d", job.id, data.request.url, offset)
             total = content_range[2]
             if total is None and length is not None:
                 total = offset + length
         elif status in (206, 416):
             # A partial answer that does not continue our bytes (another range, another
             # version, or a file now shorter): start again from byte 0, without Range.
-            _restart_from_zero(reg, data, hashes)
+            _restart_from_zero(job, data, hashes)
             raise _Retry(f"the server's range answer did not match ({status}); restarting")
         else:
             # A whole answer: a 200 (Range ignored, or If-Range saw a new version) starts
             # the file again from byte 0; an error status replaces the partial body.
-            _restart_from_zero(reg, data, hashes)
+            _restart_from_zero(job, data, hashes)
             offset = 0
             total = length
     else:
@@ -592,8 +580,8 @@ async def _receive(
                 raise _Retry(f"the server sent a part ({status}) that was not asked for")
             total = content_range[2]
 
-    limit = reg.download_total
-    if limit and total is not None and max(reg._received, reg._downloaded) + total - offset > limit:
+    limit = job.download_total
+    if limit and total is not None and max(job.received, job.downloaded) + total - offset > limit:
         # refused before a byte of it is taken
         raise RegistrationStopped(
             "download-total-exceeded",
@@ -612,37 +600,37 @@ async def _receive(
         if data.final_path is None:
             name = filename_from_disposition(headers.get("content-disposition"))
             name = name or filename_from_url(data.response_url or str(resp.url))
-            data.final_path, claimed = reg._reserve_name(name)
+            data.final_path, claimed = job.reserve_name(name)
             data.part_path = data.final_path.parent / (data.final_path.name + ".part")
             data.part_id = file_id(os.fstat(claimed))
         if data.response is None:
             data.response = Response(data)  # record.response: the head, before the body
         # The name, validators and size must be on disk before the bytes, so that a killed
         # process can resume; a small body is simply fetched again.
-        reg._record_changed(data, checkpoint=total is None or total > SMALL_BODY)
+        job.record_changed(data, checkpoint=total is None or total > SMALL_BODY)
 
         assert data.part_path is not None
         if claimed < 0:
             # Opened again (a resume, a restart): never through a symlink, never another
             # file than the one this record claimed (see open_part).
             claimed, opened_at, data.part_id = open_part(
-                data.part_path, offset, data.part_id, reg._make_dest
+                data.part_path, offset, data.part_id, job.make_dest
             )
             if opened_at != offset:
                 os.close(claimed)
                 claimed = -1
-                _restart_from_zero(reg, data, hashes)
+                _restart_from_zero(job, data, hashes)
                 raise _Retry("the partial file was replaced or disappeared; restarting")
-        part = PartFile(data.part_path, offset, hashes, reg._make_dest, fd=claimed)
+        part = PartFile(data.part_path, offset, hashes, job.make_dest, fd=claimed)
     except BaseException:
         if claimed >= 0:
             os.close(claimed)
         raise
-    if not offset and total is not None and total >= 2 * reg._min_segment_size:
-        wanted = segments.split_count(reg, data, status, headers, _SEGMENT_RULES)
+    if not offset and total is not None and total >= 2 * job.min_segment_size:
+        wanted = segments.split_count(job, data, status, headers, _SEGMENT_RULES)
         if wanted > 1:  # a big file from a server that serves ranges: several connections
             part.close()
-            await segments.download(reg, data, hashes, resp, wanted, _SEGMENT_RULES)
+            await segments.download(job, data, hashes, resp, wanted, _SEGMENT_RULES)
             return None, total
     decoder: ContentDecoder | None = None
     try:
@@ -661,9 +649,9 @@ async def _receive(
                 raise _Retry(slow)
             chunk = decoder.feed(raw) if decoder is not None else raw
             n = len(chunk)
-            _count_received(reg, data, n)
+            _count_received(job, data, n)
             backlog = part.write(chunk)
-            reg._add_downloaded(data, n)
+            job.add_downloaded(data, n)
             if backlog is not None:  # the disk is behind the network: let it catch up
                 await backlog
         if decoder is not None:
@@ -682,17 +670,17 @@ async def _receive(
     return part, total
 
 
-def _count_received(reg: BackgroundFetchRegistration, data: RecordData, n: int) -> None:
+def _count_received(job: Job, data: RecordData, n: int) -> None:
     """``n`` more bytes received for ``data``: counted against ``download_total`` before
     they are stored. Every byte received counts, restarts and segments included (what
     the browser limits; ``downloaded`` only counts what is on disk now)."""
-    limit = reg.download_total
-    if limit and max(reg._received, reg._downloaded) + n > limit:
+    limit = job.download_total
+    if limit and max(job.received, job.downloaded) + n > limit:
         raise RegistrationStopped(
             "download-total-exceeded",
             f"download_total of {limit} bytes exceeded by {data.request.url}",
         )
-    reg._received += n
+    job.received += n
 
 
 def _attach_request(exc: httpx.RequestError, resp: httpx.Response) -> None:
@@ -704,11 +692,9 @@ def _attach_request(exc: httpx.RequestError, resp: httpx.Response) -> None:
         exc.request = resp.request
 
 
-async def _finish(
-    reg: BackgroundFetchRegistration, data: RecordData, hashes: IntegrityHasher
-) -> None:
+async def _finish(job: Job, data: RecordData, hashes: IntegrityHasher) -> None:
     assert data.part_path is not None and data.final_path is not None
-    _check_lease(reg)
+    _check_lease(job)
     ok = 200 <= data.status <= 299
     if ok and not hashes.matches():
         raise _IntegrityMismatch()
@@ -716,43 +702,43 @@ async def _finish(
     if not same_file(data.part_path, data.part_id):
         # Gone, or replaced by a symlink or another file since it was written: never
         # rename or upload that. Start again (a new .part is claimed).
-        _restart_from_zero(reg, data, hashes)
+        _restart_from_zero(job, data, hashes)
         raise _Retry("the partial file was replaced or disappeared before its rename; restarting")
-    if reg._remote is not None:  # object storage: upload the verified file
+    if job.remote is not None:  # object storage: upload the verified file
         from .cloud import publish
 
         try:
-            await publish(reg, data)
+            await publish(job, data)
         except FileNotFoundError as exc:
             raise _Retry(f"{exc.strerror}; restarting") from None
-        _check_lease(reg)
+        _check_lease(job)
     else:
         # A record that did not succeed never takes a final name in dest (a glob over
         # dest must not find an error page next to the data): its body goes to a hidden
         # folder, still readable through record.response.
-        target = data.final_path if ok else _failed_path(reg, data.final_path)
+        target = data.final_path if ok else _failed_path(job, data.final_path)
         os.replace(data.part_path, target)
         if not ok:
-            reg._release_name(data.final_path)  # free again: a retry may claim it
+            job.release_name(data.final_path)  # free again: a retry may claim it
         if not same_file(target, data.part_id):  # swapped between the check and the rename
             with contextlib.suppress(OSError):
                 os.unlink(target)  # the name only: whatever it points to is left alone
-            _restart_from_zero(reg, data, hashes)
+            _restart_from_zero(job, data, hashes)
             raise _Retry("the partial file was replaced during its rename; restarting")
         data.final_path = target
-        reg._renamed_in(target.parent)  # made durable before the record's row is
+        job.renamed_in(target.parent)  # made durable before the record's row is
     if ok:
         data.error = ""
-        reg._settle_record(data, "success", "")
+        job.settle_record(data, "success", "")
     else:
         data.error = f"the server answered {data.status}"
-        reg._settle_record(data, "failure", "bad-status")
+        job.settle_record(data, "failure", "bad-status")
 
 
-def _failed_path(reg: BackgroundFetchRegistration, final: Path) -> Path:
+def _failed_path(job: Job, final: Path) -> Path:
     """Where the body of a record that did not succeed is kept: ``dest/.ipybgfetch-failed/
     <registration key>/<name>`` (the name is unique among the registration's records)."""
-    folder = final.parent / FAILED_FOLDER / reg._key
+    folder = final.parent / FAILED_FOLDER / job.key
     folder.mkdir(parents=True, exist_ok=True)
     return folder / final.name
 
