@@ -211,7 +211,7 @@ def test_one_big_file_does_not_starve_other_registrations(srv, tmp_path):
         # of work to hand out (~7 s)
         assert took < 4.5, took
         assert hog.state == "active"
-        assert hog._records[0].connections >= 1  # and the big file went on meanwhile
+        assert hog._job.records[0].connections >= 1  # and the big file went on meanwhile
         before = hog.downloaded
         wait_until(lambda: hog.downloaded > before + MiB, 10, "the big file going on")
         hog.abort()
