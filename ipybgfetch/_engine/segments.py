@@ -558,29 +558,33 @@ class _Download:
 
     # -- all of it -------------------------------------------------------------------------
     async def run(self, first: httpx.Response | None) -> None:
+        # One connection alone first (the first response's, or on resuming this record's
+        # own): if it brings PROBE_BYTES within PROBE_TIME, more connections would cost
+        # CPU and memory, not time (an uncapped server, loopback).
+        seg0 = None
         if first is not None:
-            # The first connection alone for PROBE_TIME: if it is fast already, more would
-            # cost CPU and memory, not time (an uncapped server, loopback).
             seg0 = self.splitter.take(self.file.total)
             assert seg0 is not None
             self.first_resp, self.first_seg = first, seg0
-            self.spawn(self.worker(seg0, first, extra=False))
-            probe_end = time.monotonic() + PROBE_TIME
-            while seg0.pos < PROBE_BYTES and time.monotonic() < probe_end and self.tasks:
-                await asyncio.sleep(PROBE_TICK)
-            if self.error is not None:
-                raise self.error
-            if seg0.pos >= PROBE_BYTES:
-                self.wanted = 1
-                log.debug("ipybgfetch: %s is fast on one connection: not split", self.url)
-            elif self.tasks:  # the first connection goes on with a piece, others take more
-                self.file.batch, self.file.in_flight = BATCH, MAX_IN_FLIGHT
+        self.spawn(self.worker(seg0, first, extra=False))
+        start = self.data.downloaded
+        probe_end = time.monotonic() + PROBE_TIME
+        while (
+            self.data.downloaded - start < PROBE_BYTES
+            and time.monotonic() < probe_end
+            and self.tasks
+        ):
+            await asyncio.sleep(PROBE_TICK)
+        if self.error is not None:
+            raise self.error
+        if self.data.downloaded - start >= PROBE_BYTES:
+            self.wanted = 1
+            log.debug("ipybgfetch: %s is fast on one connection: not split", self.url)
+        elif self.tasks and self.wanted > 1:  # split: the others take pieces in order
+            self.file.batch, self.file.in_flight = BATCH, MAX_IN_FLIGHT
+            if seg0 is not None:  # the first connection goes on with a piece
                 share = self.file.total // (self.wanted * PIECES_PER_CONNECTION)
                 self.splitter.cut(seg0, seg0.pos + max(MIN_PIECE, share))
-        else:  # resuming: this record's own slot, then whatever the host has free
-            if self.wanted > 1:
-                self.file.batch, self.file.in_flight = BATCH, MAX_IN_FLIGHT
-            self.spawn(self.worker(None, None, extra=False))
         await self.recruit()
         while self.tasks:
             self.changed.clear()
