@@ -292,11 +292,11 @@ def test_buttons_act_within_2s_while_a_cell_sleeps_ipykernel7(
 
 
 @pytest.mark.skipif(IPK6_KERNEL not in available_kernels(), reason=IPK6_MISSING)
+# the comms setting changes nothing on a kernel without subshells: the two front ends only
+@pytest.mark.parametrize("server", ["lab", "notebook7"], indirect=True)
 def test_on_ipykernel6_the_button_waits_visibly_and_acts_after_the_cell(
     browser_page: LabPage, server: JupyterLab, data_server: DataServer
 ) -> None:
-    if server.variant not in ("lab", "notebook7"):  # type: ignore[attr-defined]
-        pytest.skip("the comms setting changes nothing on a kernel without subshells")
     _waits_visibly_then_acts(browser_page, server, data_server, IPK6_KERNEL, expect_major=6)
 
 
