@@ -29,11 +29,11 @@ def test_rerun_returns_the_settled_registration_without_a_request(mgr, server, t
     dest = tmp_path / "dl"
     first = mgr.fetch("dl", url, dest=dest).wait(10)
     assert first.result == "success" and not first.reused
-    assert first._snapshot()["already_downloaded"] is None
+    assert first.snapshot()["already_downloaded"] is None
     again = mgr.fetch("dl", url, dest=str(dest))
     assert again is first  # the same settled registration, at once
     assert again.reused and again.settled
-    assert again._snapshot()["already_downloaded"] == first.finished
+    assert again.snapshot()["already_downloaded"] == first.finished
     assert "already downloaded 20" in repr(again) and "\n" not in repr(again)
     assert _gets(server, url) == 1
     assert _files(dest) == ["tiny.csv"]  # no tiny-2.csv
