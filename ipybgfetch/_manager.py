@@ -119,6 +119,10 @@ class BackgroundFetchManager:
         self._names = NameReservations()
         self._lock = threading.RLock()
         self._registrations: dict[str, BackgroundFetchRegistration] = {}  # by key, in order
+        # each registration's job (the engine state it shows); the manager made both
+        self._job_of_reg: weakref.WeakKeyDictionary[BackgroundFetchRegistration, Job] = (
+            weakref.WeakKeyDictionary()
+        )
         self._store: Store | None = None
         self._http: Client | None = None
         self._http_building: asyncio.Future[Client] | None = None
@@ -335,9 +339,10 @@ class BackgroundFetchManager:
                     )
                 )
             ):
-                previous._job.reused_at = time.time()
-                if remote is not None and previous._job.remote is not None:
-                    previous._job.remote.set_options(remote.storage_options)  # the caller's, fresh
+                before = self._job_of(previous)
+                before.reused_at = time.time()
+                if remote is not None and before.remote is not None:
+                    before.remote.set_options(remote.storage_options)  # the caller's, fresh
                 return previous
             if id in self.get_ids():
                 active = self.get(id)
@@ -354,8 +359,7 @@ class BackgroundFetchManager:
                     f"is free at {folder}; free some space or pick another dest"
                 )
             self._destination(id, dest, create=True)
-            reg = BackgroundFetchRegistration(
-                self,
+            reg = self._new_registration(
                 key=key,
                 id=id,
                 requests=reqs,
@@ -371,15 +375,15 @@ class BackgroundFetchManager:
             if remote is not None:
                 from ._engine.cloud import assign_paths
 
-                reg._job.remote = remote
-                assign_paths(reg._job, remote)
+                self._job_of(reg).remote = remote
+                assign_paths(self._job_of(reg), remote)
             if cluster is not None:
                 from ._cluster import ClusterRun
 
-                reg._job.runner = ClusterRun(cluster)
-            if previous is not None and previous.settled and previous._job.dest == folder:
-                _replace_files_of(reg, previous)
-            reg._job.segments, reg._job.min_segment_size = split
+                self._job_of(reg).runner = ClusterRun(cluster)
+            if previous is not None and previous.settled and self._job_of(previous).dest == folder:
+                _replace_files_of(self._job_of(reg), self._job_of(previous))
+            self._job_of(reg).segments, self._job_of(reg).min_segment_size = split
             self._engine.run(self._register(reg))
         return reg
 
@@ -387,7 +391,7 @@ class BackgroundFetchManager:
         """The newest registration with this id, active or settled."""
         found = None
         for reg in list(self._registrations.values()):
-            if reg._job.id == id and (found is None or reg._job.created >= found._job.created):
+            if reg.id == id and (found is None or reg.created >= found.created):
                 found = reg
         return found
 
@@ -402,12 +406,12 @@ class BackgroundFetchManager:
         """Can a re-run return ``old`` as it is? Same requests and destination (a folder,
         or an object-storage URL), succeeded, every file (object) still there with its
         size (and, with ``checksum``, its SHA-256)."""
-        job = old._job
+        job = self._job_of(old)
         if job.result != "success" or old.dest != folder or len(job.records) != len(reqs):
             return False
-        if public_headers(old._job.headers.items()) != public_headers(headers.items()):
+        if public_headers(self._job_of(old).headers.items()) != public_headers(headers.items()):
             return False
-        for d, req in zip(old._job.records, reqs, strict=True):
+        for d, req in zip(self._job_of(old).records, reqs, strict=True):
             if (
                 req.body is not None
                 or d.request.method != req.method
@@ -417,7 +421,7 @@ class BackgroundFetchManager:
             ):
                 return False
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, _files_intact, old, checksum)
+        return await loop.run_in_executor(None, _files_intact, self._job_of(old), checksum)
 
     def _active_elsewhere(self, id: str) -> FetchError:
         active = self.get(id) if self._started else None
@@ -439,10 +443,11 @@ class BackgroundFetchManager:
             self._http_building.add_done_callback(_seen)  # the 1st transfer raises an error
         try:
             self._store.add_registration(
-                registration_row(reg._job), [new_record_row(d) for d in reg._job.records]
+                registration_row(self._job_of(reg)),
+                [new_record_row(d) for d in self._job_of(reg).records],
             )
         except IdInUse:
-            raise self._active_elsewhere(reg._job.id) from None
+            raise self._active_elsewhere(reg.id) from None
         except sqlite3.OperationalError as exc:
             if "full" not in str(exc).lower():
                 raise
@@ -451,22 +456,22 @@ class BackgroundFetchManager:
                 "free some space there, or use another home (IPYBGFETCH_HOME or "
                 "BackgroundFetchManager(home=...))"
             ) from None
-        self._registrations[reg._job.key] = reg
+        self._registrations[self._job_of(reg).key] = reg
         self._callbacks.post(self._notify_change, reg)
-        reg._job.start()
+        self._job_of(reg).start()
 
     def get(self, id: str) -> BackgroundFetchRegistration | None:
         """The active registration with this id (the same object each time), else None."""
         self._ensure_started()
         for reg in reversed(list(self._registrations.values())):
-            if reg._job.id == id and not reg.settled:
+            if reg.id == id and not reg.settled:
                 return reg
         return None
 
     def get_ids(self) -> list[str]:
         """Ids of the active registrations (settled ones are not listed, per the spec)."""
         self._ensure_started()
-        return [r._job.id for r in list(self._registrations.values()) if not r.settled]
+        return [r.id for r in list(self._registrations.values()) if not r.settled]
 
     def registrations(self, *, replaced: bool = True) -> list[BackgroundFetchRegistration]:
         """Every known registration, oldest first: active, settled, and earlier kernels'.
@@ -480,9 +485,9 @@ class BackgroundFetchManager:
             return regs
         newest: dict[str, BackgroundFetchRegistration] = {}
         for reg in regs:
-            current = newest.get(reg._job.id)
-            if current is None or reg._job.created >= current._job.created:
-                newest[reg._job.id] = reg
+            current = newest.get(reg.id)
+            if current is None or reg.created >= current.created:
+                newest[reg.id] = reg
         keep = {id(r) for r in newest.values()}
         return [r for r in regs if id(r) in keep]
 
@@ -497,7 +502,7 @@ class BackgroundFetchManager:
         if isinstance(id, BackgroundFetchRegistration):
             targets = [id]
         else:
-            same = [r for r in self._registrations.values() if r._job.id == id]
+            same = [r for r in self._registrations.values() if r.id == id]
             if not same:
                 raise KeyError(f"no registration with id {id!r}; see mgr.registrations()")
             if all:
@@ -514,7 +519,7 @@ class BackgroundFetchManager:
                         f" (from here or in the process downloading it: {self._owner_label(reg)})"
                     )
                 raise InvalidStateError(
-                    f"registration {reg._job.id!r} is still {reg.state}; abort() it{where} "
+                    f"registration {reg.id!r} is still {reg.state}; abort() it{where} "
                     "before deleting"
                 )
         for reg in targets:
@@ -527,23 +532,23 @@ class BackgroundFetchManager:
             p
             for other in self._registrations.values()
             if other is not reg
-            for od in other._job.records
+            for od in self._job_of(other).records
             for p in (od.final_path, od.part_path)
             if p is not None
         }
-        for d in reg._job.records:
+        for d in self._job_of(reg).records:
             for path in (d.final_path, d.part_path):
                 if path is not None and path not in shared:
                     with contextlib.suppress(OSError):
                         path.unlink()
                     self._names.release(path)
-        failed = reg._job.dest / FAILED_FOLDER
-        for folder in (failed / reg._job.key, failed, reg._job.dest):
+        failed = self._job_of(reg).dest / FAILED_FOLDER
+        for folder in (failed / self._job_of(reg).key, failed, self._job_of(reg).dest):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if empty
-        self._store.delete_registration(reg._job.key)
+        self._store.delete_registration(self._job_of(reg).key)
         reg._records_available = False
-        self._registrations.pop(reg._job.key, None)
+        self._registrations.pop(self._job_of(reg).key, None)
         self._callbacks.post(self._notify_change, reg)
 
     def add_event_listener(self, type: str, handler: Callable[[BackgroundFetchEvent], Any]) -> None:
@@ -726,8 +731,8 @@ class BackgroundFetchManager:
             for key in self._store.heartbeat(mine):  # taken over while we were stalled
                 reg = self._registrations.get(key)
                 if reg is not None:
-                    reg._job.lose_lease()
-        mirrors = any(r._job.read_only for r in self._registrations.values())
+                    self._job_of(reg).lose_lease()
+        mirrors = any(r.read_only for r in self._registrations.values())
         if mirrors or time.time() - self._last_scan > lease_timeout():
             self._restore()
 
@@ -770,19 +775,24 @@ class BackgroundFetchManager:
             if reg is None or reg.settled:
                 answer = "0"
             elif intent == "pause":
-                answer = str(int(await reg._job.pause()))
+                answer = str(int(await self._job_of(reg).pause()))
             elif intent == "resume":
-                answer = str(int(await reg._job.resume(None, None)))
+                answer = str(int(await self._job_of(reg).resume(None, None)))
             elif intent == "abort":
-                answer = str(int(await reg._job.abort()))
+                answer = str(int(await self._job_of(reg).abort()))
             elif intent == "handover":
-                await reg._job.hand_over()
+                await self._job_of(reg).hand_over()
                 answer, new_owner = "1", by
             else:
                 answer = f"unknown intent {intent!r}"
         except Exception as exc:  # e.g. resume() of needs-credentials: the asker says it
             answer = str(exc) or type(exc).__name__
-        log.info("%s: %s asked by another process: %s", reg._job.id if reg else key, intent, answer)
+        log.info(
+            "%s: %s asked by another process: %s",
+            reg.id if reg else key,
+            intent,
+            answer,
+        )
         self._store.answer_intent(key, intent_id, answer, new_owner)
 
     def _control_elsewhere(
@@ -798,12 +808,12 @@ class BackgroundFetchManager:
         instead: None, and the caller acts here."""
         assert self._store is not None
         store = self._store
-        intent_id = self._engine.run(_call(store.send_intent, reg._job.key, intent))
+        intent_id = self._engine.run(_call(store.send_intent, self._job_of(reg).key, intent))
         deadline = time.monotonic() + timeout
         while True:
-            row = self._engine.run(_call(store.intent_state, reg._job.key))
+            row = self._engine.run(_call(store.intent_state, self._job_of(reg).key))
             if row is None:
-                raise InvalidStateError(f"registration {reg._job.id!r} was deleted meanwhile")
+                raise InvalidStateError(f"registration {reg.id!r} was deleted meanwhile")
             result = row["intent_result"] or ""
             if result.startswith(intent_id + ":"):
                 answer = result[len(intent_id) + 1 :]
@@ -811,17 +821,19 @@ class BackgroundFetchManager:
                 if answer in ("0", "1"):
                     return answer == "1"
                 raise InvalidStateError(
-                    f"{intent} of {reg._job.id!r} failed in {self._owner_label(reg)}: {answer}"
+                    f"{intent} of {reg.id!r} failed in {self._owner_label(reg)}: {answer}"
                 )
             stale = row["heartbeat"] is None or row["heartbeat"] < time.time() - lease_timeout()
             if row["owner"] is None or stale:
                 self._engine.run(_call(self._restore))  # nobody alive holds it: take it over
-                if not reg._job.read_only:  # ours now: withdraw the intent, the caller acts
-                    self._engine.run(_call(store.send_intent, reg._job.key, ""))
+                if not self._job_of(
+                    reg
+                ).read_only:  # ours now: withdraw the intent, the caller acts
+                    self._engine.run(_call(store.send_intent, self._job_of(reg).key, ""))
                     return None
             if time.monotonic() > deadline:
                 raise InvalidStateError(
-                    f"{self._owner_label(reg)} downloads {reg._job.id!r} and did not answer "
+                    f"{self._owner_label(reg)} downloads {reg.id!r} and did not answer "
                     f"the {intent} request within {timeout:.0f} s; try again, or stop that "
                     "process and this one takes the registration over"
                 )
@@ -830,12 +842,12 @@ class BackgroundFetchManager:
     def _take_over(self, reg: BackgroundFetchRegistration) -> None:
         """Make this process the owner of ``reg`` (the owner hands it over, or it is
         dead): afterwards this process downloads it, with whatever credentials it has."""
-        if not reg._job.read_only:
+        if not reg.read_only:
             return
         answered = self._control_elsewhere(reg, "handover")
-        if reg._job.read_only:
+        if reg.read_only:
             raise InvalidStateError(
-                f"could not take {reg._job.id!r} over from {self._owner_label(reg)}"
+                f"could not take {reg.id!r} over from {self._owner_label(reg)}"
                 + ("" if answered else " (it refused)")
             )
 
@@ -844,7 +856,7 @@ class BackgroundFetchManager:
         if self._store is None:
             return "another process"
         try:
-            info = self._engine.run(_call(self._store.owner_of, reg._job.key))
+            info = self._engine.run(_call(self._store.owner_of, self._job_of(reg).key))
         except Exception:
             info = None
         if not info:
@@ -860,25 +872,36 @@ class BackgroundFetchManager:
         assert self._store is not None
         restore_into(
             self._store,
-            {key: reg._job for key, reg in self._registrations.items()},
+            {key: self._job_of(reg) for key, reg in self._registrations.items()},
             self._restored,
             self._added,
             home=self.home,
             auto_resume=self._auto_resume,
         )
 
+    def _new_registration(
+        self, *, restored: bool = False, **fields: Any
+    ) -> BackgroundFetchRegistration:
+        """A job (the engine's state) and the registration that shows it."""
+        job = Job(self._host, **fields)
+        reg = BackgroundFetchRegistration(self, job, restored=restored)
+        self._job_of_reg[reg] = job
+        return reg
+
+    def _job_of(self, reg: BackgroundFetchRegistration) -> Job:
+        return self._job_of_reg[reg]
+
     def _restored(self, **fields: Any) -> Job:
         """A registration of an earlier kernel (or another process), for restore."""
-        reg = BackgroundFetchRegistration(self, policy=self._policy, **fields)
-        reg._output_target = None  # no starting cell in this kernel: output goes to the latest
+        reg = self._new_registration(restored=True, policy=self._policy, **fields)
         self._registrations[fields["key"]] = reg
-        return reg._job
+        return self._job_of(reg)
 
     def _added(self, job: Job) -> None:
         self._callbacks.post(self._notify_change, self._registrations[job.key])
 
     def _jobs(self) -> list[Job]:
-        return [reg._job for reg in list(self._registrations.values())]
+        return [self._job_of(reg) for reg in list(self._registrations.values())]
 
 
 def _is_remote(dest: Any) -> bool:
@@ -908,12 +931,12 @@ def _notebook_path() -> str:
     return str(value) if value else ""
 
 
-def _files_intact(reg: BackgroundFetchRegistration, checksum: bool) -> bool:
+def _files_intact(job: Job, checksum: bool) -> bool:
     """Every record's file is there with the size it had (and, with ``checksum``, the
     SHA-256 recorded when it arrived). Runs in a worker thread."""
     import hashlib
 
-    for d in reg._job.records:
+    for d in job.records:
         if d.final_path is None:
             return False
         try:
@@ -935,15 +958,15 @@ def _files_intact(reg: BackgroundFetchRegistration, checksum: bool) -> bool:
     return True
 
 
-def _replace_files_of(reg: BackgroundFetchRegistration, old: BackgroundFetchRegistration) -> None:
+def _replace_files_of(job: Job, old: Job) -> None:
     """A new registration under a settled id, in the same folder: each of its requests
     that the old one fetched is written to the old file's name (through a ``.part`` and
     an atomic rename), never to a ``-2`` copy beside it."""
     paths: dict[tuple[str, str], list[Path]] = {}
-    for d in old._job.records:
+    for d in old.records:
         if d.final_path is not None and d.state == "success":
             paths.setdefault((d.request.method, d.request.url), []).append(d.final_path)
-    for d in reg._job.records:
+    for d in job.records:
         free = paths.get((d.request.method, d.request.url))
         if free:
             d.final_path = free.pop(0)

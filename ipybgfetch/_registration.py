@@ -12,11 +12,8 @@ from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from ._display import mimebundle
 from ._engine.job import Job
-from ._engine.retry import RetryPolicy
 from ._events import BackgroundFetchEvent, ListenerSet
 from ._exceptions import FetchError, InvalidStateError
 from ._models import Request
@@ -47,42 +44,17 @@ class BackgroundFetchRegistration:
     """
 
     def __init__(
-        self,
-        manager: BackgroundFetchManager,
-        *,
-        key: str,
-        id: str,
-        requests: Sequence[Request],
-        title: str,
-        icons: Sequence[dict[str, str]],
-        download_total: int,
-        dest: Path,
-        headers: httpx.Headers,
-        auth: Any,
-        policy: RetryPolicy,
-        created: float,
+        self, manager: BackgroundFetchManager, job: Job, *, restored: bool = False
     ) -> None:
+        """Made by the manager, over the job it made."""
         self._manager = manager
-        self._job = Job(
-            manager._host,
-            key=key,
-            id=id,
-            requests=requests,
-            title=title,
-            icons=icons,
-            download_total=download_total,
-            dest=dest,
-            headers=headers,
-            auth=auth,
-            policy=policy,
-            created=created,
-            on_progress=self._dispatch_progress,
-            on_settled=self._on_settled,
-            listening=self._listening,
-        )
+        self._job = job
+        job.bind(self._dispatch_progress, self._on_settled, self._listening)
         self._listeners = ListenerSet(("progress",))
         self._records_available = True
-        self._output_target = output_target()  # the cell that started it gets its output
+        # the cell that started it gets its output; restored from an earlier kernel: none
+        # (its output goes to the latest cell)
+        self._output_target = None if restored else output_target()
 
     # -- the spec's attributes -----------------------------------------------------------
     @property

@@ -81,6 +81,10 @@ class Host:
     closed: Callable[[], bool]  # the manager was closed
 
 
+def _nothing(*args: Any) -> None:
+    pass
+
+
 class Job:
     """The engine side of one registration (see the module docstring)."""
 
@@ -104,14 +108,12 @@ class Job:
         auth: Any,
         policy: RetryPolicy,
         created: float,
-        on_progress: Callable[[], None],
-        on_settled: Callable[[str], None],
-        listening: Callable[[], bool],
     ) -> None:
         self.host = host
-        self.on_progress = on_progress  # on the callback thread: the progress event
-        self.on_settled = on_settled  # on the callback thread: the success/fail/abort event
-        self.listening = listening  # does anyone listen to progress?
+        # what the registration (the view) hands it: see bind()
+        self.on_progress: Callable[[], None] = _nothing
+        self.on_settled: Callable[[str], None] = _nothing
+        self.listening: Callable[[], bool] = bool
         self.key = key
         self.id = id
         self.title = title
@@ -156,6 +158,18 @@ class Job:
         self.samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=50)
         self.remote: Any = None  # an object-storage dest (cloud.RemoteDest), else None
         self.runner: Any = None  # a cluster run (_cluster.ClusterRun), else local workers
+
+    def bind(
+        self,
+        on_progress: Callable[[], None],
+        on_settled: Callable[[str], None],
+        listening: Callable[[], bool],
+    ) -> None:
+        """The registration's callbacks, run on the callback thread: the progress event,
+        the success/fail/abort event; and whether anyone listens to progress."""
+        self.on_progress = on_progress
+        self.on_settled = on_settled
+        self.listening = listening
 
     @property
     def settled(self) -> bool:
