@@ -65,8 +65,9 @@ log = logging.getLogger("ipybgfetch")
 # 35 ms either way (its first connection is fast: not split)
 DEFAULT_MIN_SEGMENT = 4 * 1024 * 1024
 STEAL_MIN = 1024 * 1024  # bytes: a range is halved for a free connection only above 2x this
-# The first connection runs alone until it brings PROBE_BYTES or PROBE_TIME passes; if it
-# brings PROBE_BYTES in time, the file is not split (issue 17: one uncapped loopback stream
+# The first connection runs alone (in the transfer's own loop, then in the segments'
+# when resuming) until it brings PROBE_BYTES or PROBE_TIME passes; if it brings
+# PROBE_BYTES in time, the file is not split (issue 17: one uncapped loopback stream
 # is CPU-bound at ~900 MiB/s here, and splitting it only costs CPU and memory; capped
 # connections bring 16-40 MB/s)
 PROBE_TIME = 0.05  # seconds
@@ -214,6 +215,10 @@ class _File:
         self._hash_prefix()
         self.completed.append((offset, pos))
 
+    def hashed_already(self, n: int) -> None:
+        """The hashes have the file's first ``n`` bytes (before any job: no race)."""
+        self._hashed = n
+
     def _hash_prefix(self) -> None:
         """Hash the bytes written ahead of the hashed prefix once they join it."""
         target = self._written.prefix()
@@ -348,6 +353,7 @@ class _Download:
         # the first response (a whole body from byte 0) while its connection reads it:
         # if the server turns out to ignore Range, it simply goes on to the end
         self.first_resp: httpx.Response | None = None
+        self.first_chunks: AsyncIterator[bytes] | None = None  # its body, partly read
         self.first_seg: Segment | None = None
         self.reading_first = False
 
@@ -489,9 +495,12 @@ class _Download:
 
     async def receive(self, seg: Segment, resp: httpx.Response) -> None:
         stream = resp.stream
-        chunks = stream.__aiter__() if isinstance(stream, Body) else resp.aiter_raw()
-        buf = _Buffer(self.file, seg.pos)
         first = resp is self.first_resp
+        if first and self.first_chunks is not None:
+            chunks = self.first_chunks  # the transfer read its start already
+        else:
+            chunks = stream.__aiter__() if isinstance(stream, Body) else resp.aiter_raw()
+        buf = _Buffer(self.file, seg.pos)
         self.reading_first = self.reading_first or first
         try:
             try:
@@ -536,6 +545,16 @@ class _Download:
             if seg.pos >= seg.end:
                 break
 
+    def split_now(self, seg0: Segment | None) -> None:
+        """From one connection to several: smaller batches each; the first response (if
+        any) goes on with one piece, the others take the next pieces in order."""
+        if self.wanted < 2:
+            return
+        self.file.batch, self.file.in_flight = BATCH, MAX_IN_FLIGHT
+        if seg0 is not None:
+            share = self.file.total // (self.wanted * PIECES_PER_CONNECTION)
+            self.splitter.cut(seg0, seg0.pos + max(MIN_PIECE, share))
+
     def keep_first_stream(self) -> bool:
         """A range was answered with the whole file (the server ignores Range): if the
         first response is still being read, it brings the rest, and nothing else is
@@ -558,33 +577,32 @@ class _Download:
 
     # -- all of it -------------------------------------------------------------------------
     async def run(self, first: httpx.Response | None) -> None:
-        # One connection alone first (the first response's, or on resuming this record's
-        # own): if it brings PROBE_BYTES within PROBE_TIME, more connections would cost
-        # CPU and memory, not time (an uncapped server, loopback).
         seg0 = None
-        if first is not None:
+        if first is not None:  # the transfer found its connection slow: split at once
             seg0 = self.splitter.take(self.file.total)
             assert seg0 is not None
             self.first_resp, self.first_seg = first, seg0
-        self.spawn(self.worker(seg0, first, extra=False))
-        start = self.data.downloaded
-        probe_end = time.monotonic() + PROBE_TIME
-        while (
-            self.data.downloaded - start < PROBE_BYTES
-            and time.monotonic() < probe_end
-            and self.tasks
-        ):
-            await asyncio.sleep(PROBE_TICK)
-        if self.error is not None:
-            raise self.error
-        if self.data.downloaded - start >= PROBE_BYTES:
-            self.wanted = 1
-            log.debug("ipybgfetch: %s is fast on one connection: not split", self.url)
-        elif self.tasks and self.wanted > 1:  # split: the others take pieces in order
-            self.file.batch, self.file.in_flight = BATCH, MAX_IN_FLIGHT
-            if seg0 is not None:  # the first connection goes on with a piece
-                share = self.file.total // (self.wanted * PIECES_PER_CONNECTION)
-                self.splitter.cut(seg0, seg0.pos + max(MIN_PIECE, share))
+            self.split_now(seg0)
+            self.spawn(self.worker(seg0, first, extra=False))
+        else:
+            # Resuming: this record's own connection alone first; if it brings PROBE_BYTES
+            # within PROBE_TIME, more would cost CPU and memory, not time.
+            self.spawn(self.worker(None, None, extra=False))
+            start = self.data.downloaded
+            probe_end = time.monotonic() + PROBE_TIME
+            while (
+                self.data.downloaded - start < PROBE_BYTES
+                and time.monotonic() < probe_end
+                and self.tasks
+            ):
+                await asyncio.sleep(PROBE_TICK)
+            if self.error is not None:
+                raise self.error
+            if self.data.downloaded - start >= PROBE_BYTES:
+                self.wanted = 1
+                log.debug("ipybgfetch: %s is fast on one connection: not split", self.url)
+            else:
+                self.split_now(None)
         await self.recruit()
         while self.tasks:
             self.changed.clear()
@@ -624,18 +642,21 @@ async def download(
     first: httpx.Response | None,
     wanted: int,
     rules: Rules,
+    first_chunks: AsyncIterator[bytes] | None = None,
 ) -> None:
     """Fetch the rest of ``data``'s file over up to ``wanted`` connections.
 
-    ``first``: the response that showed the server can split; its body becomes the
-    first segment (from byte 0). None: resume from ``data.segment_map``. Returns once
+    ``first``: the response that showed the server can split, and ``first_chunks`` its
+    body, read up to ``data.downloaded`` already (those bytes written and hashed): the
+    rest of it becomes the first segment. None: resume from ``data.segment_map``. Returns once
     every byte is written, hashed and fsync'd; the caller checks and renames. Raises
     ``rules.retry`` to start the file again from byte 0 (it changed on the server), or
     the error of a range that failed more often than the policy allows."""
     assert data.part_path is not None and data.total is not None
     total = data.total
+    have = data.downloaded if first is not None else 0  # written and hashed, in order
     if data.segment_map is None or first is not None:
-        data.segment_map = RangeSet()
+        data.segment_map = RangeSet([(0, have)])
     done = data.segment_map
     job.record_changed(data, checkpoint=True)  # a new process must know the file is split
     fd, mine, data.part_id = open_part(data.part_path, 1, data.part_id, job.make_dest, keep=True)
@@ -649,10 +670,14 @@ async def download(
     io_job: _Job | None = None
     splitter = Splitter(done.missing(total), STEAL_MIN)
     dl = _Download(job, data, hashes, file, splitter, wanted, rules)
+    dl.first_chunks = first_chunks
     started = time.perf_counter()
-    hashes.reset()
+    if have:
+        file.hashed_already(have)
+    else:
+        hashes.reset()
     try:
-        if done:
+        if done and not have:
             io_job = file.start()
             await io_job
         io_job = None

@@ -626,12 +626,9 @@ async def _receive(
         if claimed >= 0:
             os.close(claimed)
         raise
+    split = 1  # a big file from a server that serves ranges: maybe several connections
     if not offset and total is not None and total >= 2 * job.min_segment_size:
-        wanted = segments.split_count(job, data, status, headers, _SEGMENT_RULES)
-        if wanted > 1:  # a big file from a server that serves ranges: several connections
-            part.close()
-            await segments.download(job, data, hashes, resp, wanted, _SEGMENT_RULES)
-            return None, total
+        split = segments.split_count(job, data, status, headers, _SEGMENT_RULES)
     decoder: ContentDecoder | None = None
     try:
         if encoded:
@@ -643,6 +640,10 @@ async def _receive(
         else:
             chunks = resp.aiter_raw()
         speed = SpeedCheck(policy)
+        if split > 1 and not await _fast_alone(job, data, part, chunks, speed):
+            part.close()  # what came so far stays, written and hashed: the segments go on
+            await segments.download(job, data, hashes, resp, split, _SEGMENT_RULES, chunks)
+            return None, total
         async for raw in chunks:
             slow = speed.slow(len(raw))
             if slow is not None:
@@ -668,6 +669,33 @@ async def _receive(
             _attach_request(exc, resp)
         raise
     return part, total
+
+
+async def _fast_alone(
+    job: Job, data: RecordData, part: PartFile, chunks: AsyncIterator[bytes], speed: SpeedCheck
+) -> bool:
+    """The start of a body that could come in segments, on its one connection: True if
+    it brings segments.PROBE_BYTES within segments.PROBE_TIME (one stream is enough: more
+    connections would cost CPU and memory, not time), False to split. The loop below in
+    :func:`_receive`, then or the segments, go on with the same ``chunks``."""
+    got = 0
+    deadline = time.monotonic() + segments.PROBE_TIME
+    async for chunk in chunks:
+        slow = speed.slow(len(chunk))
+        if slow is not None:
+            raise _Retry(slow)
+        n = len(chunk)
+        _count_received(job, data, n)
+        backlog = part.write(chunk)
+        job.add_downloaded(data, n)
+        if backlog is not None:
+            await backlog
+        got += n
+        if got >= segments.PROBE_BYTES:
+            return True
+        if time.monotonic() > deadline:
+            return False
+    return True  # the whole body came already
 
 
 def _count_received(job: Job, data: RecordData, n: int) -> None:
