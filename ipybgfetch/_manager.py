@@ -383,6 +383,9 @@ class BackgroundFetchManager:
                 self._job_of(reg).runner = ClusterRun(cluster)
             if previous is not None and previous.settled and self._job_of(previous).dest == folder:
                 _replace_files_of(self._job_of(reg), self._job_of(previous))
+                self._job_of(reg).replace_objects = True
+            if force:
+                self._job_of(reg).replace_objects = True
             self._job_of(reg).segments, self._job_of(reg).min_segment_size = split
             self._engine.run(self._register(reg))
         return reg
@@ -536,8 +539,16 @@ class BackgroundFetchManager:
             for p in (od.final_path, od.part_path)
             if p is not None
         }
+        remote = self._job_of(reg).remote is not None
         for d in self._job_of(reg).records:
             for path in (d.final_path, d.part_path):
+                if (
+                    remote
+                    and path is d.final_path
+                    and not isinstance(path, Path)
+                    and d.state != "success"
+                ):
+                    continue  # an object this record did not upload (never ours to delete)
                 if path is not None and path not in shared:
                     with contextlib.suppress(OSError):
                         path.unlink()

@@ -3,6 +3,7 @@ against moto's real S3 server on loopback, plus ``memory://`` and ``file://``.""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -106,15 +107,48 @@ def test_an_object_already_there_is_not_fetched_again(
     assert sorted(s3.keys(bucket)) == [f"d/again{i}.bin" for i in range(4)]
 
 
-def test_a_foreign_object_at_the_name_is_replaced(s3: S3, server: DataServer, home: Path) -> None:
+def test_a_foreign_object_at_the_name_is_never_overwritten(
+    s3: S3, server: DataServer, home: Path
+) -> None:
+    """As on disk, an object ipybgfetch did not write is never overwritten: the record
+    fails saying so, the object keeps its bytes, and delete() leaves it alone. force=True
+    is the user asking to replace it."""
     bucket = s3.bucket()
     s3.client.put_object(Bucket=bucket, Key="z/f.bin", Body=b"someone else's bytes")
+    precious = hashlib.sha256(b"someone else's bytes").hexdigest()
     url = server.url("f.bin", 5000, tag="foreign")
     with BackgroundFetchManager(home=home) as mgr:
         reg = mgr.fetch("f", url, dest=f"s3://{bucket}/z", storage_options=s3.options())
-        assert reg.wait(60).result == "success"
-    assert len(server.requests_for(url)) == 1
+        assert reg.wait(60).result == "failure"
+        df = reg.match_all().to_pandas()
+        error = str(df["error"].iloc[0])
+        assert "already exists" in error and "force=True" in error, error
+        assert s3.sha256(bucket, "z/f.bin") == precious
+        mgr.delete("f")
+        assert s3.sha256(bucket, "z/f.bin") == precious
+        again = mgr.fetch(
+            "f", url, dest=f"s3://{bucket}/z", storage_options=s3.options(), force=True
+        )
+        assert again.wait(60).result == "success"
     assert s3.sha256(bucket, "z/f.bin") == DataServer.sha256("f.bin", 5000)
+
+
+def test_an_identical_object_at_the_name_is_not_a_conflict(server: DataServer, home: Path) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/same-bytes/q/s.bin", DataServer.content("s.bin", 3000))
+    fs.pipe("/same-bytes/q/t.bin", b"PRECIOUS")
+    with BackgroundFetchManager(home=home) as mgr:
+        reg = mgr.fetch(
+            "m",
+            [server.url("s.bin", 3000), server.url("t.bin", 3000)],
+            dest="memory://same-bytes/q/",
+        )
+        reg.wait(60)
+        states = reg.match_all().to_pandas()["ok"].tolist()
+    assert states == [True, False]
+    assert fs.cat_file("/same-bytes/q/t.bin") == b"PRECIOUS"
 
 
 def test_integrity_mismatch_leaves_no_object(s3: S3, server: DataServer, home: Path) -> None:

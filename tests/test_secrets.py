@@ -66,3 +66,17 @@ def test_log_lines_never_carry_a_url_secret(mgr, server, caplog):
     assert any("ok.bin" in r.getMessage() for r in lines), "the download logged nothing"
     assert secret not in caplog.text
     assert "access_token=REDACTED" in caplog.text and "sig=REDACTED" in caplog.text
+
+
+def test_the_transports_request_log_line_carries_no_url_secret(mgr, server, caplog):
+    """Our transport writes httpx's "HTTP Request:" INFO line itself; its URL is redacted."""
+    import logging
+    import uuid
+
+    secret = "tok-" + uuid.uuid4().hex
+    url = server.url("h.bin", 100, tag=uuid.uuid4().hex) + f"&api_key={secret}"
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        assert mgr.fetch("httpx-line", url).wait(15).result == "success"
+    lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert any("HTTP Request: GET" in m and "h.bin" in m for m in lines), lines
+    assert secret not in caplog.text

@@ -18,7 +18,9 @@ shard of a cluster run and every resumed run uses the same names); a name used t
 one registration gets a ``-2``, ``-3``... suffix, as on disk. An object already at that
 name which ipybgfetch uploaded for the same URL (its metadata says so, and its size is
 the one recorded) is kept and not fetched again; so is one whose content matches the
-request's ``integrity``. Anything else at that name is replaced.
+request's ``integrity``. Anything else at that name is never overwritten (as on disk):
+the record fails saying so, unless its content is identical or the user asked to
+replace (``force=True``, or a new registration under the same id and dest).
 
 Credentials: ``storage_options`` live in memory only (never in the database, the
 staging folder or the object metadata). A registration restored in a new process whose
@@ -232,10 +234,39 @@ class RemoteDest:
                 meta = None
         return {str(k).lower(): str(v) for k, v in (meta or {}).items()}
 
-    def publish(self, local: Path, obj: ObjectPath, *, url: str, sha256: str, ctype: str) -> None:
+    def taken(self, obj: ObjectPath, url: str, sha256: str) -> bool:
+        """Whether an object at ``obj`` holds data that uploading this body would lose:
+        it exists, was not uploaded by ipybgfetch for this URL, and its bytes differ."""
+        try:
+            info = self.fs.info(obj.path)
+        except FileNotFoundError:
+            return False
+        size = int(info.get("size") or 0)
+        meta = self._metadata(obj.path, info)
+        if meta.get(META_URL) == _url_key(url) and meta.get(META_SIZE) == str(size):
+            return False  # an earlier download of this URL
+        return _hash_object(self.fs, obj.path, "sha256")[1] != sha256
+
+    def publish(
+        self,
+        local: Path,
+        obj: ObjectPath,
+        *,
+        url: str,
+        sha256: str,
+        ctype: str,
+        replace: bool = False,
+    ) -> None:
         """Upload the verified file ``local`` as ``obj``: atomically, with the metadata
-        that lets a later run recognise it."""
+        that lets a later run recognise it. An object holding other data is never
+        overwritten unless ``replace`` (:class:`ObjectTaken`)."""
         fs = self.fs
+        if not replace and self.taken(obj, url, sha256):
+            raise ObjectTaken(
+                f"{obj.url} already exists and holds other data; ipybgfetch never overwrites "
+                "an object it did not write: delete it, pick another dest prefix, or fetch "
+                "again with force=True (--force) to replace it"
+            )
         size = local.stat().st_size
         if self.atomic:
             meta = {META_URL: _url_key(url), META_SHA256: sha256, META_SIZE: str(size)}
@@ -507,13 +538,25 @@ async def publish(job: Job, data: RecordData) -> None:
         await loop.run_in_executor(
             None,
             lambda: remote.publish(
-                part, obj, url=data.request.url, sha256=data.sha256, ctype=ctype
+                part,
+                obj,
+                url=data.request.url,
+                sha256=data.sha256,
+                ctype=ctype,
+                replace=job.replace_objects,
             ),
         )
+    except ObjectTaken:
+        raise
     except Exception as exc:
         raise _UploadError(f"cannot upload to {obj.url}: {type(exc).__name__}: {exc}") from exc
     with contextlib.suppress(OSError):
         part.unlink()
+
+
+class ObjectTaken(Exception):
+    """The destination object exists and holds other data: the record fails, the object
+    stays as it is."""
 
 
 class _UploadError(OSError):

@@ -157,6 +157,9 @@ class Job:
         self.dirty: set[int] = set()
         self.samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=50)
         self.remote: Any = None  # an object-storage dest (cloud.RemoteDest), else None
+        # an object at a record's name may be overwritten (force=True, or this job replaces
+        # a settled registration with the same id and dest); otherwise it is refused
+        self.replace_objects = False
         self.runner: Any = None  # a cluster run (_cluster.ClusterRun), else local workers
 
     def bind(

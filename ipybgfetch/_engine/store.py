@@ -9,6 +9,7 @@ through a lease (``owner`` + ``heartbeat``), taken over when the holder stops be
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -156,16 +157,18 @@ class Store:
         self._confirmed: dict[str, float] = {}  # key -> monotonic time we last knew we held it
         self._lost: set[str] = set()
         self.owner = new_owner()
+        # Owner-only from its first byte: SQLite gives the -wal and -shm files the mode of
+        # the database file when it creates them, so set it before connecting.
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o600)
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._migrate()
-        try:
-            os.chmod(path, 0o600)
-        except OSError:
-            pass
 
     def _migrate(self) -> None:
         """Columns added after the first release, for databases made before them."""

@@ -733,12 +733,15 @@ async def _finish(job: Job, data: RecordData, hashes: IntegrityHasher) -> None:
         _restart_from_zero(job, data, hashes)
         raise _Retry("the partial file was replaced or disappeared before its rename; restarting")
     if job.remote is not None:  # object storage: upload the verified file
-        from .cloud import publish
+        from .cloud import ObjectTaken, publish
 
         try:
             await publish(job, data)
         except FileNotFoundError as exc:
             raise _Retry(f"{exc.strerror}; restarting") from None
+        except ObjectTaken as exc:
+            _settle_failure(job, data, "fetch-error", str(exc))
+            return
         _check_lease(job)
     else:
         # A record that did not succeed never takes a final name in dest (a glob over

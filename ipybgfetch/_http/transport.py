@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from .._secrets import redact_url
 from .http11 import DEFAULT_PORTS, Http11Transport
 
 __all__ = ["Client", "make_client", "make_transport", "parse_url"]
@@ -252,7 +253,7 @@ class Client(httpx.AsyncClient):
             _logger.info(
                 'HTTP Request: %s %s "%s %d %s"',
                 "GET",
-                url,
+                redact_url(str(url)),  # httpx's line, without the URL's secrets (never on disk)
                 response.http_version,
                 response.status_code,
                 response.reason_phrase,
