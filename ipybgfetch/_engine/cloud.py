@@ -45,8 +45,8 @@ from .._integrity import sri_to_hashes, strongest_hashes
 from .._names import filename_from_url, safe_filename
 
 if TYPE_CHECKING:
-    from .job import Job
     from .record import RecordData
+    from .transfer import RecordContext
 
 __all__ = ["ObjectPath", "RemoteDest", "is_remote", "remote_dest"]
 
@@ -430,7 +430,7 @@ def object_names(urls: list[str]) -> list[str]:
     return names
 
 
-def assign_paths(job: Job, remote: RemoteDest, names: list[str] | None = None) -> None:
+def assign_paths(job: RecordContext, remote: RemoteDest, names: list[str] | None = None) -> None:
     """Give every record its object (final path) and its staged ``.part`` file."""
     staging = job.dest
     cache = job.host.home / "cache" / job.key
@@ -442,7 +442,7 @@ def assign_paths(job: Job, remote: RemoteDest, names: list[str] | None = None) -
         d.part_path = staging / f"{d.index}.part"
 
 
-def restore_paths(job: Job) -> None:
+def restore_paths(job: RecordContext) -> None:
     """A registration read back from the database: its objects and staged files (the
     names are a function of the URLs; a body kept for an error status stays local)."""
     loaded = [d.final_path for d in job.records]
@@ -452,7 +452,7 @@ def restore_paths(job: Job) -> None:
             d.final_path = path
 
 
-async def prepare_record(job: Job, data: RecordData) -> bool:
+async def prepare_record(job: RecordContext, data: RecordData) -> bool:
     """Before a record's first request: it targets its object (again, after a retry of a
     record whose error body was kept locally); and if that object is already there,
     complete (same URL, size and sha256 recorded, or the request's integrity matches), the
@@ -513,7 +513,7 @@ async def prepare_record(job: Job, data: RecordData) -> bool:
     return True
 
 
-async def publish(job: Job, data: RecordData) -> None:
+async def publish(job: RecordContext, data: RecordData) -> None:
     """The verified ``.part`` becomes the object (success) or, for an error status, a
     local file kept in the staging folder (readable through ``record.response``)."""
     remote = job.remote

@@ -52,8 +52,8 @@ from .retry import SpeedCheck, parse_retry_after
 from .sink import _IOV_MAX, MAX_DELAY, _Job, _timed_fsync, _writer, open_part
 
 if TYPE_CHECKING:
-    from .job import Job
     from .record import RecordData
+    from .transfer import RecordContext
 
 __all__ = ["DEFAULT_MIN_SEGMENT", "Rules", "download", "resume_count", "split_count"]
 
@@ -93,16 +93,16 @@ _EXPIRED = frozenset({401, 403, 410})
 class Rules(NamedTuple):
     """What the transfer lends the segments (its definitions, not copies)."""
 
-    headers: Callable[[Job, RecordData], httpx.Headers]  # a request's
-    count_received: Callable[[Job, RecordData, int], None]
+    headers: Callable[[RecordContext, RecordData], httpx.Headers]  # a request's
+    count_received: Callable[[RecordContext, RecordData, int], None]
     validator: Callable[[RecordData], str]  # what If-Range carries
     same_version: Callable[[httpx.Headers, RecordData], bool]  # a part of the stored version
     encoded: Callable[[str | None], bool]  # a Content-Encoding other than identity
     content_range: Callable[[str | None], tuple[int, int, int | None] | None]
     permanent: Callable[[BaseException], bool]  # no retry can fix it
-    check_lease: Callable[[Job], None]
+    check_lease: Callable[[RecordContext], None]
     attach_request: Callable[[httpx.RequestError, httpx.Response], None]
-    restart: Callable[[Job, RecordData, Any], None]  # from byte 0
+    restart: Callable[[RecordContext, RecordData, Any], None]  # from byte 0
     retry: type[Exception]  # (message, retry_after=None): the transfer tries the record again
 
 
@@ -125,7 +125,7 @@ class _Expired(Exception):
 
 
 def split_count(
-    job: Job,
+    job: RecordContext,
     data: RecordData,
     status: int,
     headers: dict[str, str],
@@ -152,7 +152,7 @@ def split_count(
     return min(cap, Splitter.pieces(total, cap, min_size))
 
 
-def resume_count(job: Job, data: RecordData) -> int:
+def resume_count(job: RecordContext, data: RecordData) -> int:
     """Connections for a segmented download that continues (after a pause or a crash)."""
     cap = job.host.per_host if job.segments is None else job.segments
     return max(1, cap)
@@ -331,7 +331,7 @@ class _Pace:
 class _Download:
     def __init__(
         self,
-        job: Job,
+        job: RecordContext,
         data: RecordData,
         hashes: Any,
         file: _File,
@@ -636,7 +636,7 @@ class _Download:
 
 
 async def download(
-    job: Job,
+    job: RecordContext,
     data: RecordData,
     hashes: Any,
     first: httpx.Response | None,

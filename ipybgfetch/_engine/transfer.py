@@ -20,7 +20,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -31,7 +31,7 @@ from .._integrity import IntegrityHasher
 from .._models import Response
 from .._names import filename_from_disposition, filename_from_url
 from .._secrets import has_redacted_params
-from .._vocab import FailureReason
+from .._vocab import FailureReason, RecordState
 from . import segments
 from .failures import classify
 from .record import FAILED_FOLDER
@@ -39,12 +39,50 @@ from .retry import SpeedCheck, parse_retry_after
 from .sink import PartFile, PartReplaced, file_id, open_for_reading, open_part, same_file
 
 if TYPE_CHECKING:
-    from .job import Job
+    from .job import Host
     from .record import RecordData
+    from .retry import RetryPolicy
 
-__all__ = ["LeaseLost", "RegistrationStopped", "run_record"]
+__all__ = ["LeaseLost", "RecordContext", "RegistrationStopped", "run_record"]
 
 log = logging.getLogger("ipybgfetch")
+
+
+class RecordContext(Protocol):
+    """What the transfer of one record (this module, :mod:`.segments`, :mod:`.cloud`) may
+    use of its registration: these members of its :class:`~.job.Job`, nothing else
+    (mypy holds the transfer to them)."""
+
+    id: str
+    key: str
+    records: list[RecordData]
+    policy: RetryPolicy
+    headers: httpx.Headers
+    auth: Any
+    timeout: httpx.Timeout
+    download_total: int
+    downloaded: int
+    received: int
+    remote: Any
+    segments: int | None
+    min_segment_size: int
+    dest: Path
+    host: Host
+
+    def check_lease(self) -> None: ...
+    def host_slot(self, url: str) -> asyncio.Semaphore: ...
+    def reserve_name(self, name: str) -> tuple[Path, int]: ...
+    def release_name(self, path: Path) -> None: ...
+    def make_dest(self) -> None: ...
+    def renamed_in(self, folder: Path) -> None: ...
+    def add_downloaded(self, data: RecordData, n: int) -> None: ...
+    def add_uploaded(self, data: RecordData, n: int) -> None: ...
+    def record_changed(self, data: RecordData, checkpoint: bool = False) -> None: ...
+    def mark_dirty(self, data: RecordData) -> None: ...
+    def settle_record(
+        self, data: RecordData, state: RecordState, failure: FailureReason
+    ) -> None: ...
+
 
 UPLOAD_CHUNK = 256 * 1024
 # bytes still on their way to the disk when a body has arrived, at most, for its
@@ -83,7 +121,7 @@ class LeaseLost(Exception):
     to the registration, which stops its transfers and mirrors it from then on."""
 
 
-def _check_lease(job: Job) -> None:
+def _check_lease(job: RecordContext) -> None:
     """Before each request and each irreversible step (rename, failing the record)."""
     job.check_lease()
 
@@ -131,7 +169,7 @@ def _encoding(value: str | None) -> bool:
     return (value or "").strip().lower() not in ("", "identity")
 
 
-async def _upload_stream(job: Job, data: RecordData, size: int) -> AsyncIterator[bytes]:
+async def _upload_stream(job: RecordContext, data: RecordData, size: int) -> AsyncIterator[bytes]:
     body = data.request.body
     job.add_uploaded(data, -data.uploaded)  # a retry sends the body again
     if isinstance(body, (bytes, str)):
@@ -177,14 +215,14 @@ class _Upload:
     """The request body; each iteration (a 307/308 redirect, an auth round) reads it anew,
     and sends exactly ``size`` bytes (the Content-Length)."""
 
-    def __init__(self, job: Job, data: RecordData, size: int) -> None:
+    def __init__(self, job: RecordContext, data: RecordData, size: int) -> None:
         self._reg, self._data, self._size = job, data, size
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return _upload_stream(self._reg, self._data, self._size)
 
 
-async def run_record(job: Job, data: RecordData) -> None:
+async def run_record(job: RecordContext, data: RecordData) -> None:
     """Take ``data`` to a settled state (success or failure), or raise CancelledError."""
     policy = job.policy
     hashes = IntegrityHasher(data.request.integrity)
@@ -309,7 +347,7 @@ async def run_record(job: Job, data: RecordData) -> None:
             await asyncio.sleep(delay)
 
 
-async def _rehash_part(job: Job, data: RecordData, hashes: IntegrityHasher) -> None:
+async def _rehash_part(job: RecordContext, data: RecordData, hashes: IntegrityHasher) -> None:
     """Resuming (after a pause or in a new process): the integrity and sha256 checks cover
     the whole file, so hash the bytes already on disk first. Only what is really in the
     ``.part`` file counts as downloaded."""
@@ -343,7 +381,7 @@ async def _rehash_part(job: Job, data: RecordData, hashes: IntegrityHasher) -> N
         job.add_downloaded(data, hashed - data.downloaded)
 
 
-def _restart_from_zero(job: Job, data: RecordData, hashes: IntegrityHasher) -> None:
+def _restart_from_zero(job: RecordContext, data: RecordData, hashes: IntegrityHasher) -> None:
     """Discard the bytes received so far. The ``.part`` file is kept (truncated when it is
     opened again): deleting it would leave its name free for anyone until the retry."""
     if data.downloaded:
@@ -353,7 +391,9 @@ def _restart_from_zero(job: Job, data: RecordData, hashes: IntegrityHasher) -> N
     hashes.reset()
 
 
-def _settle_failure(job: Job, data: RecordData, reason: FailureReason, message: str) -> None:
+def _settle_failure(
+    job: RecordContext, data: RecordData, reason: FailureReason, message: str
+) -> None:
     _check_lease(job)  # raises LeaseLost: the new owner decides this record's fate
     data.error = message
     job.settle_record(data, "failure", reason)
@@ -400,7 +440,9 @@ def _resumable(data: RecordData, offset: int) -> bool:
     return data.part_path is not None and same_file(data.part_path, data.part_id)
 
 
-async def _attempt(job: Job, data: RecordData, hashes: IntegrityHasher, retry_status: bool) -> None:
+async def _attempt(
+    job: RecordContext, data: RecordData, hashes: IntegrityHasher, retry_status: bool
+) -> None:
     _check_lease(job)
     request = data.request
     headers = _request_headers(job, data)
@@ -482,7 +524,7 @@ async def _close_if_ambiguous(resp: httpx.Response) -> None:
             await stream.aclose()
 
 
-def _activate(job: Job, data: RecordData) -> None:
+def _activate(job: RecordContext, data: RecordData) -> None:
     if data.started is None:
         data.started = time.time()  # when the first request goes out, not queue time
     if data.state != "active":
@@ -490,7 +532,7 @@ def _activate(job: Job, data: RecordData) -> None:
         job.record_changed(data)
 
 
-def _request_headers(job: Job, data: RecordData) -> httpx.Headers:
+def _request_headers(job: RecordContext, data: RecordData) -> httpx.Headers:
     """The headers of a request for ``data`` (a whole answer or a segment): the
     registration's, the request's, and ``Accept-Encoding: identity`` unless the user set
     it, so that byte offsets and ranges are the file's own."""
@@ -502,7 +544,7 @@ def _request_headers(job: Job, data: RecordData) -> httpx.Headers:
     return headers
 
 
-def _client_sets(job: Job, name: str) -> bool:
+def _client_sets(job: RecordContext, name: str) -> bool:
     """Whether the user set header ``name`` on the manager's client (client_options)."""
     headers = job.host.client_options.get("headers")
     return bool(headers) and name in httpx.Headers(headers)
@@ -519,7 +561,7 @@ async def _finish_part(part: PartFile, data: RecordData, total: int | None) -> N
 
 
 async def _receive(
-    job: Job,
+    job: RecordContext,
     data: RecordData,
     hashes: IntegrityHasher,
     resp: httpx.Response,
@@ -672,7 +714,11 @@ async def _receive(
 
 
 async def _fast_alone(
-    job: Job, data: RecordData, part: PartFile, chunks: AsyncIterator[bytes], speed: SpeedCheck
+    job: RecordContext,
+    data: RecordData,
+    part: PartFile,
+    chunks: AsyncIterator[bytes],
+    speed: SpeedCheck,
 ) -> bool:
     """The start of a body that could come in segments, on its one connection: True if
     it brings segments.PROBE_BYTES within segments.PROBE_TIME (one stream is enough: more
@@ -698,7 +744,7 @@ async def _fast_alone(
     return True  # the whole body came already
 
 
-def _count_received(job: Job, data: RecordData, n: int) -> None:
+def _count_received(job: RecordContext, data: RecordData, n: int) -> None:
     """``n`` more bytes received for ``data``: counted against ``download_total`` before
     they are stored. Every byte received counts, restarts and segments included (what
     the browser limits; ``downloaded`` only counts what is on disk now)."""
@@ -720,7 +766,7 @@ def _attach_request(exc: httpx.RequestError, resp: httpx.Response) -> None:
         exc.request = resp.request
 
 
-async def _finish(job: Job, data: RecordData, hashes: IntegrityHasher) -> None:
+async def _finish(job: RecordContext, data: RecordData, hashes: IntegrityHasher) -> None:
     assert data.part_path is not None and data.final_path is not None
     _check_lease(job)
     ok = 200 <= data.status <= 299
@@ -766,7 +812,7 @@ async def _finish(job: Job, data: RecordData, hashes: IntegrityHasher) -> None:
         job.settle_record(data, "failure", "bad-status")
 
 
-def _failed_path(job: Job, final: Path) -> Path:
+def _failed_path(job: RecordContext, final: Path) -> Path:
     """Where the body of a record that did not succeed is kept: ``dest/.ipybgfetch-failed/
     <registration key>/<name>`` (the name is unique among the registration's records)."""
     folder = final.parent / FAILED_FOLDER / job.key
