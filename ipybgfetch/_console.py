@@ -157,9 +157,7 @@ def wait_with_progress(
     regs = list(regs)
     deadline = None if timeout is None else time.monotonic() + timeout
     if not progress_enabled(stream):
-        for reg in regs:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            _plain_wait(reg, left)
+        _wait_each(regs, deadline, timeout)
         return
     lines = ProgressLines(regs, stream)
     try:
@@ -173,9 +171,20 @@ def wait_with_progress(
             time.sleep(step)
     finally:
         lines.draw(final=True)
-    for reg in regs:  # the handlers' end, and the TimeoutError if the deadline passed
+    _wait_each(regs, deadline, timeout)  # the handlers' end, or the TimeoutError
+
+
+def _wait_each(regs: Sequence[Any], deadline: float | None, timeout: float | None) -> None:
+    for reg in regs:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        _plain_wait(reg, left)
+        try:
+            _plain_wait(reg, left)
+        except TimeoutError:  # said with the caller's timeout, not what was left of it
+            raise TimeoutError(
+                f"registration {reg.id!r} is still {reg.state} after {timeout:g} s "
+                f"({format_size(int(reg.downloaded or 0))} downloaded); wait longer or "
+                "abort() it"
+            ) from None
 
 
 def _plain_wait(reg: Any, timeout: float | None) -> None:

@@ -381,14 +381,26 @@ class BackgroundFetchManager:
                 from ._cluster import ClusterRun
 
                 self._job_of(reg).runner = ClusterRun(cluster)
+            replaced = None
             if previous is not None and previous.settled and self._job_of(previous).dest == folder:
-                _replace_files_of(self._job_of(reg), self._job_of(previous))
+                if _replace_files_of(self._job_of(reg), self._job_of(previous)):
+                    replaced = previous
                 self._job_of(reg).replace_objects = True
             if force:
                 self._job_of(reg).replace_objects = True
             self._job_of(reg).segments, self._job_of(reg).min_segment_size = split
             self._engine.run(self._register(reg))
+            if replaced is not None:  # the new one has all its files: one registration
+                self._engine.run(self._forget(replaced))
         return reg
+
+    async def _forget(self, reg: BackgroundFetchRegistration) -> None:
+        """Drop a registration's rows, leaving its files (a newer one took them over)."""
+        assert self._store is not None
+        self._store.delete_registration(self._job_of(reg).key)
+        reg._records_available = False
+        self._registrations.pop(self._job_of(reg).key, None)
+        self._callbacks.post(self._notify_change, reg)
 
     def _latest(self, id: str) -> BackgroundFetchRegistration | None:
         """The newest registration with this id, active or settled."""
@@ -969,10 +981,14 @@ def _files_intact(job: Job, checksum: bool) -> bool:
     return True
 
 
-def _replace_files_of(job: Job, old: Job) -> None:
+def _replace_files_of(job: Job, old: Job) -> bool:
     """A new registration under a settled id, in the same folder: each of its requests
     that the old one fetched is written to the old file's name (through a ``.part`` and
-    an atomic rename), never to a ``-2`` copy beside it."""
+    an atomic rename), never to a ``-2`` copy beside it.
+
+    Returns True when the new one took over every file of the old one (a ``force`` re-run,
+    or a re-run whose files had gone): the old registration then has nothing of its own
+    left, and is forgotten rather than listed beside the new one."""
     paths: dict[tuple[str, str], list[Path]] = {}
     for d in old.records:
         if d.final_path is not None and d.state == "success":
@@ -982,6 +998,7 @@ def _replace_files_of(job: Job, old: Job) -> None:
         if free:
             d.final_path = free.pop(0)
             d.part_path = d.final_path.parent / (d.final_path.name + ".part")
+    return all(d.state == "success" for d in old.records) and not any(paths.values())
 
 
 def _refuse_range(headers: httpx.Headers, requests: list[Request]) -> None:

@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -30,10 +31,17 @@ def _env(home: Path) -> dict[str, str]:
 
 
 def _run_in_pty(
-    argv: list[str], env: dict[str, str], stdin: str, until: str, timeout: float
+    argv: list[str],
+    env: dict[str, str],
+    stdin: str,
+    until: str,
+    timeout: float,
+    replies: list[tuple[str, str]] = (),  # type: ignore[assignment]
 ) -> str:
     """Run ``argv`` with a pseudo-terminal as its stdin/stdout/stderr, type ``stdin``, and
-    read everything it writes until ``until`` appears (or the process ends)."""
+    read everything it writes until ``until`` appears (or the process ends). ``replies``:
+    (text, keys) pairs, in order: type the keys once the text has appeared."""
+    replies = list(replies)
     master, slave = pty.openpty()
     proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
     os.close(slave)
@@ -51,6 +59,12 @@ def _run_in_pty(
                 if not chunk:
                     break
                 out += chunk
+                if replies and replies[0][0].encode() in out:
+                    keys = replies.pop(0)[1]
+                    if keys == "\x03":  # Ctrl-C: the terminal sends its foreground SIGINT
+                        proc.send_signal(signal.SIGINT)  # (the child has no controlling tty)
+                    else:
+                        os.write(master, keys.encode())
                 if until.encode() in out:  # and what follows on the same line
                     deadline = min(deadline, time.monotonic() + 0.5)
                     until = "\x00never"
@@ -119,3 +133,23 @@ def test_plain_python_progress_only_on_a_terminal(tmp_path: Path) -> None:
     assert piped.returncode == 0, piped.stderr
     assert piped.stdout.strip() == "RESULT success"
     assert "plain:" not in piped.stderr and "\r" not in piped.stderr
+
+
+def test_ctrl_c_during_bgfetch_wait_says_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("IPython")
+    code = (
+        "%load_ext ipybgfetch\n"
+        "from ipybgfetch.testing import DataServer\n"
+        "srv = DataServer().start()\n"
+        "import ipybgfetch\n"
+        "reg = ipybgfetch.manager().fetch('cc', srv.url('c.bin', 9_000_000, throttle=1_000_000))\n"
+        "%bgfetch wait cc\n"
+    )
+    argv = [sys.executable, "-m", "IPython", "--simple-prompt", "--no-banner", "--colors=NoColor"]
+    replies = [("cc: 1", "\x03"), ("keeps downloading", "print('STATE', reg.state)\n")]
+    text = _run_in_pty(
+        argv, _env(tmp_path / "home"), code, until="STATE a", timeout=60, replies=replies
+    )
+    assert "stopped waiting; 'cc' keeps downloading in the background" in text, text[-2000:]
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    assert "STATE active" in text  # only the waiting stopped

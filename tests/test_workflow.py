@@ -58,40 +58,46 @@ def test_rerun_downloads_again_when_the_file_is_gone_or_changed(mgr, server, tmp
     assert path.read_bytes() == server.content("gone.bin", 2000)
 
 
-def test_force_downloads_again_in_place(mgr, server, tmp_path):
+def test_force_downloads_again_in_place_and_replaces_the_registration(mgr, server, tmp_path):
     url = server.url("f.bin", 5000, tag=uuid.uuid4().hex)
     dest = tmp_path / "dl"
     first = mgr.fetch("f", url, dest=dest).wait(10)
-    old_inode = first.match(url).response.path.stat().st_ino
+    path = first.match(url).response.path
+    old_inode = path.stat().st_ino
     second = mgr.fetch("f", url, dest=dest, force=True).wait(10)
     assert second is not first and second.result == "success"
-    assert _gets(server, url) == 2
-    assert _files(dest) == ["f.bin"]  # replaced, never f-2.bin
-    path = second.match(url).response.path
-    assert path == first.match(url).response.path
     assert path.stat().st_ino != old_inode  # a new file renamed over the old one
+    second = mgr.fetch("f", url, dest=dest, force=True).wait(10)  # twice: still one
+    assert _gets(server, url) == 3
+    assert _files(dest) == ["f.bin"]  # replaced, never f-2.bin
+    assert second.match(url).response.path == path
     assert path.read_bytes() == server.content("f.bin", 5000)
-    # the listing shows the newest; deleting it keeps nothing of the old one's files
-    assert mgr.registrations(replaced=False) == [second]
-    assert mgr.delete("f") == 1
-    assert mgr.registrations() == [first]  # delete removed exactly one
-    assert not path.exists() or path.read_bytes() == server.content("f.bin", 5000)
+    # the new one took over every file: the old ones are gone from every listing
+    assert mgr.registrations() == [second]
+    assert not first.records_available
+    assert mgr.delete("f") == 1  # and one delete removes the file
+    assert mgr.registrations() == [] and not path.exists()
 
 
 def test_different_requests_replace_the_old_registration_in_listings(mgr, server, tmp_path):
-    a = server.url("a.bin", 100, tag=uuid.uuid4().hex)
-    b = server.url("b.bin", 100, tag=uuid.uuid4().hex)
+    tag = uuid.uuid4().hex
+    a, b, c = (server.url(f"{n}.bin", 100, tag=tag) for n in "abc")
     dest = tmp_path / "dl"
-    old = mgr.fetch("set", [a], dest=dest).wait(10)
+    old = mgr.fetch("set", [a, c], dest=dest).wait(10)
     new = mgr.fetch("set", [a, b], dest=dest).wait(10)
     assert new is not old
     assert mgr.registrations(replaced=False) == [new]
-    assert mgr.registrations() == [old, new]
-    assert _files(dest) == ["a.bin", "b.bin"]  # a.bin rewritten in place, no a-2.bin
-    assert mgr.delete("set") == 1  # the latest only
+    assert mgr.registrations() == [old, new]  # old still has c.bin of its own
+    assert _files(dest) == ["a.bin", "b.bin", "c.bin"]  # a.bin rewritten in place
+    assert mgr.delete("set") == 1  # the latest only; a.bin stays for the old one
     assert mgr.registrations() == [old]
+    assert _files(dest) == ["a.bin", "c.bin"]
     assert mgr.delete("set", all=True) == 1
-    assert mgr.registrations() == []
+    assert mgr.registrations() == [] and not dest.exists()
+    # a superset takes over every file of the old one: one registration
+    old = mgr.fetch("sup", [a], dest=dest).wait(10)
+    new = mgr.fetch("sup", [a, b], dest=dest).wait(10)
+    assert mgr.registrations() == [new]
 
 
 def test_retry_refetches_only_the_failed_records(mgr, server, tmp_path, caplog):
@@ -207,3 +213,11 @@ def test_progress_lines_keep_one_line_per_registration(mgr, server):
     lines = [line for line in last.replace("\r", "").split("\n") if line]
     assert [line.split(":")[0] for line in lines] == ["multi0", "multi1"]
     assert all("success" in line for line in lines)
+
+
+def test_a_timeout_while_drawing_progress_names_the_timeout(mgr, server, monkeypatch):
+    monkeypatch.setenv("IPYBGFETCH_PROGRESS", "1")  # draw, even into pytest's capture
+    reg = mgr.fetch("slowly", server.url("s.bin", 2_000_000, throttle=200_000, tag="tmo"))
+    with pytest.raises(TimeoutError, match=r"'slowly' is still active after 0.5 s"):
+        reg.wait(timeout=0.5, progress=True)
+    reg.abort()

@@ -727,8 +727,18 @@ def _run(command: Command) -> Any:
             print(f"Deleted {n} registration{plural} {command.id!r} with their records and files.")
             return None
         described = _describe_deleted(target, command.id)
+        files = _files_of(target)
         mgr.delete(command.id)
-        print(f"Deleted the registration {described} with its records and files.")
+        kept = [f for f in files if os.path.exists(f)]
+        if kept:
+            print(
+                f"Deleted the registration {described} with its records; {len(kept)} of its "
+                f"{len(files)} files stay, as an older registration with this id lists "
+                f"them too: {', '.join(os.path.basename(f) for f in kept[:3])}"
+                f"{'...' if len(kept) > 3 else ''}."
+            )
+        else:
+            print(f"Deleted the registration {described} with its records and files.")
         left = [r for r in mgr.registrations() if getattr(r, "id", None) == command.id]
         if left:
             n = len(left)
@@ -774,6 +784,23 @@ def _run(command: Command) -> Any:
     raise AssertionError(f"unhandled verb {command.verb!r}")  # pragma: no cover
 
 
+def _files_of(reg: Any) -> list[str]:
+    """The paths of a registration's files (through the public record API)."""
+    paths = []
+    try:
+        records = list(reg.match_all())
+    except Exception:  # no records (any more), or not a registration
+        return []
+    for record in records:
+        try:
+            path = record.response.path if record.response is not None else None
+        except Exception:  # no body on disk
+            path = None
+        if path is not None:
+            paths.append(str(path))
+    return paths
+
+
 def _current_registrations(mgr: Any) -> list[Any]:
     """The registrations, without those a newer one with the same id replaced."""
     try:
@@ -814,16 +841,16 @@ def _wait_for(regs: list[Any], command: Command) -> None:
             regs[0].wait(timeout=command.timeout) if command.timeout is not None else regs[0].wait()
         else:
             wait_with_progress(regs, timeout=command.timeout)
-    except KeyboardInterrupt:
-        print(
-            f"Stopped waiting for {label or 'the downloads'!r}; the download continues in the "
-            f"background (%{MAGIC_NAME} abort {label or 'ID'} stops it)."
-        )
-        raise
-    except TimeoutError as exc:
+    except KeyboardInterrupt:  # one line, not a traceback: only the waiting stopped
         raise UsageError(
-            f"{exc}\nThe download continues in the background; wait again, e.g. "
-            f"%{MAGIC_NAME} wait {label} --timeout 600"
+            f"stopped waiting; {label or 'the downloads'!r} keeps downloading in the "
+            f"background (%{MAGIC_NAME} abort {label or 'ID'} stops it)"
+        ) from None
+    except TimeoutError as exc:
+        said = str(exc).replace("abort() it", f"abort it (%{MAGIC_NAME} abort {label or 'ID'})")
+        raise UsageError(
+            f"{said}\nThe download continues in the background; wait again, e.g. "
+            f"%{MAGIC_NAME} wait {label or '--all'} --timeout 600"
         ) from None
 
 

@@ -167,6 +167,31 @@ def test_delete_removes_one_and_says_which(
     assert home_mgr.registrations() == []
 
 
+def test_force_reruns_leave_one_registration_and_delete_says_the_truth(
+    shell: InteractiveShell, home_mgr: Any, server: DataServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tag = uuid.uuid4().hex
+    a, c = server.url("a.csv", 100, tag=tag), server.url("c.csv", 100, tag=tag)
+    shell.run_line_magic("bgfetch", f"f1 {a}").wait(10)
+    for _ in range(2):
+        shell.run_line_magic("bgfetch", f"f1 {a} --force").wait(10)
+    assert [r.id for r in home_mgr.registrations()] == ["f1"]  # replaced, not listed twice
+    path = home_mgr.registrations()[0].match(a).response.path
+    capsys.readouterr()
+    shell.run_line_magic("bgfetch", "delete f1")
+    out = capsys.readouterr().out
+    assert "Deleted the registration 'f1'" in out and "with its records and files" in out
+    assert "older" not in out and not path.exists()
+    # an older registration that keeps a file of its own keeps the shared one too: said so
+    shell.run_line_magic("bgfetch", f"f2 {a} {c}").wait(10)
+    shell.run_line_magic("bgfetch", f"f2 {a}").wait(10)
+    capsys.readouterr()
+    shell.run_line_magic("bgfetch", "delete f2")
+    out = capsys.readouterr().out
+    assert "1 of its 1 files stay, as an older registration with this id lists them too" in out
+    assert "1 older registration with this id remains" in out
+
+
 def test_retry_verb_refetches_only_the_failed(
     shell: InteractiveShell, home_mgr: Any, server: DataServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
