@@ -141,3 +141,29 @@ def test_a_delete_in_one_process_reaches_the_others(pair, server: DataServer) ->
     assert [r.id for r in b.registrations()] == ["gone"]
     assert a.delete("gone") == 1
     wait_until(lambda: b.registrations() == [], 2)  # polled every 0.25 s
+
+
+def test_needs_credentials_names_the_headers_to_give_again(tmp_path: Path, server: DataServer):
+    from ipybgfetch._jupyter.magic import magic_words, parse_line
+
+    home = tmp_path / "home"
+    url = server.url("key.bin", 2_000_000, throttle=1_000_000, tag=uuid.uuid4().hex)
+    a = ipybgfetch.BackgroundFetchManager(home=home)
+    reg = a.fetch("keyed", url, headers={"X-Api-Key": "k3y", "Accept": "*/*"})
+    wait_until(lambda: reg.downloaded > 0, 10)
+    a.close()
+    with ipybgfetch.BackgroundFetchManager(home=home) as b:
+        held = b.get("keyed")
+        assert held is not None and held.state == "needs-credentials"
+        with pytest.raises(ipybgfetch.InvalidStateError) as info:
+            held.resume()
+        message = str(info.value)
+        assert "carried the header X-Api-Key" in message
+        assert "reg.resume(headers={'X-Api-Key': ...})" in message
+        assert "Authorization" not in message
+        said = magic_words(message, parse_line("resume keyed"))
+        assert '%bgfetch resume keyed -H "X-Api-Key: ..."' in said
+        assert held.resume(headers={"X-Api-Key": "k3y"}) is True
+        assert held.wait(20).result == "success"
+    for db in home.glob("state.sqlite3*"):
+        assert b"k3y" not in db.read_bytes()

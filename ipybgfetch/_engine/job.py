@@ -123,6 +123,9 @@ class Job:
         self.dest_made = False
         self.unsynced_dirs: set[Path] = set()
         self.requests_carry_credentials: bool | None = None  # computed once, when stored
+        # names of the headers not stored (restored from the database: the new process
+        # must be given them again), for the needs-credentials message
+        self.withheld_headers: list[str] = []
         self.headers = headers
         self.auth = auth
         self.policy = policy
@@ -428,10 +431,18 @@ class Job:
                     "the full URLs again"
                 )
         if self.state == "needs-credentials" and not (headers or auth is not None or storage):
+            names = self.withheld_headers
+            if names:
+                given = ", ".join(f"{n!r}: ..." for n in names)
+                what = f"its requests carried the header{'s' if len(names) > 1 else ''} "
+                what += ", ".join(names)
+                how = f"reg.resume(headers={{{given}}})"
+            else:
+                what = "its requests carried credentials"
+                how = "reg.resume(headers={'Authorization': ...}) or reg.resume(auth=...)"
             raise NeedsCredentialsError(
-                f"registration {self.id!r} was restored from an earlier kernel and its "
-                "requests carried credentials, which are never stored; call "
-                "reg.resume(headers={'Authorization': ...}) or reg.resume(auth=...)"
+                f"registration {self.id!r} was restored from an earlier kernel and {what} "
+                f"(credentials are never stored); call {how}"
             )
         if self.state not in ("paused", "needs-credentials"):
             return False

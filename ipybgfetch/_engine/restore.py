@@ -138,6 +138,7 @@ def _adopt(job: Job, row: sqlite3.Row, auto_resume: bool) -> None:
     if job.settled:
         return
     if row["needs_credentials"]:
+        job.withheld_headers = _withheld(row)
         job.state = "needs-credentials"
         for d in job.records:
             if not d.settled:
@@ -172,3 +173,12 @@ def _part_size(path: Path | None) -> int | None:
     except OSError:
         return None
     return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _withheld(row: sqlite3.Row) -> list[str]:
+    """The names of the headers an earlier process kept in memory only."""
+    try:
+        names = json.loads(row["withheld_headers"] or "[]")
+    except (IndexError, KeyError, ValueError):
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []

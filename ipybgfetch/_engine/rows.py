@@ -38,6 +38,30 @@ __all__ = [
 
 
 # -- objects to rows ------------------------------------------------------------------------
+def _written_names(headers: Any) -> list[str]:
+    """Header names as the user wrote them (httpx.Headers.keys() lowercases them)."""
+    raw = getattr(headers, "raw", None)
+    if raw is not None:
+        return [k.decode("latin-1") if isinstance(k, bytes) else str(k) for k, _ in raw]
+    return list(headers.keys())
+
+
+def withheld_header_names(job: Job) -> list[str]:
+    """The names of the headers (the registration's and its requests') that are kept in
+    memory only, as the user wrote them; a restored job keeps the names it was told."""
+    names: dict[str, str] = {n.lower(): n for n in job.withheld_headers}
+    sources = [
+        _written_names(job.headers),
+        *(_written_names(d.request.headers) for d in job.records),
+    ]
+    for keys in sources:
+        for name in keys:
+            if secret_headers([name]):
+                names.setdefault(name.lower(), name)
+    return sorted(names.values(), key=str.lower)
+
+
+# -- objects to rows ------------------------------------------------------------------------
 def registration_row(job: Job) -> dict[str, Any]:
     if job.requests_carry_credentials is None:  # once: the requests never change
         job.requests_carry_credentials = any(
@@ -62,6 +86,7 @@ def registration_row(job: Job) -> dict[str, Any]:
         "result": job.result,
         "failure_reason": job.failure_reason,
         "needs_credentials": int(needs_credentials),
+        "withheld_headers": dumps(withheld_header_names(job)),
         "headers": dumps(public_headers(job.headers.items())),
         "created": job.created,
         "finished": job.finished,

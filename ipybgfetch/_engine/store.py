@@ -99,6 +99,9 @@ ADDED_COLUMNS = (
     ("intent_id", "TEXT NOT NULL DEFAULT ''"),
     ("intent_by", "TEXT NOT NULL DEFAULT ''"),
     ("intent_result", "TEXT NOT NULL DEFAULT ''"),
+    # the NAMES (never the values) of the headers kept in memory only, so that a new
+    # process can say which ones to give again
+    ("withheld_headers", "TEXT NOT NULL DEFAULT '[]'"),
 )
 RECORD_FIELDS = (
     "state failure status response_headers response_url downloaded total uploaded attempts "

@@ -684,6 +684,16 @@ _MAGIC_WORDS: tuple[tuple[str, str], ...] = (
 def magic_words(message: str, command: Command) -> str:
     """An API error message in the magic's terms (see :data:`_MAGIC_WORDS`)."""
     reg_id = command.id or "ID"
+
+    def header_options(match: re.Match[str]) -> str:
+        names = re.findall(r"'([^']+)': \.\.\.", match.group(1))
+        options = " ".join(f'-H "{name}: ..."' for name in names)
+        return f"%{MAGIC_NAME} resume {reg_id} {options}"
+
+    if "auth=" not in message:  # headers by name: one -H each
+        message = re.sub(
+            r"reg\.resume\(headers=\{((?:'[^']+': \.\.\.(?:, )?)+)\}\)", header_options, message
+        )
     for pattern, replacement in _MAGIC_WORDS:
         message = re.sub(pattern, replacement.replace("{id}", reg_id), message)
     return message
