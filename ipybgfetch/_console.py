@@ -94,6 +94,11 @@ def _files(reg: Any) -> tuple[int, int]:
     return int(getattr(reg, "records_done", 0) or 0), int(getattr(reg, "records_total", 0) or 0)
 
 
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(str(text).split()) or "failed"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class ProgressLines:
     """Draws one line per registration on ``stream``, updating them in place."""
 
@@ -117,6 +122,11 @@ class ProgressLines:
         if total:
             parts.append(f"{done}/{total} files")
         if state == "active":
+            retrying = getattr(reg, "retrying", None) or []
+            if retrying:
+                _url, why, seconds = retrying[0]
+                more = f" (+{len(retrying) - 1} more)" if len(retrying) > 1 else ""
+                parts.append(f"retrying ({_short(why)}) in {seconds:.0f} s{more}")
             rate = meter.rate()
             if rate > 0:
                 parts.append(f"{format_size(int(rate))}/s")

@@ -145,6 +145,18 @@ class BackgroundFetchRegistration:
         return self._job.done_count
 
     @property
+    def retrying(self) -> list[tuple[str, str, float]]:
+        """Records waiting to try again: (url, why the last attempt failed, seconds until
+        the next one), soonest first."""
+        now = time.time()
+        waiting = [
+            (d.request.url, d.error, max(0.0, d.retry_at - now))
+            for d in list(self._job.records)
+            if d.retry_at is not None
+        ]
+        return sorted(waiting, key=lambda w: w[2])
+
+    @property
     def records_failed(self) -> int:
         return self._job.failed_count
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -221,3 +222,23 @@ def test_a_timeout_while_drawing_progress_names_the_timeout(mgr, server, monkeyp
     with pytest.raises(TimeoutError, match=r"'slowly' is still active after 0.5 s"):
         reg.wait(timeout=0.5, progress=True)
     reg.abort()
+
+
+def test_the_progress_line_shows_a_record_waiting_to_retry(mgr, server):
+    import io
+
+    from ipybgfetch._console import ProgressLines
+
+    url = server.url("r.bin", 1000, status=503, retry_after=30, tag=uuid.uuid4().hex)
+    reg = mgr.fetch("later", url, retries=ipybgfetch.RetryPolicy(retries=3, max_retry_after=60))
+    deadline = time.monotonic() + 10
+    while not reg.retrying and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ((where, why, seconds),) = reg.retrying
+    assert where == url and "503" in why and 25 < seconds <= 30
+    stream = io.StringIO()
+    ProgressLines([reg], stream).draw()
+    assert "retrying (" in stream.getvalue() and "503" in stream.getvalue()
+    assert " in 30 s" in stream.getvalue() or " in 29 s" in stream.getvalue()
+    reg.abort()
+    assert reg.retrying == []

@@ -105,6 +105,8 @@ class RecordData:
         # a segmented download (issue 17): the byte ranges written so far, else None
         self.segment_map: RangeSet | None = None
         self.connections = 0  # connections open for this record now
+        # while it waits to try again: when (time.time()) the next attempt starts
+        self.retry_at: float | None = None
         self.split_refused = False  # the server ignored a segment's Range: one stream
         self.restarts = 0  # times its bytes were discarded to start again from byte 0
         self.part_id: tuple[int, int] | None = None  # (st_dev, st_ino) of its .part file

@@ -344,7 +344,11 @@ async def run_record(job: RecordContext, data: RecordData) -> None:
                 message,
             )
             job.record_changed(data)
-            await asyncio.sleep(delay)
+            data.retry_at = time.time() + delay
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                data.retry_at = None
 
 
 async def _rehash_part(job: RecordContext, data: RecordData, hashes: IntegrityHasher) -> None:
