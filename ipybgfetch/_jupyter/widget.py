@@ -68,10 +68,6 @@ MIN_INTERVAL = 0.1  # seconds between two state messages of one panel: at most 1
 MAX_MANAGER_PANELS = 100  # the manager panel shows the newest N registrations
 MAX_MANAGER_RECORDS = 50  # records per registration sent in manager mode (aggregates are exact)
 INTENTS = ("abort", "pause", "resume", "click", "retry", "clear")
-READ_ONLY_REASON = (
-    "Another process sharing this home downloads this registration: "
-    "pause, resume or abort it from there."
-)
 
 
 class _Registration(Protocol):
@@ -645,14 +641,13 @@ class _Eta:
 def _panel_snapshot(
     reg: Any, snap: Mapping[str, Any], key: str, eta: _Eta | None = None
 ) -> dict[str, Any]:
-    """The registration's snapshot plus what only the panel needs: its key, the smoothed
-    ETA, and (only when they cannot work here) why its buttons are off."""
+    """The registration's snapshot plus what only the panel needs: its key and the
+    smoothed ETA. (A registration another process downloads keeps working buttons: its
+    pause/resume/abort go to that process through the store.)"""
     out = dict(snap)
     out["key"] = key
     if eta is not None:
         out["eta"] = eta(out)
-    if getattr(reg, "read_only", False):
-        out["controls_disabled"] = READ_ONLY_REASON
     return out
 
 
