@@ -648,6 +648,8 @@ def _panel_snapshot(
     out["key"] = key
     if eta is not None:
         out["eta"] = eta(out)
+    if not callable(getattr(reg, "retry", None)):
+        out["retry_unavailable"] = True  # no "Retry failed" button for such an object
     return out
 
 

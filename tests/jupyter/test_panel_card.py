@@ -155,3 +155,15 @@ def test_static_html_of_an_unsettled_registration_says_when_it_was_taken() -> No
     assert "Saved to <code>/data/&lt;s&gt;</code>" in live
     done = html_status({**base, "state": "success", "records_done": 1, "downloaded": 5})
     assert "as of" not in done  # a settled state is the last state
+
+
+def test_no_retry_button_for_an_object_without_retry() -> None:
+    from ipybgfetch._jupyter.widget import _panel_snapshot
+
+    class Old:  # a registration-like object from before retry() existed
+        pass
+
+    assert _panel_snapshot(Old(), {"id": "x"}, "k")["retry_unavailable"] is True
+    assert "retry_unavailable" not in _panel_snapshot(
+        type("New", (), {"retry": lambda s: 0})(), {}, "k"
+    )
