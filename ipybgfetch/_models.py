@@ -177,6 +177,14 @@ class Request:
                 raise FetchError(str(exc)) from None
         self.integrity: str | None = integrity or None
 
+    def with_headers(self, headers: httpx.Headers) -> Request:
+        """The same request with other headers (not checked again: already checked)."""
+        copy = Request.__new__(Request)
+        copy.url, copy.method, copy.body = self.url, self.method, self.body
+        copy.integrity = self.integrity
+        copy.headers = headers
+        return copy
+
     @property
     def body_size(self) -> int:
         if self.body is None:

@@ -107,14 +107,23 @@ class ResponseReady:
 class BackgroundFetchRecord(Mapping[str, Any]):
     """One request of a registration and (once headers arrived) its response."""
 
-    __slots__ = ("_data",)
+    __slots__ = ("_data", "_sent_headers")
 
-    def __init__(self, data: RecordData) -> None:
+    def __init__(self, data: RecordData, sent_headers: httpx.Headers | None = None) -> None:
         self._data = data
+        # fetch(headers=...): sent with every request, so part of each record's request
+        self._sent_headers = sent_headers
 
     @property
     def request(self) -> Request:
-        return self._data.request
+        """The request as sent: its own headers over those given to fetch(headers=...)."""
+        request = self._data.request
+        if not self._sent_headers:
+            return request
+        headers = httpx.Headers(self._sent_headers)
+        for name in request.headers:  # the request's own win
+            headers[name] = request.headers[name]
+        return request.with_headers(headers)
 
     @property
     def response(self) -> Response | None:

@@ -325,10 +325,12 @@ class BackgroundFetchRegistration:
                 f"the records of {self._job.id!r} are no longer available (it was deleted)"
             )
         if url_or_request is None:
-            return RecordList(BackgroundFetchRecord(d) for d in self._job.records)
+            return RecordList(
+                BackgroundFetchRecord(d, self._job.headers) for d in self._job.records
+            )
         query = query_request(url_or_request)
         return RecordList(
-            BackgroundFetchRecord(d)
+            BackgroundFetchRecord(d, self._job.headers)
             for d in self._job.records
             if request_matches(
                 query,

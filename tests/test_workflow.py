@@ -242,3 +242,14 @@ def test_the_progress_line_shows_a_record_waiting_to_retry(mgr, server):
     assert " in 30 s" in stream.getvalue() or " in 29 s" in stream.getvalue()
     reg.abort()
     assert reg.retrying == []
+
+
+def test_record_request_shows_the_headers_given_to_fetch(mgr, server):
+    url = server.url("h.bin", 10, tag=uuid.uuid4().hex)
+    own = ipybgfetch.Request(url, headers={"Accept": "text/csv"})
+    reg = mgr.fetch("hdr", [own], headers={"X-Api-Key": "k", "Accept": "*/*"}).wait(10)
+    request = reg.match_all()[0].request
+    assert request.headers["X-Api-Key"] == "k"  # in this process, which has it in memory
+    assert request.headers["Accept"] == "text/csv"  # the request's own header wins
+    sent = server.requests_for(url)[0].headers
+    assert sent["x-api-key"] == "k" and sent["accept"] == "text/csv"
