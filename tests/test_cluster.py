@@ -244,7 +244,10 @@ def test_a_shard_dask_gives_up_on_fails_its_records(
     c = distributed.Client(cluster)
     try:
         bucket = s3.bucket()
-        urls = [srv.url(f"g{i:02}.bin", 60_000, throttle=150_000) for i in range(24)]
+        # two quick files finish first; the others take ~3 s each, so the kill below always
+        # lands while they are in flight (all-equal files finished together under load)
+        urls = [srv.url(f"g{i:02}.bin", 1_000) for i in range(2)]
+        urls += [srv.url(f"g{i:02}.bin", 60_000, throttle=20_000) for i in range(2, 24)]
         with BackgroundFetchManager(home=tmp_path / "home") as mgr:
             reg = mgr.fetch(
                 "gives-up", urls, dest=f"s3://{bucket}/g/", storage_options=s3.options(), cluster=c
