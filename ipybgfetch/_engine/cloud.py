@@ -202,15 +202,13 @@ class RemoteDest:
     def existing(self, obj: ObjectPath, url: str, integrity: str | None) -> dict[str, Any] | None:
         """``{"size", "sha256", "content_type"}`` of a complete object at ``obj`` that holds
         this URL's body, else None."""
-        try:
-            info = self.fs.info(obj.path)
-        except FileNotFoundError:
+        found = self._ours(obj, url)
+        if found is None:
             return None
-        size = int(info.get("size") or 0)
-        meta = self._metadata(obj.path, info)
+        info, size, ours, meta = found
         content_type = str(info.get("ContentType") or info.get("content_type") or "")
         sha = meta.get(META_SHA256, "")
-        ours = meta.get(META_URL) == _url_key(url) and meta.get(META_SIZE) == str(size) and sha
+        ours = ours and bool(sha)
         if integrity:
             expected = strongest_hashes(sri_to_hashes(integrity))
             algorithm = expected[0][0]
@@ -225,6 +223,20 @@ class RemoteDest:
             return {"size": size, "sha256": sha, "content_type": content_type}
         return None
 
+    def _ours(
+        self, obj: ObjectPath, url: str
+    ) -> tuple[dict[str, Any], int, bool, dict[str, str]] | None:
+        """(info, size, whether ipybgfetch uploaded it for this URL at this size, its
+        metadata) of the object at ``obj``, or None when there is none."""
+        try:
+            info = self.fs.info(obj.path)
+        except FileNotFoundError:
+            return None
+        size = int(info.get("size") or 0)
+        meta = self._metadata(obj.path, info)
+        ours = meta.get(META_URL) == _url_key(url) and meta.get(META_SIZE) == str(size)
+        return info, size, ours, meta
+
     def _metadata(self, path: str, info: dict[str, Any]) -> dict[str, str]:
         meta = info.get("metadata") or info.get("Metadata")
         if meta is None and hasattr(self.fs, "metadata") and self.protocol in ("s3", "s3a"):
@@ -237,14 +249,9 @@ class RemoteDest:
     def taken(self, obj: ObjectPath, url: str, sha256: str) -> bool:
         """Whether an object at ``obj`` holds data that uploading this body would lose:
         it exists, was not uploaded by ipybgfetch for this URL, and its bytes differ."""
-        try:
-            info = self.fs.info(obj.path)
-        except FileNotFoundError:
-            return False
-        size = int(info.get("size") or 0)
-        meta = self._metadata(obj.path, info)
-        if meta.get(META_URL) == _url_key(url) and meta.get(META_SIZE) == str(size):
-            return False  # an earlier download of this URL
+        found = self._ours(obj, url)
+        if found is None or found[2]:
+            return False  # nothing there, or an earlier download of this URL
         return _hash_object(self.fs, obj.path, "sha256")[1] != sha256
 
     def publish(
