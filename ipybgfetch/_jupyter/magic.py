@@ -102,6 +102,8 @@ class Command:
     force: bool = False
     checksum: bool = False
     all: bool = False
+    segments: int | None = None
+    min_segment_size: int | None = None
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -124,6 +126,10 @@ class Command:
             kwargs["force"] = True
         if self.checksum:
             kwargs["checksum"] = True
+        if self.segments is not None:
+            kwargs["segments"] = self.segments
+        if self.min_segment_size is not None:
+            kwargs["min_segment_size"] = self.min_segment_size
         return kwargs
 
 
@@ -153,8 +159,13 @@ def _fetch_parser() -> _Parser:
     parser.add_argument("-H", "--header", action="append", dest="headers", default=[])
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--checksum", action="store_true")
+    parser.add_argument("--segments")
+    parser.add_argument("--min-segment-size", dest="min_segment_size")
     parser.add_argument("-h", "--help", action="store_true")
     return parser
+
+
+_SIZE_OPTIONS = ("--download-total", "--min-segment-size")  # take a size: "60 MB" too
 
 
 def _join_sizes(tokens: list[str]) -> list[str]:
@@ -167,13 +178,14 @@ def _join_sizes(tokens: list[str]) -> list[str]:
         token = tokens[i]
         out.append(token)
         i += 1
-        if token == "--download-total" and i + 1 < len(tokens):
+        if token in _SIZE_OPTIONS and i + 1 < len(tokens):
             number, unit = tokens[i], tokens[i + 1]
             if re.fullmatch(r"[0-9.]+", number) and unit.lower() in UNITS and unit:
                 out.append(f"{number} {unit}")
                 i += 2
         elif (
-            token.startswith("--download-total=")
+            token.split("=", 1)[0] in _SIZE_OPTIONS
+            and "=" in token
             and i < len(tokens)
             and re.fullmatch(r"[0-9.]+", token.split("=", 1)[1])
             and tokens[i]
@@ -276,6 +288,8 @@ def _parse_fetch_args(tokens: list[str], *, explicit_verb: bool, in_cell: bool) 
             "--header",
             "--force",
             "--checksum",
+            "--segments",
+            "--min-segment-size",
         ]
         hints = []
         for option in options:
@@ -284,7 +298,8 @@ def _parse_fetch_args(tokens: list[str], *, explicit_verb: bool, in_cell: bool) 
                 hints.append(f"did you mean {close[0]} instead of {option}?")
         raise _usage_error(
             f"unknown option {' '.join(options)} (the options are --title, --icon, "
-            f"--download-total, --dest, -H/--header, --force, --checksum)"
+            f"--download-total, --dest, -H/--header, --force, --checksum, --segments, "
+            f"--min-segment-size)"
             f"{'; ' + ' '.join(hints) if hints else ''}",
             _fetch_example(explicit_verb, in_cell),
         )
@@ -301,6 +316,24 @@ def _parse_fetch_args(tokens: list[str], *, explicit_verb: bool, in_cell: bool) 
     if ns.download_total is not None:
         download_total = _parse_download_total(ns.download_total)
     dest = os.path.expanduser(ns.dest) if ns.dest is not None else None
+    segments = None
+    if ns.segments is not None:
+        if not re.fullmatch(r"[0-9]+", ns.segments) or int(ns.segments) < 1:
+            raise _usage_error(
+                f"--segments takes a number of connections per file, 1 or more "
+                f"(1 = never split), got {ns.segments!r}",
+                f"%{MAGIC_NAME} my-data https://example.org/big.parquet --segments 16",
+            )
+        segments = int(ns.segments)
+    min_segment_size = None
+    if ns.min_segment_size is not None:
+        try:
+            min_segment_size = parse_size(ns.min_segment_size)
+        except ValueError as exc:
+            raise _usage_error(
+                f"--min-segment-size: {exc}",
+                f"%{MAGIC_NAME} my-data https://example.org/big.parquet --min-segment-size 16MiB",
+            ) from None
     return Command(
         verb="fetch",
         id=ns.id,
@@ -312,6 +345,8 @@ def _parse_fetch_args(tokens: list[str], *, explicit_verb: bool, in_cell: bool) 
         headers=headers,
         force=ns.force,
         checksum=ns.checksum,
+        segments=segments,
+        min_segment_size=min_segment_size,
     )
 
 
@@ -876,6 +911,7 @@ Start a registration (returns it; the last line of a cell shows its panel):
     reg = %bgfetch my-data https://example.org/a.csv        # keep it in a variable
     reg = %bgfetch my-data https://example.org/a.csv;       # ';' shows nothing, still binds
     %bgfetch my-data https://example.org/a.csv --force      # download again, in place
+    %bgfetch my-data https://example.org/b.parquet --segments 16   # big files: 16 connections
 
     %%bgfetch my-data --title "My data" --download-total 1.5GiB
     # one URL a line, optionally followed by its integrity; blank lines and # comments ok
@@ -894,6 +930,9 @@ Options (start):
     -H, --header "Name: value"   HTTP header for every request (repeatable)
     --force                 download again even if an earlier run already did
     --checksum              on a re-run, also re-hash the files before reusing them
+    --segments N            connections per big file, for servers that cap each one
+                            (default: up to the per-host budget; 1 = never split)
+    --min-segment-size SIZE files under twice this are never split (default 4MiB)
 
 Manage registrations (from any notebook or script sharing the same home):
 

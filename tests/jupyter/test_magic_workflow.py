@@ -71,6 +71,45 @@ def test_download_total_with_a_space_needs_no_quotes(line: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("line", "segments", "min_size"),
+    [
+        (f"x {URL} --segments 16", 16, None),
+        (f"x {URL} --segments=1 --min-segment-size 16 MiB", 1, 16 * 2**20),
+        (f"x --min-segment-size=8MiB {URL}", None, 8 * 2**20),
+    ],
+)
+def test_segment_options_reach_fetch(line: str, segments: int | None, min_size: int | None) -> None:
+    kwargs = parse_line(line).fetch_kwargs()
+    assert kwargs.get("segments") == segments and kwargs.get("min_segment_size") == min_size
+
+
+@pytest.mark.parametrize("line", [f"x {URL} --segments 0", f"x {URL} --segments many"])
+def test_bad_segments_say_what_to_give(line: str) -> None:
+    with pytest.raises(UsageError, match="--segments takes a number of connections"):
+        parse_line(line)
+
+
+def test_segments_from_the_magic_split_a_capped_file(
+    shell: InteractiveShell, home_mgr: Any
+) -> None:
+    """--segments 4 on a server capping each connection: the file comes over 4 at once."""
+    import time
+
+    with DataServer(rate_limit=4 * 2**20) as server:  # 4 MiB/s per connection: ~4 s alone
+        url = server.url("seg.bin", 16 * 2**20)
+        shell.run_cell(f"reg = %bgfetch seg {url} --segments 4 --min-segment-size 1MiB")
+        reg = shell.user_ns["reg"]
+        most = 0  # connections the registration had open for the file at once
+        deadline = time.monotonic() + 60
+        while not reg.settled and time.monotonic() < deadline:
+            most = max([most] + [r["connections"] for r in reg.snapshot()["records"]])
+            time.sleep(0.02)
+        assert reg.wait(1).result == "success"
+    assert most == 4
+    assert reg.match(url)["sha256"] == DataServer.sha256("seg.bin", 16 * 2**20)
+
+
+@pytest.mark.parametrize(
     ("line", "verb"),
     [("lst", "list"), ("abrot my-data", "abort"), ("paus my-data", "pause"), ("retyr x", "retry")],
 )
