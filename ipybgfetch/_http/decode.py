@@ -141,7 +141,7 @@ def decoder_for(content_encoding: str) -> ContentDecoder | None:
             stages.append(_Zlib(gzip=False))
         elif coding == "br":
             try:
-                import brotli  # type: ignore[import-not-found,unused-ignore]
+                import brotli  # type: ignore[import-not-found,import-untyped,unused-ignore]
             except ImportError:
                 try:
                     import brotlicffi as brotli  # type: ignore[import-not-found,unused-ignore]
