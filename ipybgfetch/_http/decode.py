@@ -144,13 +144,13 @@ def decoder_for(content_encoding: str) -> ContentDecoder | None:
                 import brotli  # type: ignore[import-not-found,import-untyped,unused-ignore]
             except ImportError:
                 try:
-                    import brotlicffi as brotli  # type: ignore[import-not-found,unused-ignore]
+                    import brotlicffi as brotli  # type: ignore[import-not-found,import-untyped,unused-ignore]
                 except ImportError:
                     return None  # httpx cannot decode it either
             stages.append(_Brotli(brotli))
         elif coding == "zstd":
             try:
-                import zstandard  # type: ignore[import-not-found,unused-ignore]
+                import zstandard  # type: ignore[import-not-found,import-untyped,unused-ignore]
             except ImportError:
                 return None
             stages.append(_Zstd(zstandard))
