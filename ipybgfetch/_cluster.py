@@ -538,7 +538,7 @@ def _worker_manager(home: str, per_host: int, manager_class: Any) -> Any:
     """One ipybgfetch manager per worker process (its home in the worker's local folder)."""
     with _MANAGERS_LOCK:
         mgr = _MANAGERS.get(home)
-        if mgr is None or mgr._closed:
+        if mgr is None or mgr.is_closed:
             mgr = _MANAGERS[home] = manager_class(
                 home=home, max_connections_per_host=per_host, auto_resume=False
             )

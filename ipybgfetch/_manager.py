@@ -51,7 +51,7 @@ from ._http.transport import Client, make_client
 from ._models import Request, checked_headers
 from ._names import NameReservations, safe_filename
 from ._output import output_to
-from ._registration import BackgroundFetchRegistration, _check_icons
+from ._registration import BackgroundFetchRegistration, RegistrationHost, check_icons
 from ._sizes import format_size, parse_size
 
 __all__ = ["BackgroundFetchManager", "default_home", "manager"]
@@ -153,8 +153,25 @@ class BackgroundFetchManager:
             reopen=lambda job: self._reopen(job),
             closed=lambda: self._closed,
         )
+        # what each registration may ask of this manager (late-bound, as above)
+        self._registration_host = RegistrationHost(
+            engine=self._engine,
+            callbacks=self._callbacks,
+            is_closed=lambda: self._closed,
+            notify_change=lambda reg: self._notify_change(reg),
+            has_change_listeners=lambda: self._has_change_listeners(),
+            dispatch_settled=lambda reg, type: self._dispatch_settled(reg, type),
+            dispatch_click=lambda reg: self._dispatch_click(reg),
+            control_elsewhere=lambda reg, intent: self._control_elsewhere(reg, intent),
+            take_over=lambda reg: self._take_over(reg),
+        )
 
     # -- life cycle ------------------------------------------------------------------------
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`close` was called (a closed manager starts nothing new)."""
+        return self._closed
+
     def _ensure_started(self) -> None:
         if self._closed:
             raise _closed_error()
@@ -303,7 +320,7 @@ class BackgroundFetchManager:
         reqs = [Request.coerce(item) for item in items]
         if not isinstance(title, str):
             raise FetchError(f"title must be a str, got {type(title).__name__}")
-        icon_list = _check_icons(icons)
+        icon_list = check_icons(icons)
         total = _download_total(download_total)
         merged_headers = checked_headers(headers)
         _refuse_range(merged_headers, reqs)
@@ -398,7 +415,7 @@ class BackgroundFetchManager:
         """Drop a registration's rows, leaving its files (a newer one took them over)."""
         assert self._store is not None
         self._store.delete_registration(self._job_of(reg).key)
-        reg._records_available = False
+        self._job_of(reg).records_available = False
         self._registrations.pop(self._job_of(reg).key, None)
         self._callbacks.post(self._notify_change, reg)
 
@@ -570,7 +587,7 @@ class BackgroundFetchManager:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if empty
         self._store.delete_registration(self._job_of(reg).key)
-        reg._records_available = False
+        self._job_of(reg).records_available = False
         self._registrations.pop(self._job_of(reg).key, None)
         self._callbacks.post(self._notify_change, reg)
 
@@ -784,7 +801,7 @@ class BackgroundFetchManager:
         keys = self._store.keys()
         for key, reg in list(self._registrations.items()):
             if key not in keys and reg.settled:
-                reg._records_available = False
+                self._job_of(reg).records_available = False
                 self._registrations.pop(key, None)
                 self._callbacks.post(self._notify_change, reg)
 
@@ -907,7 +924,7 @@ class BackgroundFetchManager:
     ) -> BackgroundFetchRegistration:
         """A job (the engine's state) and the registration that shows it."""
         job = Job(self._host, **fields)
-        reg = BackgroundFetchRegistration(self, job, restored=restored)
+        reg = BackgroundFetchRegistration(self, job, self._registration_host, restored=restored)
         self._job_of_reg[reg] = job
         return reg
 
@@ -1099,7 +1116,7 @@ def manager() -> BackgroundFetchManager:
     """
     global _default
     with _default_lock:
-        if _default is None or _default._closed:
+        if _default is None or _default.is_closed:
             auto = os.environ.get("IPYBGFETCH_AUTO_RESUME", "1").strip().lower()
             _default = BackgroundFetchManager(auto_resume=auto not in ("0", "false", "no", "off"))
         return _default

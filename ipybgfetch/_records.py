@@ -255,11 +255,11 @@ class RecordList(list[BackgroundFetchRecord]):
 
     def successful(self) -> RecordList:
         """Only the records that succeeded (2xx, complete, verified)."""
-        return RecordList(r for r in self if r._data.state == "success")
+        return RecordList(r for r in self if r.state == "success")
 
     def failed(self) -> RecordList:
         """Only the records that failed or were aborted."""
-        return RecordList(r for r in self if r._data.state in ("failure", "aborted"))
+        return RecordList(r for r in self if r.state in ("failure", "aborted"))
 
     def rows(self) -> list[dict[str, Any]]:
         return [r._data.row() for r in self]

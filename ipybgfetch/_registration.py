@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._display import mimebundle
 from ._engine.job import Job
-from ._events import BackgroundFetchEvent, ListenerSet
+from ._engine.loop import Engine
+from ._events import BackgroundFetchEvent, CallbackThread, ListenerSet
 from ._exceptions import FetchError, InvalidStateError
 from ._models import Request
 from ._output import output_target, output_to
@@ -30,11 +32,27 @@ from ._vocab import FailureReason, RegistrationState, Result, Snapshot
 if TYPE_CHECKING:
     from ._manager import BackgroundFetchManager
 
-__all__ = ["BackgroundFetchRegistration"]
+__all__ = ["BackgroundFetchRegistration", "RegistrationHost"]
 
 log = logging.getLogger("ipybgfetch")
 
 SNAPSHOT_RECORDS = 200  # records included in a panel snapshot
+
+
+@dataclass(frozen=True)
+class RegistrationHost:
+    """What a registration asks of the manager that made it, handed to it by the manager
+    (so the registration calls these, never the manager's private members)."""
+
+    engine: Engine
+    callbacks: CallbackThread
+    is_closed: Callable[[], bool]
+    notify_change: Callable[[BackgroundFetchRegistration], None]
+    has_change_listeners: Callable[[], bool]
+    dispatch_settled: Callable[[BackgroundFetchRegistration, str], None]
+    dispatch_click: Callable[[BackgroundFetchRegistration], None]
+    control_elsewhere: Callable[[BackgroundFetchRegistration, str], bool | None]
+    take_over: Callable[[BackgroundFetchRegistration], None]
 
 
 class BackgroundFetchRegistration:
@@ -44,14 +62,19 @@ class BackgroundFetchRegistration:
     """
 
     def __init__(
-        self, manager: BackgroundFetchManager, job: Job, *, restored: bool = False
+        self,
+        manager: BackgroundFetchManager,
+        job: Job,
+        host: RegistrationHost,
+        *,
+        restored: bool = False,
     ) -> None:
         """Made by the manager, over the job it made."""
-        self._manager = manager
+        self._manager = manager  # for the panel's change subscription
+        self._host = host
         self._job = job
         job.bind(self._dispatch_progress, self._on_settled, self._listening)
         self._listeners = ListenerSet(("progress",))
-        self._records_available = True
         # the cell that started it gets its output; restored from an earlier kernel: none
         # (its output goes to the latest cell)
         self._output_target = None if restored else output_target()
@@ -88,7 +111,7 @@ class BackgroundFetchRegistration:
 
     @property
     def records_available(self) -> bool:
-        return self._records_available
+        return self._job.records_available
 
     # -- beyond the spec ------------------------------------------------------------------
     @property
@@ -172,10 +195,10 @@ class BackgroundFetchRegistration:
             return False
         self._check_writable("abort")
         if self._job.read_only:  # another process downloads it: ask it (through the store)
-            done = self._manager._control_elsewhere(self, "abort")
+            done = self._host.control_elsewhere(self, "abort")
             if done is not None:
                 return done
-        return self._manager._engine.run(self._job.abort())
+        return self._host.engine.run(self._job.abort())
 
     def pause(self) -> bool:
         """Stop transfers, keeping the bytes on disk. True if this call paused it."""
@@ -183,10 +206,10 @@ class BackgroundFetchRegistration:
             return False
         self._check_writable("pause")
         if self._job.read_only:  # another process downloads it: ask it (through the store)
-            done = self._manager._control_elsewhere(self, "pause")
+            done = self._host.control_elsewhere(self, "pause")
             if done is not None:
                 return done
-        return self._manager._engine.run(self._job.pause())
+        return self._host.engine.run(self._job.pause())
 
     def resume(
         self,
@@ -208,9 +231,9 @@ class BackgroundFetchRegistration:
             if headers or auth is not None or storage_options is not None:
                 # credentials never go through the store: this process takes the
                 # registration over and continues it with them
-                self._manager._take_over(self)
+                self._host.take_over(self)
             else:
-                done = self._manager._control_elsewhere(self, "resume")
+                done = self._host.control_elsewhere(self, "resume")
                 if done is not None:
                     return done
         if storage_options is not None:
@@ -218,7 +241,7 @@ class BackgroundFetchRegistration:
                 raise FetchError("storage_options applies to an object-storage dest only")
             self._job.remote.set_options(storage_options)
         resume = self._job.resume(headers, auth, storage_options is not None)
-        return self._manager._engine.run(resume)
+        return self._host.engine.run(resume)
 
     def retry(self) -> int:
         """Fetch the failed (or aborted) records of a settled registration again; the
@@ -230,15 +253,15 @@ class BackgroundFetchRegistration:
                 "the failed records once it has settled: reg.wait() for it first"
             )
         self._check_writable("retry")
-        return self._manager._engine.run(self._job.retry())
+        return self._host.engine.run(self._job.retry())
 
     def click(self) -> None:
         """Fire ``backgroundfetchclick`` for this registration, as clicking its title in
         the panel does (in a browser only its download UI can; here the panel or code)."""
-        self._manager._dispatch_click(self)
+        self._host.dispatch_click(self)
 
     def _check_writable(self, what: str) -> None:
-        if self._manager._closed:
+        if self._host.is_closed():
             raise InvalidStateError(
                 f"cannot {what}() {self._job.id!r}: its manager was closed. Unfinished "
                 "registrations stay resumable: a new manager on the same home picks them up"
@@ -256,17 +279,17 @@ class BackgroundFetchRegistration:
         if progress is None:
             from ._console import progress_enabled
 
-            progress = progress_enabled() and not self._manager._callbacks.is_current()
+            progress = progress_enabled() and not self._host.callbacks.is_current()
         if progress and not self.settled:
             from ._console import wait_with_progress
 
             wait_with_progress([self], timeout)
             return self
         event = self._job.done
-        if self._manager._callbacks.is_current():
+        if self._host.callbacks.is_current():
             event = self._job.settled_state  # a handler waiting for its own event's end
-        woke = self._manager._closed or event.wait(timeout)
-        if self._manager._closed and not self.settled:
+        woke = self._host.is_closed() or event.wait(timeout)
+        if self._host.is_closed() and not self.settled:
             raise InvalidStateError(
                 f"registration {self._job.id!r} cannot settle here: its manager was closed "
                 "(it stays resumable by a new manager on the same home)"
@@ -320,7 +343,7 @@ class BackgroundFetchRegistration:
         ignore_vary: bool = False,
     ) -> RecordList:
         """Every record (no argument) or the records matching ``url_or_request``."""
-        if not self._records_available:
+        if not self._job.records_available:
             raise InvalidStateError(
                 f"the records of {self._job.id!r} are no longer available (it was deleted)"
             )
@@ -463,26 +486,26 @@ class BackgroundFetchRegistration:
                 try:
                     cb(event)
                 except BaseException as exc:  # a user's listener: even SystemExit
-                    self._manager._callbacks.report(exc, cb)
-        self._manager._notify_change(self)
+                    self._host.callbacks.report(exc, cb)
+        self._host.notify_change(self)
 
     def _listening(self) -> bool:
-        return bool(self._listeners.get("progress")) or self._manager._has_change_listeners()
+        return bool(self._listeners.get("progress")) or self._host.has_change_listeners()
 
     def _on_settled(self, event_type: str) -> None:
         """On the callback thread, after the final progress event: the manager's
         success/fail/abort event."""
-        self._manager._dispatch_settled(self, event_type)
+        self._host.dispatch_settled(self, event_type)
 
     def _update_ui(self, title: str | None, icons: Sequence[dict[str, str]] | None) -> None:
         if title is not None and not isinstance(title, str):
             raise TypeError(f"title must be a str, got {type(title).__name__}")
-        new_icons = _check_icons(icons) if icons is not None else None
+        new_icons = check_icons(icons) if icons is not None else None
         self._job.update_ui(title, new_icons)
-        self._manager._notify_change(self)
+        self._host.notify_change(self)
 
 
-def _check_icons(icons: Any) -> list[dict[str, str]]:
+def check_icons(icons: Any) -> list[dict[str, str]]:
     if isinstance(icons, (str, bytes)) or not isinstance(icons, (list, tuple)):
         raise FetchError(
             "icons must be a list of dicts like [{'src': 'https://…/i.png', "

@@ -160,6 +160,8 @@ class Job:
         self.dirty: set[int] = set()
         self.samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=50)
         self.remote: Any = None  # an object-storage dest (cloud.RemoteDest), else None
+        # False once the user deleted the registration: its records are gone
+        self.records_available = True
         # an object at a record's name may be overwritten (force=True, or this job replaces
         # a settled registration with the same id and dest); otherwise it is refused
         self.replace_objects = False
