@@ -359,7 +359,20 @@ def test_clean_shutdown_hands_over_without_waiting_for_the_lease(srv, tmp_path):
 
 
 @pytest.mark.slow
-def test_restored_registration_with_credentials_waits_for_them(srv, tmp_path, workers):
+def test_restored_registration_with_credentials_waits_for_them(srv, tmp_path, workers, monkeypatch):
+    from ipybgfetch._engine import restore
+
+    # What another thread sees the moment read_only clears: already "needs-credentials",
+    # never the dead owner's mirrored "active" (a script polling read_only then reading
+    # state saw "active" in a loaded CI run).
+    seen = []
+    adopt = restore._adopt
+
+    def watched(job, row, auto_resume):
+        seen.append((job.read_only, job.state))
+        adopt(job, row, auto_resume)
+
+    monkeypatch.setattr(restore, "_adopt", watched)
     home = tmp_path / "home"
     token = "Bearer TOPSECRET-" + "q" * 30
     cookie = "sid=COOKIESECRET-123"
@@ -391,6 +404,7 @@ def test_restored_registration_with_credentials_waits_for_them(srv, tmp_path, wo
         reg = mgr.get("private")
         wait_until(lambda: reg.state == "needs-credentials", LEASE_TIMEOUT + 5, "takeover")
         assert not reg.read_only and not reg._job.tasks
+        assert seen and seen[0] == (False, "needs-credentials"), seen
     # Still waiting for them in the next kernel too (the flag is never lost).
     with BackgroundFetchManager(home=home, retries=FAST) as mgr:
         reg = mgr.get("private")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from .._vocab import RegistrationState
 from .record import RecordData
 from .rows import json_headers, load_registration, request_from_row
 
@@ -60,6 +61,9 @@ def restore_into(
             job.read_only = False
             continue
         if store.try_take(key):
+            # the state it will have first, then read_only: another thread that waits for
+            # read_only to clear never sees the old owner's state ("active") in between
+            job.state = _adopted_state(row, auto_resume)
             job.read_only = False
             _adopt(job, row, auto_resume)
         else:
@@ -139,19 +143,22 @@ def _adopt(job: Job, row: sqlite3.Row, auto_resume: bool) -> None:
         return
     if row["needs_credentials"]:
         job.withheld_headers = _withheld(row)
-        job.state = "needs-credentials"
+    job.state = _adopted_state(row, auto_resume)
+    if job.state != "active":
         for d in job.records:
             if not d.settled:
                 d.state = "paused"
-    elif row["state"] == "paused" or not auto_resume:
-        job.state = "paused"
-        for d in job.records:
-            if not d.settled:
-                d.state = "paused"
-    else:
-        job.state = "active"
     job.persist_registration()
     job.start()
+
+
+def _adopted_state(row: sqlite3.Row, auto_resume: bool) -> RegistrationState:
+    """What an unfinished registration taken over from its row becomes here."""
+    if row["needs_credentials"]:
+        return "needs-credentials"  # its credentials were never written down
+    if row["state"] == "paused" or not auto_resume:
+        return "paused"
+    return "active"
 
 
 def _complete_but_unsettled(d: RecordData) -> bool:
