@@ -1022,15 +1022,17 @@ def _refuse_range(headers: httpx.Headers, requests: list[Request]) -> None:
     """A Range header of the user's is refused: ipybgfetch sends Range itself to resume a
     dropped transfer, so a partial answer to the user's range could not be told apart
     from one to a resume (a file of the wrong bytes, or a resume past the range)."""
-    for where, value in [("headers=", headers.get("range"))] + [
-        (f"the request for {r.url}", r.headers.get("range")) for r in requests
-    ]:
-        if value is not None:
-            raise FetchError(
-                f"a Range header ({value!r} in {where}) is not supported: ipybgfetch "
-                "sends Range itself to resume dropped downloads. Fetch the whole file and "
-                "slice it, or use httpx directly for a part of a file"
-            )
+    value, where = headers.get("range"), "headers="
+    if value is None:  # only requests with headers of their own are looked at (most have none)
+        hit = next((r for r in requests if r.headers and "range" in r.headers), None)
+        if hit is not None:
+            value, where = hit.headers["range"], f"the request for {hit.url}"
+    if value is not None:
+        raise FetchError(
+            f"a Range header ({value!r} in {where}) is not supported: ipybgfetch "
+            "sends Range itself to resume dropped downloads. Fetch the whole file and "
+            "slice it, or use httpx directly for a part of a file"
+        )
 
 
 def _request_list(requests: Any) -> list[Any]:
