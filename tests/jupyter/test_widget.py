@@ -267,13 +267,15 @@ def test_panel_sends_at_most_10_messages_per_second_and_nothing_after_settling(
     widget = registration_panel(reg)
     panels.append(widget)
     sent = _Sent(widget)
+    # a throttled flush may have gone out between the panel's creation and the recorder
+    unseen = widget.messages_sent
     start = time.monotonic()
     reg.wait(30)
     elapsed = time.monotonic() - start
     _wait_for(lambda: widget.state.get("state") == "success", 5)
     time.sleep(0.5)
     count = len(sent.updates)
-    assert count == widget.messages_sent
+    assert count <= widget.messages_sent <= count + unseen  # the recorder saw every later one
     assert count >= 3, "the panel should update while downloading"
     assert count <= 10 * elapsed + 2, (count, elapsed)
     times = [t for t, _ in sent.updates]
